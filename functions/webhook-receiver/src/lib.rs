@@ -1,0 +1,84 @@
+//! `POST /webhooks/{integration_id}`: verify, record once, answer. No Bitbucket call happens
+//! here; the work a delivery causes fans out from its record (DynamoDB Streams on AWS, the
+//! in-process worker locally).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http::{HeaderMap, StatusCode};
+use serde_json::json;
+use shared::backends::Backends;
+use shared::domain::{Ingested, ingest};
+use shared::http::{ApiError, is_json, read_body};
+use shared::webhook::DeliveryHeaders;
+use tracing::Instrument;
+
+/// Bitbucket Cloud refuses to send payloads over 256 KB; nothing larger is a real delivery.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+pub struct Receiver {
+    pub backends: Backends,
+    pub retention: chrono::Duration,
+}
+
+/// The receiver's routes, ready to serve (Lambda or the local stack).
+pub fn app(receiver: Arc<Receiver>) -> Router {
+    shared::http::finish(routes(receiver))
+}
+
+/// The bare routes, for a host that adds the shared layers itself.
+pub fn routes(receiver: Arc<Receiver>) -> Router {
+    Router::new().route("/webhooks/{integration_id}", post(receive)).with_state(receiver)
+}
+
+async fn receive(
+    State(receiver): State<Arc<Receiver>>,
+    Path(integration_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&headers, body, MAX_BODY_BYTES).await?;
+    if !is_json(&headers) {
+        return Err(ApiError::UnsupportedMediaType("webhook bodies must be sent as application/json".into()));
+    }
+    let delivery = DeliveryHeaders::from_headers(&headers);
+    let span = tracing::info_span!(
+        "delivery",
+        integration_id = %integration_id,
+        delivery_id = delivery.delivery_id.as_deref().unwrap_or("-"),
+        event_key = delivery.event_key.as_deref().unwrap_or("-"),
+        attempt = delivery.attempt,
+    );
+    async move {
+        let backends = &receiver.backends;
+        let outcome = ingest(
+            backends.store.as_ref(),
+            backends.secrets.as_ref(),
+            &integration_id,
+            &delivery,
+            &body,
+            receiver.retention,
+        )
+        .await?;
+        Ok(match outcome {
+            Ingested::Recorded(d) => {
+                tracing::info!(event_id = %d.event_id, summary = %d.summary, "delivery recorded");
+                let answer = json!({"event_id": d.event_id, "event_key": d.event_key, "flavor": d.flavor, "duplicate": false});
+                (StatusCode::ACCEPTED, Json(answer)).into_response()
+            }
+            Ingested::Duplicate(d) => {
+                tracing::info!(event_id = %d.event_id, "duplicate delivery, nothing recorded");
+                let answer = json!({"event_id": d.event_id, "event_key": d.event_key, "flavor": d.flavor, "duplicate": true});
+                (StatusCode::OK, Json(answer)).into_response()
+            }
+            Ingested::Ping => (StatusCode::OK, Json(json!({"ping": true}))).into_response(),
+        })
+    }
+    .instrument(span)
+    .await
+}

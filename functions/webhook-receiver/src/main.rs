@@ -1,0 +1,12 @@
+//! Lambda entry point: builds config and clients once, then serves the receiver.
+
+use std::sync::Arc;
+
+use webhook_receiver::{Receiver, app};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    shared::telemetry::init();
+    let receiver = Receiver { backends: shared::backends::aws().await?, retention: shared::config::retention()? };
+    lambda_http::run(app(Arc::new(receiver))).await
+}

@@ -1,0 +1,196 @@
+//! Deliveries: each webhook request Bitbucket makes, recorded exactly once per
+//! (integration, delivery id) with one conditional write, and listed newest first.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::integration::{self, Integration, IntegrationStatus};
+use super::webhook_secret::WebhookSecrets;
+use crate::secrets::{SecretError, SecretStore};
+use crate::signature::{self, SignatureError};
+use crate::store::{Condition, Index, Item, Key, Page, Query, StateStore, StoreError};
+use crate::webhook::{self, DeliveryHeaders, Flavor, PING_EVENT_KEY, PayloadError, RepoEvent};
+
+pub const KIND: &str = "delivery";
+
+/// A recorded delivery: what the headers said and what the payload normalized to. The raw body
+/// is not kept: everything that fans out from a delivery works from `events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub event_id: String,
+    pub integration_id: String,
+    pub delivery_id: String,
+    pub event_key: String,
+    pub flavor: Flavor,
+    pub received_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    pub events: Vec<RepoEvent>,
+    pub summary: String,
+}
+
+pub fn key(integration_id: &str, delivery_id: &str) -> Key {
+    Key::new(integration::partition(integration_id), format!("DLV#{delivery_id}"))
+}
+
+/// Newest-first order within the partition: fixed-width UTC time, then the event id.
+fn sort_key(received_at: DateTime<Utc>, event_id: &str) -> String {
+    format!("EVT#{}#{event_id}", received_at.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("no integration `{0}`")]
+    UnknownIntegration(String),
+    #[error("integration `{id}` is {} and does not accept deliveries", status.as_str())]
+    NotAccepting { id: String, status: IntegrationStatus },
+    #[error("the X-Event-Key header is missing")]
+    MissingEventKey,
+    #[error("the delivery id header is not valid: {0}")]
+    BadDeliveryId(&'static str),
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error("the body is not a valid {event_key} payload: {source}")]
+    Payload { event_key: String, source: PayloadError },
+    #[error("the webhook secret of integration `{0}` is not available")]
+    SecretMissing(String),
+    #[error(transparent)]
+    Secrets(#[from] SecretError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What became of a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ingested {
+    /// First time seen: recorded.
+    Recorded(Delivery),
+    /// Seen before (a Bitbucket retry): the earlier record, nothing written.
+    Duplicate(Delivery),
+    /// An unsigned Data Center "test connection" ping: answered, not recorded.
+    Ping,
+}
+
+/// Delivery ids become part of a key: bounded, printable, no spaces.
+fn check_delivery_id(id: &str) -> Result<(), IngestError> {
+    if id.len() > 128 {
+        return Err(IngestError::BadDeliveryId("longer than 128 characters"));
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(IngestError::BadDeliveryId("only printable ASCII without spaces is allowed"));
+    }
+    Ok(())
+}
+
+/// Verifies, parses and records one delivery. Bitbucket is never called here: this is the hot
+/// path, one integration read, one (cached) secret read and one conditional write.
+pub async fn ingest(
+    store: &dyn StateStore,
+    secrets: &dyn SecretStore,
+    integration_id: &str,
+    headers: &DeliveryHeaders,
+    body: &[u8],
+    retention: chrono::Duration,
+) -> Result<Ingested, IngestError> {
+    let (integration, _) = integration::get(store, integration_id)
+        .await?
+        .ok_or_else(|| IngestError::UnknownIntegration(integration_id.to_owned()))?;
+    if !integration.status.accepts_deliveries() {
+        return Err(IngestError::NotAccepting { id: integration.id, status: integration.status });
+    }
+    let event_key = headers.event_key.as_deref().ok_or(IngestError::MissingEventKey)?;
+    if event_key == PING_EVENT_KEY && headers.signature.is_none() {
+        // Data Center sends its test ping unsigned; it proves reachability and writes nothing.
+        return Ok(Ingested::Ping);
+    }
+    let now = Utc::now();
+    verify(secrets, &integration, headers, body, now).await?;
+    let flavor = headers.flavor_hint.unwrap_or(integration.flavor);
+    let parsed = webhook::parse(flavor, event_key, body)
+        .map_err(|source| IngestError::Payload { event_key: event_key.to_owned(), source })?;
+    if parsed.events == [RepoEvent::Ping] {
+        return Ok(Ingested::Ping);
+    }
+    // Without a delivery id header, the body's hash identifies retries (they resend it byte for byte).
+    let delivery_id = match &headers.delivery_id {
+        Some(id) => {
+            check_delivery_id(id)?;
+            id.clone()
+        }
+        None => format!("sha256-{}", hex::encode(Sha256::digest(body))),
+    };
+    let delivery = Delivery {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        integration_id: integration.id.clone(),
+        delivery_id,
+        event_key: event_key.to_owned(),
+        flavor,
+        received_at: now,
+        hook_uuid: headers.hook_uuid.clone(),
+        attempt: headers.attempt,
+        repository: parsed.repository,
+        summary: webhook::summarize(&parsed.events),
+        events: parsed.events,
+    };
+    record(store, delivery, retention).await
+}
+
+async fn verify(
+    secrets: &dyn SecretStore,
+    integration: &Integration,
+    headers: &DeliveryHeaders,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<(), IngestError> {
+    let name = &integration.webhook_secret_name;
+    let secret = secrets.get(name).await?.ok_or_else(|| IngestError::SecretMissing(integration.id.clone()))?;
+    let webhook_secrets = WebhookSecrets::from_secret(name, &secret)?;
+    signature::verify(headers.signature.as_deref(), body, webhook_secrets.accepted(now))?;
+    Ok(())
+}
+
+/// The one conditional write: new → recorded; already there (and not expired) → duplicate.
+pub async fn record(
+    store: &dyn StateStore,
+    delivery: Delivery,
+    retention: chrono::Duration,
+) -> Result<Ingested, IngestError> {
+    let item = Item::from_record(key(&delivery.integration_id, &delivery.delivery_id), KIND, &delivery)?
+        .with_sort(sort_key(delivery.received_at, &delivery.event_id))
+        .with_expiry((delivery.received_at + retention).timestamp());
+    match store.put(item, Condition::Absent).await {
+        Ok(_) => Ok(Ingested::Recorded(delivery)),
+        Err(StoreError::ConditionFailed { current: Some(existing) }) => Ok(Ingested::Duplicate(existing.record()?)),
+        // The condition failed but the item vanished since (expired between write and read):
+        // report the race as retryable rather than guess.
+        Err(StoreError::ConditionFailed { current: None }) => {
+            Err(StoreError::Unavailable("delivery record changed concurrently, retry".into()).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Recorded deliveries of one integration, newest first.
+pub async fn list_deliveries(
+    store: &dyn StateStore,
+    integration_id: &str,
+    limit: usize,
+    cursor: Option<String>,
+) -> Result<(Vec<Delivery>, Option<String>), StoreError> {
+    let Page { items, cursor } = store
+        .query(&Query {
+            pk: integration::partition(integration_id),
+            index: Index::Sorted { prefix: "EVT#".into() },
+            descending: true,
+            limit,
+            cursor,
+        })
+        .await?;
+    let deliveries = items.iter().map(Item::record).collect::<Result<_, _>>()?;
+    Ok((deliveries, cursor))
+}

@@ -1,0 +1,102 @@
+//! Integrations: one connected Bitbucket repository each. All integrations share one partition
+//! (`INTEGRATIONS`) so that listing them — by people and by scheduled jobs — is one query; their
+//! per-repository records (deliveries, …) live in the partition `INT#{id}`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Condition, Index, Item, Key, Query, StateStore, StoreError};
+use crate::webhook::Flavor;
+
+pub const KIND: &str = "integration";
+const PARTITION: &str = "INTEGRATIONS";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntegrationStatus {
+    Active,
+    /// Disconnected by a person: deliveries are refused (410).
+    Inactive,
+    /// Bitbucket refused the credential; deliveries are still accepted.
+    Error,
+    Archived,
+}
+
+impl IntegrationStatus {
+    pub fn accepts_deliveries(self) -> bool {
+        matches!(self, IntegrationStatus::Active | IntegrationStatus::Error)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntegrationStatus::Active => "active",
+            IntegrationStatus::Inactive => "inactive",
+            IntegrationStatus::Error => "error",
+            IntegrationStatus::Archived => "archived",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Integration {
+    pub id: String,
+    pub name: String,
+    pub flavor: Flavor,
+    pub status: IntegrationStatus,
+    /// Name (never value) of the secret holding the [`super::WebhookSecrets`].
+    pub webhook_secret_name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub fn key(id: &str) -> Key {
+    Key::new(PARTITION, format!("INT#{id}"))
+}
+
+/// The partition holding an integration's own records.
+pub fn partition(id: &str) -> String {
+    format!("INT#{id}")
+}
+
+/// Integration ids appear in URLs and keys: 1–64 of `[A-Za-z0-9_-]`.
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+pub async fn get(store: &dyn StateStore, id: &str) -> Result<Option<(Integration, u64)>, StoreError> {
+    if !valid_id(id) {
+        return Ok(None);
+    }
+    match store.get(&key(id)).await? {
+        Some(item) => Ok(Some((item.record()?, item.version))),
+        None => Ok(None),
+    }
+}
+
+/// Writes `integration` if `condition` holds; returns the new version.
+pub async fn put(store: &dyn StateStore, integration: &Integration, condition: Condition) -> Result<u64, StoreError> {
+    store.put(Item::from_record(key(&integration.id), KIND, integration)?, condition).await
+}
+
+pub async fn list(store: &dyn StateStore) -> Result<Vec<Integration>, StoreError> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .query(&Query {
+                pk: PARTITION.into(),
+                index: Index::Primary { sk_prefix: "INT#".into() },
+                descending: false,
+                limit: 100,
+                cursor,
+            })
+            .await?;
+        for item in &page.items {
+            out.push(item.record()?);
+        }
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Plain domain types and the rules about them, written against the ports only.
+
+pub mod delivery;
+pub mod integration;
+pub mod webhook_secret;
+
+pub use delivery::{Delivery, IngestError, Ingested, ingest, list_deliveries};
+pub use integration::{Integration, IntegrationStatus};
+pub use webhook_secret::WebhookSecrets;

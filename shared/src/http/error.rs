@@ -1,0 +1,120 @@
+//! One error type for every HTTP answer, mapped once from the domain and port errors. Bodies
+//! are `{"error": {"code": "...", "message": "..."}}`; messages never contain secrets.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde_json::json;
+
+use crate::domain::IngestError;
+use crate::secrets::SecretError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("the body is larger than the {0}-byte limit")]
+    PayloadTooLarge(usize),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    /// A dependency failed in a way worth retrying (Bitbucket retries webhook deliveries on 5xx).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Gone(_) => "gone",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Unprocessable(_) => "unprocessable",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), error = %self, "request failed");
+        } else {
+            tracing::info!(code = self.code(), error = %self, "request refused");
+        }
+        (status, Json(json!({"error": {"code": self.code(), "message": self.to_string()}}))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::BadCursor => ApiError::BadRequest("the cursor is not valid for this listing".into()),
+            StoreError::ConditionFailed { .. } => ApiError::Conflict("the record changed concurrently; retry".into()),
+            StoreError::Throttled | StoreError::Unavailable(_) => {
+                ApiError::Unavailable(format!("state store: {e}; retry later"))
+            }
+            StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<SecretError> for ApiError {
+    fn from(e: SecretError) -> Self {
+        match e {
+            SecretError::Corrupt(_) => ApiError::Internal(e.to_string()),
+            SecretError::Unavailable(_) | SecretError::Denied => ApiError::Unavailable(format!("{e}; retry later")),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        let message = e.to_string();
+        match e {
+            IngestError::UnknownIntegration(_) => ApiError::NotFound(message),
+            IngestError::NotAccepting { .. } => ApiError::Gone(message),
+            IngestError::MissingEventKey | IngestError::BadDeliveryId(_) | IngestError::Payload { .. } => {
+                ApiError::BadRequest(message)
+            }
+            IngestError::Signature(_) => ApiError::Unauthorized(message),
+            // Our configuration is missing, not the sender's fault: 503 makes Bitbucket retry.
+            IngestError::SecretMissing(_) => ApiError::Unavailable(message),
+            IngestError::Secrets(e) => e.into(),
+            IngestError::Store(e) => e.into(),
+        }
+    }
+}

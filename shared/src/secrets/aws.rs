@@ -1,0 +1,95 @@
+//! Secrets Manager adapter with a small read cache: the receiver reads the webhook secret on
+//! every delivery, and a warm Lambda should not pay a Secrets Manager round trip each time.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use tokio::sync::RwLock;
+
+use super::*;
+
+pub struct SecretsManagerStore {
+    client: Client,
+    ttl: Duration,
+    recovery_window_days: i64,
+    cache: RwLock<HashMap<String, (Instant, Option<Secret>)>>,
+}
+
+fn secret_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    err: SdkError<E, R>,
+) -> SecretError {
+    match err.code() {
+        Some("AccessDeniedException") => SecretError::Denied,
+        // The SDK's context names the operation and error code, never the secret value.
+        _ => SecretError::Unavailable(DisplayErrorContext(&err).to_string()),
+    }
+}
+
+impl SecretsManagerStore {
+    pub fn new(client: Client, ttl: Duration) -> Self {
+        SecretsManagerStore { client, ttl, recovery_window_days: 7, cache: RwLock::new(HashMap::new()) }
+    }
+
+    async fn remember(&self, name: &str, value: Option<Secret>) {
+        self.cache.write().await.insert(name.to_owned(), (Instant::now(), value));
+    }
+}
+
+#[async_trait]
+impl SecretStore for SecretsManagerStore {
+    async fn get(&self, name: &str) -> Result<Option<Secret>, SecretError> {
+        if let Some((at, value)) = self.cache.read().await.get(name) {
+            if at.elapsed() < self.ttl {
+                return Ok(value.clone());
+            }
+        }
+        let value = match self.client.get_secret_value().secret_id(name).send().await {
+            Ok(out) => out.secret_string.map(Secret),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => None,
+            // A secret scheduled for deletion answers InvalidRequestException: treat as gone.
+            Err(e) if e.code() == Some("InvalidRequestException") => None,
+            Err(e) => return Err(secret_error(e)),
+        };
+        self.remember(name, value.clone()).await;
+        Ok(value)
+    }
+
+    async fn put(&self, name: &str, value: &Secret) -> Result<(), SecretError> {
+        let updated = self.client.put_secret_value().secret_id(name).secret_string(value.expose()).send().await;
+        match updated {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("ResourceNotFoundException") => {
+                self.client
+                    .create_secret()
+                    .name(name)
+                    .secret_string(value.expose())
+                    .send()
+                    .await
+                    .map_err(secret_error)?;
+            }
+            Err(e) => return Err(secret_error(e)),
+        }
+        self.remember(name, Some(value.clone())).await;
+        Ok(())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), SecretError> {
+        match self
+            .client
+            .delete_secret()
+            .secret_id(name)
+            .recovery_window_in_days(self.recovery_window_days)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("ResourceNotFoundException") => {}
+            Err(e) => return Err(secret_error(e)),
+        }
+        self.remember(name, None).await;
+        Ok(())
+    }
+}

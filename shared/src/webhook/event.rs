@@ -1,0 +1,92 @@
+//! The one event type both flavors normalize into.
+
+use serde::{Deserialize, Serialize};
+
+/// A pull request as the rest of the system needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub id: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    pub source_branch: String,
+    pub destination_branch: String,
+    /// The source head commit (Cloud sends a 12-character abbreviation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// What happened in the repository, whatever product reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RepoEvent {
+    BranchCreated { branch: String, head: Option<String> },
+    BranchUpdated { branch: String, head: Option<String>, previous: Option<String>, forced: bool },
+    BranchDeleted { branch: String, previous: Option<String> },
+    TagCreated { tag: String, target: Option<String> },
+    TagDeleted { tag: String },
+    PullRequestOpened { pull_request: PullRequest },
+    PullRequestUpdated { pull_request: PullRequest },
+    PullRequestMerged { pull_request: PullRequest },
+    PullRequestDeclined { pull_request: PullRequest },
+    PullRequestDeleted { pull_request: PullRequest },
+    CommitStatus {
+        commit: Option<String>,
+        state: String,
+        key: Option<String>,
+        refname: Option<String>,
+        url: Option<String>,
+    },
+    Ping,
+    Other { event_key: String },
+}
+
+impl RepoEvent {
+    /// One short human line, e.g. `branch main updated (forced)`.
+    pub fn describe(&self) -> String {
+        let pr = |verb: &str, p: &PullRequest| {
+            format!("pull request #{} {verb} ({} -> {})", p.id, p.source_branch, p.destination_branch)
+        };
+        match self {
+            RepoEvent::BranchCreated { branch, .. } => format!("branch {branch} created"),
+            RepoEvent::BranchUpdated { branch, forced, .. } => {
+                format!("branch {branch} updated{}", if *forced { " (forced)" } else { "" })
+            }
+            RepoEvent::BranchDeleted { branch, .. } => format!("branch {branch} deleted"),
+            RepoEvent::TagCreated { tag, .. } => format!("tag {tag} created"),
+            RepoEvent::TagDeleted { tag } => format!("tag {tag} deleted"),
+            RepoEvent::PullRequestOpened { pull_request } => pr("opened", pull_request),
+            RepoEvent::PullRequestUpdated { pull_request } => pr("updated", pull_request),
+            RepoEvent::PullRequestMerged { pull_request } => pr("merged", pull_request),
+            RepoEvent::PullRequestDeclined { pull_request } => pr("declined", pull_request),
+            RepoEvent::PullRequestDeleted { pull_request } => pr("deleted", pull_request),
+            RepoEvent::CommitStatus { commit, state, .. } => {
+                format!("commit {} status {state}", commit.as_deref().unwrap_or("?"))
+            }
+            RepoEvent::Ping => "ping".to_owned(),
+            RepoEvent::Other { event_key } => format!("{event_key} (not acted on)"),
+        }
+    }
+}
+
+/// The summary stored with a delivery: its events' descriptions, bounded in length.
+pub fn summarize(events: &[RepoEvent]) -> String {
+    const MAX: usize = 300;
+    if events.is_empty() {
+        return "no changes".to_owned();
+    }
+    let mut out = String::new();
+    for (i, event) in events.iter().enumerate() {
+        let part = event.describe();
+        if out.len() + part.len() + 2 > MAX {
+            out.push_str(&format!("; and {} more", events.len() - i));
+            break;
+        }
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(&part);
+    }
+    out
+}

@@ -1,0 +1,135 @@
+//! Bitbucket webhook deliveries: the headers both flavors send, their payload models, and the
+//! normalization of both into one [`RepoEvent`] type.
+
+pub mod cloud;
+pub mod datacenter;
+mod event;
+
+pub use event::{PullRequest, RepoEvent, summarize};
+
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+/// Which Bitbucket product sent a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    Cloud,
+    #[serde(rename = "datacenter")]
+    DataCenter,
+}
+
+impl Flavor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavor::Cloud => "cloud",
+            Flavor::DataCenter => "datacenter",
+        }
+    }
+}
+
+/// The Data Center key whose deliveries are unsigned (the "Test connection" button).
+pub const PING_EVENT_KEY: &str = "diagnostics:ping";
+
+/// What the delivery's headers say about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryHeaders {
+    pub event_key: Option<String>,
+    /// `X-Request-UUID` (Cloud) or `X-Request-Id` (Data Center): the same on every retry.
+    pub delivery_id: Option<String>,
+    pub hook_uuid: Option<String>,
+    pub attempt: Option<u32>,
+    pub signature: Option<String>,
+    /// The flavor the headers betray, if they do (only Cloud sends `X-Hook-UUID`/`X-Request-UUID`).
+    pub flavor_hint: Option<Flavor>,
+}
+
+impl DeliveryHeaders {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let cloud_id = text("x-request-uuid");
+        let hook_uuid = text("x-hook-uuid");
+        let dc_id = text("x-request-id");
+        let flavor_hint = if cloud_id.is_some() || hook_uuid.is_some() {
+            Some(Flavor::Cloud)
+        } else if dc_id.is_some() {
+            Some(Flavor::DataCenter)
+        } else {
+            None
+        };
+        DeliveryHeaders {
+            event_key: text("x-event-key"),
+            delivery_id: cloud_id.or(dc_id),
+            hook_uuid,
+            attempt: text("x-attempt-number").and_then(|v| v.parse().ok()),
+            signature: text("x-hub-signature"),
+            flavor_hint,
+        }
+    }
+}
+
+/// A payload that is not valid JSON, or not the shape its event key promises.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PayloadError(#[from] serde_json::Error);
+
+/// A delivery body reduced to what the system acts on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParsedPayload {
+    /// `workspace/repo` (Cloud) or `PROJECT/repo` (Data Center), when the payload names it.
+    pub repository: Option<String>,
+    pub events: Vec<RepoEvent>,
+}
+
+/// Parses and normalizes a delivery body. Unknown event keys are accepted (as
+/// [`RepoEvent::Other`]) as long as the body is JSON; known keys must have their documented shape.
+pub fn parse(flavor: Flavor, event_key: &str, body: &[u8]) -> Result<ParsedPayload, PayloadError> {
+    match flavor {
+        Flavor::Cloud => cloud::normalize(event_key, body),
+        Flavor::DataCenter => datacenter::normalize(event_key, body),
+    }
+}
+
+/// Checks that `body` is JSON without building it (the cheap path for keys we do not model).
+pub(crate) fn validate_json(body: &[u8]) -> Result<(), PayloadError> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)?;
+    Ok(())
+}
+
+pub(crate) fn other(event_key: &str, body: &[u8]) -> Result<ParsedPayload, PayloadError> {
+    validate_json(body)?;
+    Ok(ParsedPayload {
+        repository: None,
+        events: vec![RepoEvent::Other { event_key: event_key.to_owned() }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_tell_flavor_and_delivery_id() {
+        let mut h = HeaderMap::new();
+        h.insert("X-Event-Key", "repo:push".parse().unwrap());
+        h.insert("X-Request-UUID", "abc".parse().unwrap());
+        h.insert("X-Attempt-Number", "2".parse().unwrap());
+        let d = DeliveryHeaders::from_headers(&h);
+        assert_eq!(d.flavor_hint, Some(Flavor::Cloud));
+        assert_eq!(d.delivery_id.as_deref(), Some("abc"));
+        assert_eq!(d.attempt, Some(2));
+
+        let mut h = HeaderMap::new();
+        h.insert("X-Request-Id", "dc-1".parse().unwrap());
+        let d = DeliveryHeaders::from_headers(&h);
+        assert_eq!(d.flavor_hint, Some(Flavor::DataCenter));
+        assert_eq!(d.event_key, None);
+    }
+}
