@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use tokio::sync::RwLock;
 
 use super::*;
@@ -23,8 +23,7 @@ fn secret_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
 ) -> SecretError {
     match err.code() {
         Some("AccessDeniedException") => SecretError::Denied,
-        // The SDK's context names the operation and error code, never the secret value.
-        _ => SecretError::Unavailable(DisplayErrorContext(&err).to_string()),
+        _ => SecretError::Unavailable(crate::backends::describe_sdk_error(&err)),
     }
 }
 
@@ -61,6 +60,17 @@ impl SecretStore for SecretsManagerStore {
         let updated = self.client.put_secret_value().secret_id(name).secret_string(value.expose()).send().await;
         match updated {
             Ok(_) => {}
+            // Scheduled for deletion (a deleted integration's name reused): bring it back.
+            Err(e) if e.code() == Some("InvalidRequestException") => {
+                self.client.restore_secret().secret_id(name).send().await.map_err(secret_error)?;
+                self.client
+                    .put_secret_value()
+                    .secret_id(name)
+                    .secret_string(value.expose())
+                    .send()
+                    .await
+                    .map_err(secret_error)?;
+            }
             Err(e) if e.code() == Some("ResourceNotFoundException") => {
                 self.client
                     .create_secret()
@@ -86,7 +96,8 @@ impl SecretStore for SecretsManagerStore {
             .await
         {
             Ok(_) => {}
-            Err(e) if e.code() == Some("ResourceNotFoundException") => {}
+            // Already gone, or already scheduled for deletion: deleting is idempotent.
+            Err(e) if matches!(e.code(), Some("ResourceNotFoundException" | "InvalidRequestException")) => {}
             Err(e) => return Err(secret_error(e)),
         }
         self.remember(name, None).await;

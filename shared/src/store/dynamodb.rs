@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
     ProjectionType, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, StreamSpecification, StreamViewType,
@@ -35,8 +35,7 @@ fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-/// Maps SDK errors to the port's: throttling is retryable, the rest is "unavailable" with the
-/// SDK's full context (which never contains item values or credentials).
+/// Maps SDK errors to the port's: throttling is retryable, the rest is "unavailable".
 fn store_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
     err: SdkError<E, R>,
 ) -> StoreError {
@@ -44,7 +43,7 @@ fn store_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fm
         Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded") => {
             StoreError::Throttled
         }
-        _ => StoreError::Unavailable(DisplayErrorContext(&err).to_string()),
+        _ => StoreError::Unavailable(crate::backends::describe_sdk_error(&err)),
     }
 }
 

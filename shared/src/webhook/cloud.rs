@@ -10,6 +10,12 @@ pub struct Repository {
     pub full_name: Option<String>,
 }
 
+/// Any Cloud payload, read only for its repository.
+#[derive(Debug, Deserialize)]
+pub struct Envelope {
+    pub repository: Option<Repository>,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct PushEvent {
     pub push: Push,
@@ -168,6 +174,9 @@ pub fn normalize(event_key: &str, body: &[u8]) -> Result<ParsedPayload, PayloadE
                 }],
             })
         }
-        _ => other(event_key, body),
+        _ => {
+            let e: Envelope = serde_json::from_slice(body)?;
+            Ok(other(event_key, repo(e.repository)))
+        }
     }
 }

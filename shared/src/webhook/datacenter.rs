@@ -16,6 +16,12 @@ pub struct Project {
     pub key: Option<String>,
 }
 
+/// Any Data Center payload, read only for its repository.
+#[derive(Debug, Deserialize)]
+pub struct Envelope {
+    pub repository: Option<Repository>,
+}
+
 /// `repo:refs_changed` and `mirror:repo_synchronized` share this shape.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -160,6 +166,9 @@ pub fn normalize(event_key: &str, body: &[u8]) -> Result<ParsedPayload, PayloadE
             validate_json(body)?;
             Ok(ParsedPayload { repository: None, events: vec![RepoEvent::Ping] })
         }
-        _ => other(event_key, body),
+        _ => {
+            let e: Envelope = serde_json::from_slice(body)?;
+            Ok(other(event_key, repo_name(e.repository.as_ref())))
+        }
     }
 }

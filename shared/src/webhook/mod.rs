@@ -103,12 +103,9 @@ pub(crate) fn validate_json(body: &[u8]) -> Result<(), PayloadError> {
     Ok(())
 }
 
-pub(crate) fn other(event_key: &str, body: &[u8]) -> Result<ParsedPayload, PayloadError> {
-    validate_json(body)?;
-    Ok(ParsedPayload {
-        repository: None,
-        events: vec![RepoEvent::Other { event_key: event_key.to_owned() }],
-    })
+/// A key the system does not act on: recorded as [`RepoEvent::Other`] with its repository.
+pub(crate) fn other(event_key: &str, repository: Option<String>) -> ParsedPayload {
+    ParsedPayload { repository, events: vec![RepoEvent::Other { event_key: event_key.to_owned() }] }
 }
 
 #[cfg(test)]

@@ -1,0 +1,205 @@
+//! One contract, every state adapter: in-memory, SQLite (a real file) and DynamoDB (moto).
+//! Includes the receiver's core promise: 50 concurrent copies of one delivery → 1 record.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use cross_function_tests::{emulator_table, temp_dir};
+use serde_json::{Value, json};
+use shared::domain::delivery::{self, Delivery, Ingested};
+use shared::store::{Condition, Index, Item, Key, MemoryStore, Query, SqliteStore, StateStore, StoreError};
+use shared::webhook::{Flavor, RepoEvent};
+
+fn item(pk: &str, sk: &str, attrs: Value) -> Item {
+    Item::from_record(Key::new(pk, sk), "test", &attrs).unwrap()
+}
+
+fn query(pk: &str, index: Index, descending: bool, limit: usize, cursor: Option<String>) -> Query {
+    Query { pk: pk.into(), index, descending, limit, cursor }
+}
+
+async fn conditional_writes(store: &dyn StateStore) {
+    let key = Key::new("P", "a");
+    assert!(store.get(&key).await.unwrap().is_none());
+    assert_eq!(store.put(item("P", "a", json!({"n": 1})), Condition::Absent).await.unwrap(), 1);
+    match store.put(item("P", "a", json!({"n": 2})), Condition::Absent).await {
+        Err(StoreError::ConditionFailed { current: Some(current) }) => assert_eq!(current.attrs["n"], 1),
+        other => panic!("expected a failed condition with the current item, got {other:?}"),
+    }
+    assert_eq!(store.put(item("P", "a", json!({"n": 3})), Condition::Version(1)).await.unwrap(), 2);
+    assert!(matches!(
+        store.put(item("P", "a", json!({"n": 4})), Condition::Version(1)).await,
+        Err(StoreError::ConditionFailed { .. })
+    ));
+    assert_eq!(store.put(item("P", "a", json!({"n": 5})), Condition::None).await.unwrap(), 3);
+    assert_eq!(store.put(item("P", "fresh", json!({})), Condition::None).await.unwrap(), 1);
+    let got = store.get(&key).await.unwrap().unwrap();
+    assert_eq!((got.version, got.kind.as_str(), &got.attrs["n"]), (3, "test", &json!(5)));
+    assert!(matches!(store.put(item("P", "b", json!({})), Condition::Version(1)).await, Err(StoreError::ConditionFailed { current: None })));
+
+    assert!(matches!(store.delete(&key, Condition::Version(2)).await, Err(StoreError::ConditionFailed { .. })));
+    store.delete(&key, Condition::Version(3)).await.unwrap();
+    assert!(store.get(&key).await.unwrap().is_none());
+    store.delete(&key, Condition::None).await.unwrap();
+}
+
+async fn records_round_trip(store: &dyn StateStore) {
+    let attrs = json!({
+        "text": "héllo ✓", "empty": "", "int": 42, "neg": -7, "big": 9_007_199_254_740_993_u64, "float": 1.5,
+        "yes": true, "none": null, "list": [1, "two", {"three": 3}], "nested": {"a": {"b": []}}
+    });
+    store.put(item("R", "x", attrs.clone()), Condition::Absent).await.unwrap();
+    let got = store.get(&Key::new("R", "x")).await.unwrap().unwrap();
+    assert_eq!(Value::Object(got.attrs), attrs);
+    assert!(Item::from_record(Key::new("R", "y"), "t", &json!({"version": 1})).is_err(), "reserved names are refused");
+    assert!(Item::from_record(Key::new("R", "y"), "t", &json!([1])).is_err(), "records are objects");
+}
+
+async fn expired_items_are_absent(store: &dyn StateStore) {
+    let past = Utc::now().timestamp() - 10;
+    let future = Utc::now().timestamp() + 3600;
+    store.put(item("E", "old", json!({})).with_expiry(past).with_sort("S#1"), Condition::None).await.unwrap();
+    store.put(item("E", "new", json!({})).with_expiry(future).with_sort("S#2"), Condition::None).await.unwrap();
+    assert!(store.get(&Key::new("E", "old")).await.unwrap().is_none(), "expired reads as absent");
+    assert!(store.get(&Key::new("E", "new")).await.unwrap().is_some());
+    for index in [Index::Primary { sk_prefix: String::new() }, Index::Sorted { prefix: "S#".into() }] {
+        let page = store.query(&query("E", index, false, 10, None)).await.unwrap();
+        assert_eq!(page.items.iter().map(|i| i.key.sk.as_str()).collect::<Vec<_>>(), ["new"]);
+    }
+    // An expired item does not block Absent, and its replacement starts at version 1.
+    assert_eq!(store.put(item("E", "old", json!({"again": true})), Condition::Absent).await.unwrap(), 1);
+    assert!(matches!(store.put(item("E", "x", json!({})), Condition::Version(1)).await, Err(StoreError::ConditionFailed { .. })));
+}
+
+async fn queries_order_filter_and_page(store: &dyn StateStore) {
+    for i in 0..25 {
+        // sk order is the reverse of sort order, so the two indexes are told apart.
+        let it = item("Q", &format!("A#{:02}", 24 - i), json!({"i": i})).with_sort(format!("T#{i:02}"));
+        store.put(it, Condition::Absent).await.unwrap();
+    }
+    store.put(item("Q", "B#other", json!({})), Condition::Absent).await.unwrap();
+    store.put(item("Q2", "A#99", json!({})).with_sort("T#99"), Condition::Absent).await.unwrap();
+
+    for (index, descending, expected_first) in [
+        (Index::Primary { sk_prefix: "A#".into() }, false, 24),
+        (Index::Primary { sk_prefix: "A#".into() }, true, 0),
+        (Index::Sorted { prefix: "T#".into() }, false, 0),
+        (Index::Sorted { prefix: "T#".into() }, true, 24),
+    ] {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            let page = store.query(&query("Q", index.clone(), descending, 10, cursor)).await.unwrap();
+            pages += 1;
+            seen.extend(page.items.iter().map(|i| i.attrs["i"].as_i64().unwrap()));
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+            assert!(pages < 10, "paging must end");
+        }
+        assert_eq!(seen.len(), 25, "{index:?} desc={descending}: {seen:?}");
+        assert_eq!(seen[0], expected_first, "{index:?} desc={descending}");
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 25, "no item twice");
+        assert!(seen.windows(2).all(|w| (w[0] < w[1]) == (seen[0] < seen[1])), "monotonic: {seen:?}");
+    }
+    let unsorted = store.query(&query("Q", Index::Sorted { prefix: String::new() }, false, 100, None)).await.unwrap();
+    assert_eq!(unsorted.items.len(), 25, "items without a sort value are not in the sorted index");
+    assert!(matches!(
+        store.query(&query("Q", Index::Sorted { prefix: "T#".into() }, false, 5, Some("not-a-cursor".into()))).await,
+        Err(StoreError::BadCursor)
+    ));
+}
+
+fn delivery(integration: &str, delivery_id: &str) -> Delivery {
+    Delivery {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        integration_id: integration.into(),
+        delivery_id: delivery_id.into(),
+        event_key: "repo:push".into(),
+        flavor: Flavor::Cloud,
+        received_at: Utc::now(),
+        hook_uuid: None,
+        attempt: Some(1),
+        repository: Some("ws/repo".into()),
+        events: vec![RepoEvent::BranchCreated { branch: "main".into(), head: Some("abc".into()) }],
+        summary: "branch main created".into(),
+    }
+}
+
+async fn concurrent_duplicates_record_once(store: Arc<dyn StateStore>) {
+    const COPIES: usize = 50;
+    let tasks: Vec<_> = (0..COPIES)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                delivery::record(store.as_ref(), delivery("int-1", "same-delivery"), chrono::Duration::days(30)).await
+            })
+        })
+        .collect();
+    let (mut recorded, mut duplicates, mut event_ids) = (0, 0, Vec::new());
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            Ingested::Recorded(d) => {
+                recorded += 1;
+                event_ids.push(d.event_id)
+            }
+            Ingested::Duplicate(d) => {
+                duplicates += 1;
+                event_ids.push(d.event_id)
+            }
+            Ingested::Ping => unreachable!(),
+        }
+    }
+    assert_eq!((recorded, duplicates), (1, COPIES - 1));
+    event_ids.dedup();
+    assert_eq!(event_ids.len(), 1, "every duplicate answer names the one recorded event");
+    let (listed, _) = delivery::list_deliveries(store.as_ref(), "int-1", 100, None).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    println!("concurrent duplicates: {COPIES} copies -> {recorded} recorded, {duplicates} duplicates");
+}
+
+macro_rules! contract {
+    ($adapter:ident, $make:expr) => {
+        mod $adapter {
+            use super::*;
+
+            async fn store() -> Arc<dyn StateStore> {
+                $make
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn conditional_writes() {
+                super::conditional_writes(store().await.as_ref()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn records_round_trip() {
+                super::records_round_trip(store().await.as_ref()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn expired_items_are_absent() {
+                super::expired_items_are_absent(store().await.as_ref()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn queries_order_filter_and_page() {
+                super::queries_order_filter_and_page(store().await.as_ref()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+            async fn concurrent_duplicates_record_once() {
+                super::concurrent_duplicates_record_once(store().await).await
+            }
+        }
+    };
+}
+
+contract!(memory, Arc::new(MemoryStore::new()));
+contract!(sqlite, Arc::new(SqliteStore::open(&temp_dir("sqlite").join("state.sqlite3")).unwrap()));
+contract!(dynamodb, Arc::new(emulator_table().await));
