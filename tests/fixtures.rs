@@ -1,42 +1,106 @@
 //! The whole public fixture corpus: every payload parses and normalizes to what its MANIFEST
 //! note says, and every HMAC vector verifies (and fails with one byte changed).
 
-use cross_function_tests::{Fixture, manifest, signature_vectors, fixtures_dir};
+use cross_function_tests::{Fixture, fixtures_dir, manifest, signature_vectors};
 use shared::signature::{SignatureError, verify};
 use shared::webhook::{RepoEvent, parse, summarize};
 
 /// file → (repository, summary of the normalized events).
 const EXPECTED: &[(&str, Option<&str>, &str)] = &[
-    ("cloud/atlantis__bitbucket-cloud-comment-event.json", Some("lkysow/atlantis-example"), "pullrequest:comment_created (not acted on)"),
-    ("cloud/atlantis__bitbucket-cloud-pull-event-created.json", Some("lkysow/atlantis-example"), "pull request #16 opened (Luke/maintf-edited-online-with-bitbucket-1560433073473 -> main)"),
-    ("cloud/atlantis__bitbucket-cloud-pull-event-fulfilled.json", Some("lkysow/atlantis-example"), "pull request #16 merged (Luke/maintf-edited-online-with-bitbucket-1560433073473 -> main)"),
-    ("cloud/atlantis__bitbucket-cloud-pull-event-rejected.json", Some("lkysow/atlantis-example"), "pull request #13 declined (test -> main)"),
-    ("cloud/atlantis__bitbucket-cloud-pull-event-updated.json", Some("lkysow/atlantis-example"), "pull request #1 updated (example -> main)"),
+    (
+        "cloud/atlantis__bitbucket-cloud-comment-event.json",
+        Some("lkysow/atlantis-example"),
+        "pullrequest:comment_created (not acted on)",
+    ),
+    (
+        "cloud/atlantis__bitbucket-cloud-pull-event-created.json",
+        Some("lkysow/atlantis-example"),
+        "pull request #16 opened (Luke/maintf-edited-online-with-bitbucket-1560433073473 -> main)",
+    ),
+    (
+        "cloud/atlantis__bitbucket-cloud-pull-event-fulfilled.json",
+        Some("lkysow/atlantis-example"),
+        "pull request #16 merged (Luke/maintf-edited-online-with-bitbucket-1560433073473 -> main)",
+    ),
+    (
+        "cloud/atlantis__bitbucket-cloud-pull-event-rejected.json",
+        Some("lkysow/atlantis-example"),
+        "pull request #13 declined (test -> main)",
+    ),
+    (
+        "cloud/atlantis__bitbucket-cloud-pull-event-updated.json",
+        Some("lkysow/atlantis-example"),
+        "pull request #1 updated (example -> main)",
+    ),
     ("cloud/jenkins-bbs__annotated_tag_created.json", Some("amuniz/test-repos"), "tag test-tag created"),
     ("cloud/jenkins-bbs__branch_created.json", Some("amuniz/test-repos"), "branch feature/test created"),
     ("cloud/jenkins-bbs__branch_deleted.json", Some("amuniz/test-repos"), "branch feature/test deleted"),
     ("cloud/jenkins-bbs__commit_created.json", Some("amuniz/test-repos"), "branch feature/issue-819 updated (forced)"),
-    ("cloud/jenkins-bbs__pullrequest_created.json", Some("amuniz/test-repos"), "pull request #735 opened (feature/test -> master)"),
-    ("cloud/jenkins-bbs__pullrequest_rejected.json", Some("amuniz/test-repos"), "pull request #735 declined (feature/test -> master)"),
-    ("cloud/jenkins-bbs__pullrequest_updated.json", Some("nfalco79/test-repos"), "pull request #1 updated (release/release-1 -> master)"),
+    (
+        "cloud/jenkins-bbs__pullrequest_created.json",
+        Some("amuniz/test-repos"),
+        "pull request #735 opened (feature/test -> master)",
+    ),
+    (
+        "cloud/jenkins-bbs__pullrequest_rejected.json",
+        Some("amuniz/test-repos"),
+        "pull request #735 declined (feature/test -> master)",
+    ),
+    (
+        "cloud/jenkins-bbs__pullrequest_updated.json",
+        Some("nfalco79/test-repos"),
+        "pull request #1 updated (release/release-1 -> master)",
+    ),
     ("cloud/jenkins-bbs__signed_payload.json", Some("nfalco79/test-repos"), "branch feature/webhook created"),
     ("cloud/jenkins-bbs__tag_created.json", Some("amuniz/test-repos"), "tag simple-tag created"),
     ("cloud/jenkins-bbs__tag_deleted.json", Some("amuniz/test-repos"), "tag test deleted"),
     ("datacenter/goplayground__pr-comment-added.json", None, "pr:comment:added (not acted on)"),
     ("datacenter/goplayground__pr-comment-deleted.json", None, "pr:comment:deleted (not acted on)"),
     ("datacenter/goplayground__pr-comment-edited.json", None, "pr:comment:edited (not acted on)"),
-    ("datacenter/goplayground__pr-declined.json", Some("~gopher/webhook-test"), "pull request #2 declined (feature/wip -> master)"),
-    ("datacenter/goplayground__pr-deleted.json", Some("~gopher/webhook-test"), "pull request #2 deleted (feature/wip -> master)"),
-    ("datacenter/goplayground__pr-merged.json", Some("~gopher/webhook-test"), "pull request #5 merged (feature/wip -> master)"),
-    ("datacenter/goplayground__pr-modified.json", Some("~gopher/webhook-test"), "pull request #3 updated (feature/wip -> master)"),
-    ("datacenter/goplayground__pr-opened.json", Some("~gopher/webhook-test"), "pull request #5 opened (feature/wip -> master)"),
+    (
+        "datacenter/goplayground__pr-declined.json",
+        Some("~gopher/webhook-test"),
+        "pull request #2 declined (feature/wip -> master)",
+    ),
+    (
+        "datacenter/goplayground__pr-deleted.json",
+        Some("~gopher/webhook-test"),
+        "pull request #2 deleted (feature/wip -> master)",
+    ),
+    (
+        "datacenter/goplayground__pr-merged.json",
+        Some("~gopher/webhook-test"),
+        "pull request #5 merged (feature/wip -> master)",
+    ),
+    (
+        "datacenter/goplayground__pr-modified.json",
+        Some("~gopher/webhook-test"),
+        "pull request #3 updated (feature/wip -> master)",
+    ),
+    (
+        "datacenter/goplayground__pr-opened.json",
+        Some("~gopher/webhook-test"),
+        "pull request #5 opened (feature/wip -> master)",
+    ),
     ("datacenter/goplayground__pr-reviewer-approved.json", None, "pr:reviewer:approved (not acted on)"),
     ("datacenter/goplayground__pr-reviewer-needs-work.json", None, "pr:reviewer:needs_work (not acted on)"),
     ("datacenter/goplayground__pr-reviewer-unapproved.json", None, "pr:reviewer:unapproved (not acted on)"),
     ("datacenter/goplayground__pr-reviewer-updated.json", None, "pr:reviewer:updated (not acted on)"),
-    ("datacenter/goplayground__repo-comment-added.json", Some("~gopher/webhook-test"), "repo:comment:added (not acted on)"),
-    ("datacenter/goplayground__repo-comment-deleted.json", Some("~gopher/webhook-test"), "repo:comment:deleted (not acted on)"),
-    ("datacenter/goplayground__repo-comment-edited.json", Some("~gopher/webhook-test"), "repo:comment:edited (not acted on)"),
+    (
+        "datacenter/goplayground__repo-comment-added.json",
+        Some("~gopher/webhook-test"),
+        "repo:comment:added (not acted on)",
+    ),
+    (
+        "datacenter/goplayground__repo-comment-deleted.json",
+        Some("~gopher/webhook-test"),
+        "repo:comment:deleted (not acted on)",
+    ),
+    (
+        "datacenter/goplayground__repo-comment-edited.json",
+        Some("~gopher/webhook-test"),
+        "repo:comment:edited (not acted on)",
+    ),
     ("datacenter/goplayground__repo-forked.json", Some("~tux/webhook-test"), "repo:forked (not acted on)"),
     ("datacenter/goplayground__repo-modified.json", None, "repo:modified (not acted on)"),
     ("datacenter/goplayground__repo-refs-changed.json", Some("~gopher/webhook-test"), "branch feature/wip deleted"),
@@ -44,9 +108,17 @@ const EXPECTED: &[(&str, Option<&str>, &str)] = &[
     ("datacenter/jenkins-bbs__branch_deleted.json", Some("AMUNIZ/test-repos"), "branch feature/BB-1 deleted"),
     ("datacenter/jenkins-bbs__emptyPayload.json", Some("AMUNIZ/test-repos"), "no changes"),
     ("datacenter/jenkins-bbs__mirrorSynchronized.json", Some("AMUNIZ/test-repos"), "branch main updated"),
-    ("datacenter/jenkins-bbs__mirrorSynchronized_refLimitExceeded.json", Some("AMUNIZ/test-repos"), "mirror:repo_synchronized (not acted on)"),
+    (
+        "datacenter/jenkins-bbs__mirrorSynchronized_refLimitExceeded.json",
+        Some("AMUNIZ/test-repos"),
+        "mirror:repo_synchronized (not acted on)",
+    ),
     ("datacenter/jenkins-bbs__ping.json", None, "ping"),
-    ("datacenter/jenkins-bbs__prOpenFromTagPayload.json", Some("AMUNIZ/test-repos"), "pull request #1 opened (v1.0 -> master)"),
+    (
+        "datacenter/jenkins-bbs__prOpenFromTagPayload.json",
+        Some("AMUNIZ/test-repos"),
+        "pull request #1 opened (v1.0 -> master)",
+    ),
     ("datacenter/jenkins-bbs__pushPayload.json", Some("AMUNIZ/test-repos"), "branch main updated"),
     ("datacenter/jenkins-bbs__pushPayload_v10.json", Some("AMUNIZ/test-repos"), "branch feature/BB-1 created"),
     ("datacenter/jenkins-bbs__signed_payload.json", Some("AMUNIZ/test-repos"), "branch feature/BB-1 deleted"),
@@ -65,8 +137,10 @@ fn every_manifest_row_parses_and_normalizes_as_expected() {
     assert_eq!(rows.len(), 45, "MANIFEST.tsv rows");
     assert_eq!(rows.len(), EXPECTED.len(), "every fixture has an expectation");
     for f in &rows {
-        let (_, repository, summary) =
-            EXPECTED.iter().find(|(file, ..)| *file == f.file).unwrap_or_else(|| panic!("no expectation for {}", f.file));
+        let (_, repository, summary) = EXPECTED
+            .iter()
+            .find(|(file, ..)| *file == f.file)
+            .unwrap_or_else(|| panic!("no expectation for {}", f.file));
         let p = parse(f.flavor, &f.event_key, &f.body()).unwrap_or_else(|e| panic!("{}: {e}", f.file));
         assert_eq!(p.repository.as_deref(), *repository, "{}", f.file);
         assert_eq!(summarize(&p.events), *summary, "{}", f.file);
@@ -99,7 +173,9 @@ fn pull_requests_carry_head_and_branches() {
     for file in ["cloud/atlantis__bitbucket-cloud-pull-event-updated.json", "datacenter/goplayground__pr-opened.json"] {
         let events = parsed(file).events;
         let pr = match &events[..] {
-            [RepoEvent::PullRequestOpened { pull_request } | RepoEvent::PullRequestUpdated { pull_request }] => pull_request,
+            [RepoEvent::PullRequestOpened { pull_request } | RepoEvent::PullRequestUpdated { pull_request }] => {
+                pull_request
+            }
             other => panic!("{file}: {other:?}"),
         };
         assert!(pr.head.as_deref().is_some_and(|h| h.len() >= 12), "{file}: {pr:?}");
@@ -144,7 +220,11 @@ fn every_signature_vector_verifies_and_one_changed_byte_does_not() {
         for position in [0, body.len() / 2, body.len() - 1] {
             let mut tampered = body.clone();
             tampered[position] ^= 0x01;
-            assert_eq!(verify(Some(&header), &tampered, [secret.as_bytes()]), Err(SignatureError::Mismatch), "{file}@{position}");
+            assert_eq!(
+                verify(Some(&header), &tampered, [secret.as_bytes()]),
+                Err(SignatureError::Mismatch),
+                "{file}@{position}"
+            );
         }
         assert_eq!(verify(Some(&header), &body, [b"wrong".as_slice()]), Err(SignatureError::Mismatch));
         // Rotation: the right secret anywhere in the accepted list is enough.

@@ -35,7 +35,10 @@ async fn conditional_writes(store: &dyn StateStore) {
     assert_eq!(store.put(item("P", "fresh", json!({})), Condition::None).await.unwrap(), 1);
     let got = store.get(&key).await.unwrap().unwrap();
     assert_eq!((got.version, got.kind.as_str(), &got.attrs["n"]), (3, "test", &json!(5)));
-    assert!(matches!(store.put(item("P", "b", json!({})), Condition::Version(1)).await, Err(StoreError::ConditionFailed { current: None })));
+    assert!(matches!(
+        store.put(item("P", "b", json!({})), Condition::Version(1)).await,
+        Err(StoreError::ConditionFailed { current: None })
+    ));
 
     assert!(matches!(store.delete(&key, Condition::Version(2)).await, Err(StoreError::ConditionFailed { .. })));
     store.delete(&key, Condition::Version(3)).await.unwrap();
@@ -68,7 +71,10 @@ async fn expired_items_are_absent(store: &dyn StateStore) {
     }
     // An expired item does not block Absent, and its replacement starts at version 1.
     assert_eq!(store.put(item("E", "old", json!({"again": true})), Condition::Absent).await.unwrap(), 1);
-    assert!(matches!(store.put(item("E", "x", json!({})), Condition::Version(1)).await, Err(StoreError::ConditionFailed { .. })));
+    assert!(matches!(
+        store.put(item("E", "x", json!({})), Condition::Version(1)).await,
+        Err(StoreError::ConditionFailed { .. })
+    ));
 }
 
 async fn queries_order_filter_and_page(store: &dyn StateStore) {

@@ -23,10 +23,7 @@ where
 }
 
 pub fn env_required(name: &'static str) -> Result<String, ConfigError> {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .ok_or(ConfigError { name, problem: "must be set".into() })
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty()).ok_or(ConfigError { name, problem: "must be set".into() })
 }
 
 /// How long delivery records are kept (`RETENTION_DAYS`, default 30).

@@ -18,10 +18,8 @@ pub enum SignatureError {
 
 /// Parses `sha256=<64 hex digits>` into the 32-byte digest. Never panics on any input.
 pub fn parse_header(value: &str) -> Result<[u8; 32], SignatureError> {
-    let (algorithm, hex_digest) = value
-        .trim()
-        .split_once('=')
-        .ok_or(SignatureError::Malformed("expected `sha256=<hex>`"))?;
+    let (algorithm, hex_digest) =
+        value.trim().split_once('=').ok_or(SignatureError::Malformed("expected `sha256=<hex>`"))?;
     if !algorithm.eq_ignore_ascii_case("sha256") {
         return Err(SignatureError::Malformed("only sha256 signatures are accepted"));
     }

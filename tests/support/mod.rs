@@ -6,9 +6,9 @@ use shared::webhook::Flavor;
 
 /// `../shared/bitbucket-fixtures` beside the repository (override: `BITBUCKET_FIXTURES`).
 pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("BITBUCKET_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bitbucket-fixtures")
-    })
+    std::env::var_os("BITBUCKET_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bitbucket-fixtures"))
 }
 
 fn tsv(name: &str) -> Vec<Vec<String>> {

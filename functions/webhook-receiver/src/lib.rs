@@ -68,12 +68,14 @@ async fn receive(
         Ok(match outcome {
             Ingested::Recorded(d) => {
                 tracing::info!(event_id = %d.event_id, summary = %d.summary, "delivery recorded");
-                let answer = json!({"event_id": d.event_id, "event_key": d.event_key, "flavor": d.flavor, "duplicate": false});
+                let answer =
+                    json!({"event_id": d.event_id, "event_key": d.event_key, "flavor": d.flavor, "duplicate": false});
                 (StatusCode::ACCEPTED, Json(answer)).into_response()
             }
             Ingested::Duplicate(d) => {
                 tracing::info!(event_id = %d.event_id, "duplicate delivery, nothing recorded");
-                let answer = json!({"event_id": d.event_id, "event_key": d.event_key, "flavor": d.flavor, "duplicate": true});
+                let answer =
+                    json!({"event_id": d.event_id, "event_key": d.event_key, "flavor": d.flavor, "duplicate": true});
                 (StatusCode::OK, Json(answer)).into_response()
             }
             Ingested::Ping => (StatusCode::OK, Json(json!({"ping": true}))).into_response(),

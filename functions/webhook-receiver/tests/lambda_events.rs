@@ -185,7 +185,9 @@ async fn every_refusal_has_its_status_and_records_nothing() {
     unsigned.pop();
     let long_id = "x".repeat(200);
 
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, &[u8], u16, &str)> = vec![
+    // (case, integration, headers, body, status, error code)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a [u8], u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("oversized", "live", signed_headers(&oversized_sig, "o"), &oversized, 413, "payload_too_large"),
         ("not json", "live", text, PUSH.as_bytes(), 415, "unsupported_media_type"),
         ("no content type", "live", no_type, PUSH.as_bytes(), 415, "unsupported_media_type"),

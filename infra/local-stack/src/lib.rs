@@ -69,7 +69,8 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The whole router: public webhook route, admin routes behind the bearer token, `/health`.
 pub fn app(backends: Backends, token: AdminToken, retention: chrono::Duration) -> Router {
-    let receiver = webhook_receiver::routes(Arc::new(webhook_receiver::Receiver { backends: backends.clone(), retention }));
+    let receiver =
+        webhook_receiver::routes(Arc::new(webhook_receiver::Receiver { backends: backends.clone(), retention }));
     let admin = integrations_api::routes(Arc::new(integrations_api::Api { backends }))
         .route_layer(axum::middleware::from_fn_with_state(token, require_admin));
     let health = Router::new().route("/health", get(|| async { Json(json!({"status": "ok"})) }));
@@ -101,7 +102,8 @@ pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Erro
 async fn signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]

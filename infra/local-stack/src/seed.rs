@@ -36,10 +36,10 @@ fn configured_or_kept(configured: &Option<Secret>, path: &Path, what: &str) -> R
     if let Some(value) = configured {
         return Ok(value.clone());
     }
-    if let Ok(kept) = std::fs::read_to_string(path) {
-        if !kept.trim().is_empty() {
-            return Ok(Secret::new(kept.trim()));
-        }
+    if let Ok(kept) = std::fs::read_to_string(path)
+        && !kept.trim().is_empty()
+    {
+        return Ok(Secret::new(kept.trim()));
     }
     let fresh = Secret::generate();
     write_private(path, fresh.expose())?;

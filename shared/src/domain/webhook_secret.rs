@@ -42,10 +42,10 @@ impl WebhookSecrets {
     /// Secrets a signature may be made with at `now`.
     pub fn accepted(&self, now: DateTime<Utc>) -> Vec<&[u8]> {
         let mut out = vec![self.current.as_bytes()];
-        if let (Some(previous), Some(until)) = (&self.previous, self.previous_valid_until) {
-            if now < until {
-                out.push(previous.as_bytes());
-            }
+        if let (Some(previous), Some(until)) = (&self.previous, self.previous_valid_until)
+            && now < until
+        {
+            out.push(previous.as_bytes());
         }
         out
     }

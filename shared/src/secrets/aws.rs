@@ -40,10 +40,10 @@ impl SecretsManagerStore {
 #[async_trait]
 impl SecretStore for SecretsManagerStore {
     async fn get(&self, name: &str) -> Result<Option<Secret>, SecretError> {
-        if let Some((at, value)) = self.cache.read().await.get(name) {
-            if at.elapsed() < self.ttl {
-                return Ok(value.clone());
-            }
+        if let Some((at, value)) = self.cache.read().await.get(name)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(value.clone());
         }
         let value = match self.client.get_secret_value().secret_id(name).send().await {
             Ok(out) => out.secret_string.map(Secret),

@@ -90,10 +90,9 @@ fn key_attrs(key: &Key) -> Attrs {
 fn condition_expression(condition: Condition, now: i64) -> Option<(String, Attrs)> {
     match condition {
         Condition::None => None,
-        Condition::Absent => Some((
-            "attribute_not_exists(pk) OR expires_at <= :now".into(),
-            HashMap::from([(":now".into(), n(now))]),
-        )),
+        Condition::Absent => {
+            Some(("attribute_not_exists(pk) OR expires_at <= :now".into(), HashMap::from([(":now".into(), n(now))])))
+        }
         Condition::Version(v) => Some((
             "version = :expected AND (attribute_not_exists(expires_at) OR expires_at > :now)".into(),
             HashMap::from([(":expected".into(), n(v as i64)), (":now".into(), n(now))]),
@@ -188,9 +187,7 @@ impl DynamoStore {
                     }
                     _ => None,
                 };
-                Err(StoreError::ConditionFailed {
-                    current: current.filter(|i| !i.is_expired(now)).map(Box::new),
-                })
+                Err(StoreError::ConditionFailed { current: current.filter(|i| !i.is_expired(now)).map(Box::new) })
             }
             Err(e) => Err(store_error(e)),
         }

@@ -29,11 +29,7 @@ pub(crate) fn check(current: Option<&Item>, condition: Condition) -> Result<(), 
         (Condition::Version(v), Some(item)) => item.version == v,
         _ => false,
     };
-    if holds {
-        Ok(())
-    } else {
-        Err(StoreError::ConditionFailed { current: current.cloned().map(Box::new) })
-    }
+    if holds { Ok(()) } else { Err(StoreError::ConditionFailed { current: current.cloned().map(Box::new) }) }
 }
 
 /// The value a query orders by, if the item takes part in it.
@@ -72,7 +68,11 @@ impl StateStore for MemoryStore {
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
         let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
         let after = match &after {
-            Some(v) => Some(v.as_array().and_then(|a| Some((a.first()?.as_str()?, a.get(1)?.as_str()?))).ok_or(StoreError::BadCursor)?),
+            Some(v) => Some(
+                v.as_array()
+                    .and_then(|a| Some((a.first()?.as_str()?, a.get(1)?.as_str()?)))
+                    .ok_or(StoreError::BadCursor)?,
+            ),
             None => None,
         };
         let now = now_epoch();
@@ -100,9 +100,6 @@ impl StateStore for MemoryStore {
         let page: Vec<&(&str, &Item)> = matching[start..].iter().take(query.limit).collect();
         let more = start + page.len() < matching.len();
         let cursor = more.then(|| page.last().map(|(o, i)| encode_cursor(&json!([o, i.key.sk])))).flatten();
-        Ok(Page {
-            items: page.into_iter().map(|(_, i)| (*i).clone()).filter(|i| !i.is_expired(now)).collect(),
-            cursor,
-        })
+        Ok(Page { items: page.into_iter().map(|(_, i)| (*i).clone()).filter(|i| !i.is_expired(now)).collect(), cursor })
     }
 }

@@ -159,9 +159,7 @@ pub(crate) fn encode_cursor(position: &Value) -> String {
 }
 
 pub(crate) fn decode_cursor(cursor: &str) -> Result<Value, StoreError> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .map_err(|_| StoreError::BadCursor)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::BadCursor)?;
     serde_json::from_slice(&bytes).map_err(|_| StoreError::BadCursor)
 }
 

@@ -68,33 +68,44 @@ impl SqliteStore {
     }
 }
 
-fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Key, String, Option<String>, Option<i64>, u64, String)> {
-    Ok((
-        Key::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?),
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get::<_, i64>(5)? as u64,
-        row.get(6)?,
-    ))
+/// One row as stored; `attrs` is still JSON text.
+struct Row {
+    key: Key,
+    kind: String,
+    sort: Option<String>,
+    expires_at: Option<i64>,
+    version: i64,
+    attrs: String,
 }
 
-fn to_item(
-    (key, kind, sort, expires_at, version, attrs): (Key, String, Option<String>, Option<i64>, u64, String),
-) -> Result<Item, StoreError> {
-    let attrs = serde_json::from_str(&attrs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(Item { key, kind, sort, expires_at, version, attrs })
+fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        key: Key::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?),
+        kind: row.get(2)?,
+        sort: row.get(3)?,
+        expires_at: row.get(4)?,
+        version: row.get(5)?,
+        attrs: row.get(6)?,
+    })
+}
+
+fn to_item(row: Row) -> Result<Item, StoreError> {
+    let attrs = serde_json::from_str(&row.attrs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(Item {
+        key: row.key,
+        kind: row.kind,
+        sort: row.sort,
+        expires_at: row.expires_at,
+        version: row.version as u64,
+        attrs,
+    })
 }
 
 const COLUMNS: &str = "pk, sk, kind, sort, expires_at, version, attrs";
 
 fn live(conn: &Connection, key: &Key) -> Result<Option<Item>, StoreError> {
     let row = conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk = ?2"),
-            params![key.pk, key.sk],
-            read_row,
-        )
+        .query_row(&format!("SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk = ?2"), params![key.pk, key.sk], read_row)
         .optional()
         .map_err(unavailable)?;
     Ok(row.map(to_item).transpose()?.filter(|i| !i.is_expired(now_epoch())))
@@ -130,8 +141,7 @@ impl StateStore for SqliteStore {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
             check(live(&tx, &key)?.as_ref(), condition)?;
-            tx.execute("DELETE FROM items WHERE pk = ?1 AND sk = ?2", params![key.pk, key.sk])
-                .map_err(unavailable)?;
+            tx.execute("DELETE FROM items WHERE pk = ?1 AND sk = ?2", params![key.pk, key.sk]).map_err(unavailable)?;
             tx.commit().map_err(unavailable)
         })
         .await
@@ -161,10 +171,7 @@ impl StateStore for SqliteStore {
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
             let rows = stmt
-                .query_map(
-                    params![query.pk, prefix, upper, after_order, after_sk, (query.limit + 1) as i64],
-                    read_row,
-                )
+                .query_map(params![query.pk, prefix, upper, after_order, after_sk, (query.limit + 1) as i64], read_row)
                 .map_err(unavailable)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(unavailable)?;

@@ -125,9 +125,7 @@ fn push_events(push: Push) -> Vec<RepoEvent> {
     push.changes
         .into_iter()
         .filter_map(|c| match (c.new, c.old) {
-            (Some(new), _) if new.is_tag() => {
-                Some(RepoEvent::TagCreated { target: new.hash(), tag: new.name })
-            }
+            (Some(new), _) if new.is_tag() => Some(RepoEvent::TagCreated { target: new.hash(), tag: new.name }),
             (Some(new), Some(old)) if !c.created => Some(RepoEvent::BranchUpdated {
                 head: new.hash(),
                 previous: old.hash(),

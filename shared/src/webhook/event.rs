@@ -21,16 +21,42 @@ pub struct PullRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RepoEvent {
-    BranchCreated { branch: String, head: Option<String> },
-    BranchUpdated { branch: String, head: Option<String>, previous: Option<String>, forced: bool },
-    BranchDeleted { branch: String, previous: Option<String> },
-    TagCreated { tag: String, target: Option<String> },
-    TagDeleted { tag: String },
-    PullRequestOpened { pull_request: PullRequest },
-    PullRequestUpdated { pull_request: PullRequest },
-    PullRequestMerged { pull_request: PullRequest },
-    PullRequestDeclined { pull_request: PullRequest },
-    PullRequestDeleted { pull_request: PullRequest },
+    BranchCreated {
+        branch: String,
+        head: Option<String>,
+    },
+    BranchUpdated {
+        branch: String,
+        head: Option<String>,
+        previous: Option<String>,
+        forced: bool,
+    },
+    BranchDeleted {
+        branch: String,
+        previous: Option<String>,
+    },
+    TagCreated {
+        tag: String,
+        target: Option<String>,
+    },
+    TagDeleted {
+        tag: String,
+    },
+    PullRequestOpened {
+        pull_request: PullRequest,
+    },
+    PullRequestUpdated {
+        pull_request: PullRequest,
+    },
+    PullRequestMerged {
+        pull_request: PullRequest,
+    },
+    PullRequestDeclined {
+        pull_request: PullRequest,
+    },
+    PullRequestDeleted {
+        pull_request: PullRequest,
+    },
     CommitStatus {
         commit: Option<String>,
         state: String,
@@ -39,7 +65,9 @@ pub enum RepoEvent {
         url: Option<String>,
     },
     Ping,
-    Other { event_key: String },
+    Other {
+        event_key: String,
+    },
 }
 
 impl RepoEvent {

@@ -47,12 +47,7 @@ pub struct DeliveryHeaders {
 impl DeliveryHeaders {
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let text = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
+            headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
         };
         let cloud_id = text("x-request-uuid");
         let hook_uuid = text("x-hook-uuid");
