@@ -10,7 +10,7 @@ TEST_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:$(MOTO_PORT) AWS_ACCESS_KEY_ID=tes
 .PHONY: run test lint fmt moto-start moto-stop
 
 run:
-	$(CARGO) run --release -p local-stack
+	$(CARGO) run -p local-stack
 
 test:
 	@MOTO_PORT=$(MOTO_PORT) infra/moto.sh start
