@@ -15,6 +15,7 @@ fn config(state_dir: std::path::PathBuf, token: Option<&str>) -> Config {
         api_token: token.map(Secret::new),
         sandbox_webhook_secret: None,
         retention: chrono::Duration::days(30),
+        public_base_url: None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! SDK type crosses a port.
 
 pub mod backends;
+pub mod bitbucket;
 pub mod config;
 pub mod domain;
 pub mod http;

@@ -1,21 +1,22 @@
-//! The integrations API (admin: IAM on AWS, bearer token locally). For now it lists what the
-//! receiver recorded; connecting, testing and the lifecycle of integrations build on it.
+//! The integrations API (admin: IAM on AWS, bearer token locally): connections to Bitbucket,
+//! their lifecycle, and the deliveries the receiver recorded for them.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::backends::Backends;
-use shared::domain::{integration, list_deliveries};
-use shared::http::ApiError;
-use shared::store::clamp_limit;
+use shared::domain::connection::{Connections, IntegrationPatch, NewIntegration};
+use shared::domain::{Integration, list_deliveries};
+use shared::http::{ApiError, JsonBody};
 
 pub struct Api {
-    pub backends: Backends,
+    pub connections: Connections,
 }
 
 pub fn app(api: Arc<Api>) -> Router {
@@ -23,7 +24,96 @@ pub fn app(api: Arc<Api>) -> Router {
 }
 
 pub fn routes(api: Arc<Api>) -> Router {
-    Router::new().route("/integrations/{id}/events", get(list_events)).with_state(api)
+    Router::new()
+        .route("/integrations", get(list).post(create))
+        .route("/integrations/{id}", get(show).patch(update).delete(remove))
+        .route("/integrations/{id}/test", post(test))
+        .route("/integrations/{id}/{action}", post(lifecycle))
+        .route("/integrations/{id}/events", get(list_events))
+        .with_state(api)
+}
+
+/// An integration as answered: everything but secret names (values are never in the record).
+pub fn view(i: &Integration) -> Value {
+    json!({
+        "id": i.id,
+        "name": i.name,
+        "description": i.description,
+        "status": i.status,
+        "flavor": i.target.flavor,
+        "repository": {
+            "base_url": i.target.base_url,
+            "full_name": i.target.full_name(),
+            "owner": i.target.owner,
+            "slug": i.target.slug,
+        },
+        "options": i.options,
+        "credential": i.credential,
+        "webhook": i.webhook,
+        "last_error": i.last_error,
+        "created_at": i.created_at,
+        "updated_at": i.updated_at,
+    })
+}
+
+async fn create(
+    State(api): State<Arc<Api>>,
+    JsonBody(request): JsonBody<NewIntegration>,
+) -> Result<impl IntoResponse, ApiError> {
+    let integration = api.connections.create(request).await?;
+    Ok((StatusCode::CREATED, Json(view(&integration))))
+}
+
+async fn list(State(api): State<Arc<Api>>) -> Result<Json<Value>, ApiError> {
+    let all = api.connections.list().await?;
+    Ok(Json(json!({"integrations": all.iter().map(view).collect::<Vec<_>>()})))
+}
+
+async fn show(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(view(&api.connections.get(&id).await?.0)))
+}
+
+async fn update(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    JsonBody(patch): JsonBody<IntegrationPatch>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(view(&api.connections.update(&id, patch).await?)))
+}
+
+#[derive(Deserialize)]
+struct DeleteQuery {
+    force: Option<bool>,
+}
+
+async fn remove(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<StatusCode, ApiError> {
+    api.connections.delete(&id, q.force.unwrap_or(false)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn test(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let (integration, report) = api.connections.test_connection(&id).await?;
+    Ok(Json(json!({"test": report, "integration": view(&integration)})))
+}
+
+async fn lifecycle(
+    State(api): State<Arc<Api>>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let c = &api.connections;
+    let integration = match action.as_str() {
+        "disconnect" => c.disconnect(&id).await?,
+        "reconnect" => c.reconnect(&id).await?,
+        "archive" => c.archive(&id).await?,
+        "unarchive" => c.unarchive(&id).await?,
+        "rotate-webhook-secret" => c.rotate_webhook_secret(&id).await?,
+        _ => return Err(ApiError::NotFound(format!("no action `{action}` on integrations"))),
+    };
+    Ok(Json(view(&integration)))
 }
 
 #[derive(Deserialize)]
@@ -37,8 +127,8 @@ fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, A
     match raw {
         None => Ok(default),
         Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=max).contains(&n) => Ok(clamp_limit(Some(n), default, max)),
-            _ => Err(ApiError::BadRequest(format!("`limit` must be a whole number from 1 to {max}"))),
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::BadRequest(format!("limit: must be a whole number from 1 to {max}"))),
         },
     }
 }
@@ -49,10 +139,7 @@ async fn list_events(
     Query(paging): Query<Paging>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = parse_limit(paging.limit.as_deref(), 20, 100)?;
-    let store = api.backends.store.as_ref();
-    if integration::get(store, &id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("no integration `{id}`")));
-    }
-    let (events, next_cursor) = list_deliveries(store, &id, limit, paging.cursor).await?;
+    api.connections.get(&id).await?;
+    let (events, next_cursor) = list_deliveries(api.connections.store.as_ref(), &id, limit, paging.cursor).await?;
     Ok(Json(json!({"events": events, "next_cursor": next_cursor})))
 }

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use chrono::Utc;
 use serde_json::{Value, json};
 use shared::backends::Backends;
+use shared::bitbucket::RepoTarget;
 use shared::domain::{Integration, IntegrationStatus, WebhookSecrets, integration, list_deliveries};
 use shared::secrets::{FileSecretStore, Secret};
 use shared::signature::sign;
@@ -44,9 +45,20 @@ async fn harness() -> Harness {
         let i = Integration {
             id: id.into(),
             name: id.into(),
-            flavor: Flavor::Cloud,
+            description: String::new(),
             status,
+            target: RepoTarget {
+                flavor: Flavor::Cloud,
+                base_url: "https://api.bitbucket.org/2.0".into(),
+                owner: "ws".into(),
+                slug: "repo".into(),
+            },
+            options: Default::default(),
+            credential: json!({"kind": "access_token"}),
+            credential_secret_name: format!("test/{id}/credential"),
             webhook_secret_name: secret_name,
+            webhook: None,
+            last_error: None,
             created_at: now,
             updated_at: now,
         };

@@ -1,5 +1,6 @@
-//! The local stack: every function's routes in one process, on the embedded adapters (SQLite
-//! state, an owner-only secret file), seeded with a `sandbox` integration.
+//! The local stack: every function's routes and the sandbox Bitbucket in one process, on the
+//! embedded adapters (SQLite state, an owner-only secret file), seeded with a `sandbox`
+//! integration connected to the sandbox.
 
 mod seed;
 
@@ -9,8 +10,11 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use axum::{Json, Router};
+use bitbucket_sandbox::Sandbox;
 use serde_json::json;
 use shared::backends::{self, Backends};
+use shared::bitbucket::Connector;
+use shared::domain::connection::Connections;
 use shared::http::{AdminToken, require_admin};
 use shared::secrets::Secret;
 use tokio::net::TcpListener;
@@ -18,6 +22,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use seed::{SANDBOX_ID, Seeded};
+
+/// Where the sandbox Bitbucket is mounted.
+pub const SANDBOX_MOUNT: &str = "/sandbox/bitbucket";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -28,18 +35,21 @@ pub struct Config {
     /// `SANDBOX_WEBHOOK_SECRET`; generated (and kept) when unset.
     pub sandbox_webhook_secret: Option<Secret>,
     pub retention: chrono::Duration,
+    /// `PUBLIC_BASE_URL`: where Bitbucket reaches this process; default `http://127.0.0.1:{port}`.
+    pub public_base_url: Option<String>,
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, shared::config::ConfigError> {
         use shared::config::env_or;
-        let secret = |name| std::env::var(name).ok().filter(|v| !v.is_empty()).map(Secret::new);
+        let text = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
         Ok(Config {
             port: env_or("PORT", 3000)?,
             state_dir: PathBuf::from(env_or("STATE_DIR", "./.local".to_owned())?),
-            api_token: secret("API_TOKEN"),
-            sandbox_webhook_secret: secret("SANDBOX_WEBHOOK_SECRET"),
+            api_token: text("API_TOKEN").map(Secret::new),
+            sandbox_webhook_secret: text("SANDBOX_WEBHOOK_SECRET").map(Secret::new),
             retention: shared::config::retention()?,
+            public_base_url: text("PUBLIC_BASE_URL"),
         })
     }
 }
@@ -47,8 +57,10 @@ impl Config {
 /// A running stack; dropping it does not stop it, [`Running::stop`] does.
 pub struct Running {
     pub addr: SocketAddr,
+    pub base_url: String,
     pub seeded: Seeded,
     pub backends: Backends,
+    pub sandbox: Sandbox,
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
 }
@@ -67,23 +79,39 @@ impl Running {
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// The whole router: public webhook route, admin routes behind the bearer token, `/health`.
-pub fn app(backends: Backends, token: AdminToken, retention: chrono::Duration) -> Router {
-    let receiver =
-        webhook_receiver::routes(Arc::new(webhook_receiver::Receiver { backends: backends.clone(), retention }));
-    let admin = integrations_api::routes(Arc::new(integrations_api::Api { backends }))
+/// The whole router: public webhook route, admin routes behind the bearer token, the sandbox
+/// Bitbucket, `/health`.
+pub fn app(
+    backends: Backends,
+    connections: Connections,
+    sandbox: &Sandbox,
+    token: AdminToken,
+    retention: chrono::Duration,
+) -> Router {
+    let receiver = webhook_receiver::routes(Arc::new(webhook_receiver::Receiver { backends, retention }));
+    let admin = integrations_api::routes(Arc::new(integrations_api::Api { connections }))
         .route_layer(axum::middleware::from_fn_with_state(token, require_admin));
     let health = Router::new().route("/health", get(|| async { Json(json!({"status": "ok"})) }));
-    shared::http::finish(health.merge(receiver).merge(admin))
+    shared::http::finish(health.merge(receiver).merge(admin)).nest(SANDBOX_MOUNT, sandbox.router())
 }
 
-/// Opens the state, seeds it, binds `127.0.0.1:port` (0 = any free port) and serves.
+/// Opens the state, binds `127.0.0.1:port` (0 = any free port), serves, then seeds (the seed
+/// registers the sandbox integration's webhook over HTTP, so the server must be up).
 pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Error> {
     let backends = backends::local(&config.state_dir)?;
-    let seeded = seed::seed(&backends, &config).await?;
     let listener = TcpListener::bind(("127.0.0.1", config.port)).await?;
     let addr = listener.local_addr()?;
-    let app = app(backends.clone(), AdminToken::new(&seeded.api_token), config.retention);
+    let base_url = config.public_base_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let sandbox = Sandbox::new(format!("http://{addr}{SANDBOX_MOUNT}"));
+    let connections = || Connections {
+        store: backends.store.clone(),
+        secrets: backends.secrets.clone(),
+        connector: Connector::default(),
+        public_base_url: base_url.clone(),
+        secret_prefix: "local".into(),
+    };
+    let api_token = seed::api_token(&config)?;
+    let app = app(backends.clone(), connections(), &sandbox, AdminToken::new(&api_token), config.retention);
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -96,7 +124,16 @@ pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Erro
             })
             .await
     });
-    Ok(Running { addr, seeded, backends, shutdown, server })
+    let sandbox_base = format!("http://{addr}{SANDBOX_MOUNT}/2.0");
+    let seeded = match seed::sandbox_integration(&connections(), &config, &sandbox_base, api_token).await {
+        Ok(seeded) => seeded,
+        Err(e) => {
+            let _ = shutdown.send(());
+            let _ = server.await;
+            return Err(e);
+        }
+    };
+    Ok(Running { addr, base_url, seeded, backends, sandbox, shutdown, server })
 }
 
 async fn signal() {

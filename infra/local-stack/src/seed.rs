@@ -1,14 +1,18 @@
-//! First-run setup of the local stack: the admin token and the `sandbox` integration with its
-//! webhook secret. Generated values are printed once (to the console, never to the logs) and
-//! kept under the state directory, owner-only, so restarts reuse them.
+//! First-run setup of the local stack: the admin token and the `sandbox` integration, connected
+//! to the sandbox Bitbucket with its API token. Generated values are printed once (to the
+//! console, never to the logs) and kept under the state directory, owner-only, so restarts
+//! reuse them. The sandbox forgets its hooks on restart, so the webhook is registered anew at
+//! every start.
 
 use std::path::Path;
 
 use chrono::Utc;
-use shared::backends::Backends;
+use shared::bitbucket::{Credential, RepoTarget, WebhookSpec};
+use shared::domain::connection::{CALL_BUDGET, Connections};
+use shared::domain::integration::{Options, RegisteredWebhook};
 use shared::domain::{Integration, IntegrationStatus, WebhookSecrets, integration};
 use shared::secrets::Secret;
-use shared::store::{Condition, StoreError};
+use shared::store::Condition;
 use shared::webhook::Flavor;
 
 use crate::{Config, Error};
@@ -47,28 +51,71 @@ fn configured_or_kept(configured: &Option<Secret>, path: &Path, what: &str) -> R
     Ok(fresh)
 }
 
-pub async fn seed(backends: &Backends, config: &Config) -> Result<Seeded, Error> {
-    let api_token = configured_or_kept(&config.api_token, &config.state_dir.join("api-token"), "API_TOKEN")?;
+pub fn api_token(config: &Config) -> Result<Secret, Error> {
+    configured_or_kept(&config.api_token, &config.state_dir.join("api-token"), "API_TOKEN")
+}
+
+pub async fn sandbox_integration(
+    connections: &Connections,
+    config: &Config,
+    sandbox_base: &str,
+    api_token: Secret,
+) -> Result<Seeded, Error> {
     let webhook = configured_or_kept(
         &config.sandbox_webhook_secret,
         &config.state_dir.join("sandbox-webhook-secret"),
         "SANDBOX_WEBHOOK_SECRET",
     )?;
-    let secret_name = format!("local/{SANDBOX_ID}/webhook");
-    backends.secrets.put(&secret_name, &WebhookSecrets::new(&webhook).to_secret()).await?;
-    let now = Utc::now();
-    let sandbox = Integration {
-        id: SANDBOX_ID.into(),
-        name: "Sandbox".into(),
-        flavor: Flavor::Cloud,
-        status: IntegrationStatus::Active,
-        webhook_secret_name: secret_name,
-        created_at: now,
-        updated_at: now,
+    let store = connections.store.as_ref();
+    let secrets = connections.secrets.as_ref();
+    let credential = Credential::ApiToken {
+        email: bitbucket_sandbox::API_TOKEN_EMAIL.into(),
+        token: Secret::new(bitbucket_sandbox::API_TOKEN),
     };
-    match integration::put(backends.store.as_ref(), &sandbox, Condition::Absent).await {
-        Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
+    let target = RepoTarget {
+        flavor: Flavor::Cloud,
+        base_url: sandbox_base.to_owned(),
+        owner: bitbucket_sandbox::WORKSPACE.into(),
+        slug: bitbucket_sandbox::REPOSITORY.into(),
+    };
+    let (mut sandbox, version) = match integration::get(store, SANDBOX_ID).await? {
+        Some(existing) => existing,
+        None => {
+            let now = Utc::now();
+            let fresh = Integration {
+                id: SANDBOX_ID.into(),
+                name: "Sandbox".into(),
+                description: "The local sandbox Bitbucket (sandbox/demo)".into(),
+                status: IntegrationStatus::Active,
+                target: target.clone(),
+                options: Options::default(),
+                credential: credential.summary(),
+                credential_secret_name: format!("local/{SANDBOX_ID}/credential"),
+                webhook_secret_name: format!("local/{SANDBOX_ID}/webhook"),
+                webhook: None,
+                last_error: None,
+                created_at: now,
+                updated_at: now,
+            };
+            let version = integration::put(store, &fresh, Condition::Absent).await?;
+            (fresh, version)
+        }
+    };
+    // The sandbox listens on this run's port; keep the record pointing at it.
+    sandbox.target = target;
+    secrets.put(&sandbox.credential_secret_name, &credential.to_secret()).await?;
+    secrets.put(&sandbox.webhook_secret_name, &WebhookSecrets::new(&webhook).to_secret()).await?;
+    let client = connections.connector.connect(&sandbox.target, credential, CALL_BUDGET);
+    let active = sandbox.status.accepts_deliveries();
+    let spec = WebhookSpec {
+        url: format!("{}/webhooks/{SANDBOX_ID}", connections.public_base_url.trim_end_matches('/')),
+        secret: webhook.clone(),
+        active,
+        description: "bitbucket-automation: Sandbox".into(),
+    };
+    let hook = client.create_webhook(&spec).await?;
+    sandbox.webhook = Some(RegisteredWebhook { id: hook.id, url: hook.url, active });
+    sandbox.updated_at = Utc::now();
+    integration::put(store, &sandbox, Condition::Version(version)).await?;
     Ok(Seeded { api_token, sandbox_webhook_secret: webhook })
 }

@@ -110,7 +110,7 @@ pub async fn ingest(
     }
     let now = Utc::now();
     verify(secrets, &integration, headers, body, now).await?;
-    let flavor = headers.flavor_hint.unwrap_or(integration.flavor);
+    let flavor = headers.flavor_hint.unwrap_or(integration.flavor());
     let parsed = webhook::parse(flavor, event_key, body)
         .map_err(|source| IngestError::Payload { event_key: event_key.to_owned(), source })?;
     if parsed.events == [RepoEvent::Ping] {

@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::bitbucket::RepoTarget;
 use crate::store::{Condition, Index, Item, Key, Query, StateStore, StoreError};
-use crate::webhook::Flavor;
 
 pub const KIND: &str = "integration";
 const PARTITION: &str = "INTEGRATIONS";
@@ -37,16 +37,65 @@ impl IntegrationStatus {
     }
 }
 
+/// What the integration does automatically; defaults as Upsun's Bitbucket integration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    pub fetch_branches: bool,
+    pub prune_branches: bool,
+    pub build_pull_requests: bool,
+    pub resync_pull_requests: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { fetch_branches: true, prune_branches: true, build_pull_requests: true, resync_pull_requests: false }
+    }
+}
+
+/// The webhook this project registered in Bitbucket for the integration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisteredWebhook {
+    pub id: String,
+    pub url: String,
+    pub active: bool,
+}
+
+/// The last thing that went wrong talking to Bitbucket (cleared by a successful test).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    pub reason: String,
+    pub message: String,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Integration {
     pub id: String,
     pub name: String,
-    pub flavor: Flavor,
+    #[serde(default)]
+    pub description: String,
     pub status: IntegrationStatus,
-    /// Name (never value) of the secret holding the [`super::WebhookSecrets`].
+    pub target: RepoTarget,
+    #[serde(default)]
+    pub options: Options,
+    /// Kind and non-secret identifier of the credential (e.g. the API token's email).
+    pub credential: serde_json::Value,
+    /// Names (never values) of the secrets: the credential and the [`super::WebhookSecrets`].
+    pub credential_secret_name: String,
     pub webhook_secret_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<RegisteredWebhook>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Integration {
+    pub fn flavor(&self) -> crate::webhook::Flavor {
+        self.target.flavor
+    }
 }
 
 pub fn key(id: &str) -> Key {

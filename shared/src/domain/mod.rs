@@ -1,9 +1,10 @@
 //! Plain domain types and the rules about them, written against the ports only.
 
+pub mod connection;
 pub mod delivery;
 pub mod integration;
 pub mod webhook_secret;
 
 pub use delivery::{Delivery, IngestError, Ingested, ingest, list_deliveries};
-pub use integration::{Integration, IntegrationStatus};
+pub use integration::{Integration, IntegrationStatus, Options};
 pub use webhook_secret::WebhookSecrets;

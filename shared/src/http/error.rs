@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde_json::json;
 
+use crate::bitbucket::BitbucketError;
 use crate::domain::IngestError;
+use crate::domain::connection::ConnectionError;
 use crate::secrets::SecretError;
 use crate::store::StoreError;
 
@@ -33,6 +35,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// Bitbucket refused or failed: 422 carrying the typed reason.
+    #[error("{0}")]
+    Bitbucket(BitbucketError),
 }
 
 impl ApiError {
@@ -48,6 +53,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Bitbucket(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -63,6 +69,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => "unprocessable",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+            ApiError::Bitbucket(e) => e.reason(),
         }
     }
 }
@@ -115,6 +122,21 @@ impl From<IngestError> for ApiError {
             IngestError::SecretMissing(_) => ApiError::Unavailable(message),
             IngestError::Secrets(e) => e.into(),
             IngestError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ConnectionError> for ApiError {
+    fn from(e: ConnectionError) -> Self {
+        let message = e.to_string();
+        match e {
+            ConnectionError::Invalid { .. } => ApiError::BadRequest(message),
+            ConnectionError::NotFound(_) => ApiError::NotFound(message),
+            ConnectionError::WrongState { .. } => ApiError::Conflict(message),
+            // The connection test or a Bitbucket step failed: 422 with the specific reason.
+            ConnectionError::Bitbucket(b) => ApiError::Bitbucket(b),
+            ConnectionError::Secrets(e) => e.into(),
+            ConnectionError::Store(e) => e.into(),
         }
     }
 }

@@ -3,9 +3,11 @@
 
 mod auth;
 mod error;
+mod json;
 
 pub use auth::{AdminToken, require_admin};
 pub use error::ApiError;
+pub use json::{JsonBody, MAX_ADMIN_BODY};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;

@@ -8,8 +8,10 @@ pub use file::FileSecretStore;
 
 use async_trait::async_trait;
 
-/// A secret value. `Debug` and `Display` never show it; only [`Secret::expose`] does.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret value. `Debug` never shows it and it has no `Serialize`/`Display`, so it cannot end
+/// up in a log line or an answer by accident; only [`Secret::expose`] reveals it.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {

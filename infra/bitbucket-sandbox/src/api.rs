@@ -1,0 +1,472 @@
+//! The Bitbucket Cloud 2.0 routes, plus the OAuth token endpoint under `/site`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+use crate::auth::{self, Caller};
+use crate::error::{Error, PathParams, parse_json};
+use crate::paging::{paginate, param, params, percent_decode};
+use crate::state::{self, DEFAULT_AUTHOR, HOOK_EVENTS, Hook, MAIN, NewCommit, PrState, StatusInput};
+use crate::{REPOSITORY, Sandbox, WORKSPACE};
+
+type RepoPath = PathParams<(String, String)>;
+type RepoItemPath<T = String> = PathParams<(String, String, T)>;
+
+pub fn routes() -> Router<Sandbox> {
+    let repo = |rest: &str| format!("/2.0/repositories/{{workspace}}/{{repo_slug}}{rest}");
+    Router::new()
+        .route("/site/oauth2/access_token", post(auth::access_token))
+        .route("/2.0/user", get(user))
+        .route(&repo(""), get(repository))
+        .route(&repo("/hooks"), get(list_hooks).post(create_hook))
+        .route(&repo("/hooks/{uid}"), get(get_hook).put(update_hook).delete(delete_hook))
+        .route(&repo("/refs/branches"), get(list_branches).post(create_branch))
+        .route(&repo("/refs/branches/{*name}"), get(get_branch).delete(delete_branch))
+        .route(&repo("/src"), post(create_commit))
+        .route(&repo("/src/{rev}/{*path}"), get(read_file))
+        .route(&repo("/commit/{hash}"), get(get_commit))
+        .route(&repo("/commit/{hash}/statuses"), get(list_statuses))
+        .route(&repo("/commit/{hash}/statuses/build"), post(create_status))
+        .route(&repo("/pullrequests"), get(list_pull_requests))
+        .route(&repo("/pullrequests/{id}"), get(get_pull_request))
+}
+
+fn check_repo(workspace: &str, repo: &str) -> Result<(), Error> {
+    if workspace.eq_ignore_ascii_case(WORKSPACE) && repo.eq_ignore_ascii_case(REPOSITORY) {
+        Ok(())
+    } else {
+        Err(Error::not_found(format!("Repository {workspace}/{repo} not found")))
+    }
+}
+
+/// One page of a listing; `next` points back at this same URL.
+fn listing(sandbox: &Sandbox, uri: &Uri, values: Vec<Value>) -> Result<Json<Value>, Error> {
+    let url = format!("{}{}", sandbox.public_base(), uri.path());
+    paginate(values, uri.query().unwrap_or_default(), &url).map(Json)
+}
+
+async fn user(caller: Caller) -> Result<Json<Value>, Error> {
+    caller.require("account")?;
+    Ok(Json(state::user_json()))
+}
+
+async fn repository(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r)): RepoPath,
+) -> Result<Json<Value>, Error> {
+    caller.require("repository")?;
+    check_repo(&w, &r)?;
+    Ok(Json(sandbox.state().repository_json()))
+}
+
+// ---- hooks ----------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct HookBody {
+    description: Option<String>,
+    url: Option<String>,
+    active: Option<bool>,
+    events: Option<Vec<String>>,
+    /// Absent (keep), `null` or `""` (remove), or the new secret.
+    #[serde(default, deserialize_with = "present")]
+    secret: Option<Value>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+fn check_url(url: &str) -> Result<String, Error> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(url.to_owned()),
+        _ => Err(Error::bad_request(format!("url: {url:?} is not a valid http(s) URL"))),
+    }
+}
+
+fn check_events(mut events: Vec<String>) -> Result<Vec<String>, Error> {
+    if events.is_empty() {
+        return Err(Error::bad_request("events: at least one event is required"));
+    }
+    if let Some(bad) = events.iter().find(|e| !HOOK_EVENTS.contains(&e.as_str())) {
+        return Err(Error::bad_request(format!("events: {bad} is not a supported event")));
+    }
+    events.sort();
+    events.dedup();
+    Ok(events)
+}
+
+/// `None` when the body does not mention the secret, `Some(None)` to remove it.
+fn check_secret(secret: Option<Value>) -> Result<Option<Option<String>>, Error> {
+    match secret {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) => Ok(Some(Some(s).filter(|s| !s.is_empty()))),
+        Some(_) => Err(Error::bad_request("secret: expected a string")),
+    }
+}
+
+async fn list_hooks(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r)): RepoPath,
+    uri: Uri,
+) -> Result<Json<Value>, Error> {
+    caller.require("webhook")?;
+    check_repo(&w, &r)?;
+    listing(&sandbox, &uri, sandbox.hooks())
+}
+
+async fn create_hook(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r)): RepoPath,
+    body: Bytes,
+) -> Result<Response, Error> {
+    caller.require("webhook")?;
+    check_repo(&w, &r)?;
+    let body: HookBody = parse_json(&body)?;
+    let hook = Hook {
+        uuid: format!("{{{}}}", uuid::Uuid::new_v4()),
+        url: check_url(body.url.as_deref().unwrap_or_default())?,
+        description: body.description.unwrap_or_default(),
+        active: body.active.unwrap_or(true),
+        events: check_events(body.events.unwrap_or_default())?,
+        secret: check_secret(body.secret)?.flatten(),
+        created_at: chrono::Utc::now(),
+    };
+    let mut state = sandbox.state();
+    let json = state.hook_json(&hook);
+    state.hooks.push(hook);
+    Ok((StatusCode::CREATED, Json(json)).into_response())
+}
+
+async fn get_hook(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, uid)): RepoItemPath,
+) -> Result<Json<Value>, Error> {
+    caller.require("webhook")?;
+    check_repo(&w, &r)?;
+    let state = sandbox.state();
+    let index = state.hook_index(&uid).ok_or_else(|| hook_not_found(&uid))?;
+    Ok(Json(state.hook_json(&state.hooks[index])))
+}
+
+fn hook_not_found(uid: &str) -> Error {
+    Error::not_found(format!("Webhook {uid} not found"))
+}
+
+async fn update_hook(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, uid)): RepoItemPath,
+    body: Bytes,
+) -> Result<Json<Value>, Error> {
+    caller.require("webhook")?;
+    check_repo(&w, &r)?;
+    let body: HookBody = parse_json(&body)?;
+    // Validate everything before changing anything.
+    let url = body.url.as_deref().map(check_url).transpose()?;
+    let events = body.events.map(check_events).transpose()?;
+    let secret = check_secret(body.secret)?;
+    let mut state = sandbox.state();
+    let index = state.hook_index(&uid).ok_or_else(|| hook_not_found(&uid))?;
+    let hook = &mut state.hooks[index];
+    if let Some(url) = url {
+        hook.url = url;
+    }
+    if let Some(events) = events {
+        hook.events = events;
+    }
+    if let Some(description) = body.description {
+        hook.description = description;
+    }
+    if let Some(active) = body.active {
+        hook.active = active;
+    }
+    if let Some(secret) = secret {
+        hook.secret = secret;
+    }
+    Ok(Json(state.hook_json(&state.hooks[index])))
+}
+
+async fn delete_hook(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, uid)): RepoItemPath,
+) -> Result<StatusCode, Error> {
+    caller.require("webhook")?;
+    check_repo(&w, &r)?;
+    let mut state = sandbox.state();
+    let index = state.hook_index(&uid).ok_or_else(|| hook_not_found(&uid))?;
+    state.hooks.remove(index);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- branches -------------------------------------------------------------------------------
+
+/// `q=name ~ "text"` (contains, any case) or `q=name = "text"`; other queries do not filter.
+fn name_matches(q: Option<&str>, name: &str) -> bool {
+    let Some(q) = q else { return true };
+    let Some(at) = q.find(['~', '=']) else { return true };
+    if q[..at].trim() != "name" {
+        return true;
+    }
+    let needle = q[at + 1..].trim().trim_matches('"');
+    if q[at..].starts_with('~') { name.to_lowercase().contains(&needle.to_lowercase()) } else { name == needle }
+}
+
+async fn list_branches(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r)): RepoPath,
+    uri: Uri,
+) -> Result<Json<Value>, Error> {
+    caller.require("repository")?;
+    check_repo(&w, &r)?;
+    let q = param(uri.query().unwrap_or_default(), "q");
+    let values = {
+        let state = sandbox.state();
+        state.branch_names().filter(|n| name_matches(q.as_deref(), n)).filter_map(|n| state.branch_json(n)).collect()
+    };
+    listing(&sandbox, &uri, values)
+}
+
+async fn get_branch(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, name)): RepoItemPath,
+) -> Result<Json<Value>, Error> {
+    caller.require("repository")?;
+    check_repo(&w, &r)?;
+    let json = sandbox.state().branch_json(&name);
+    json.map(Json).ok_or_else(|| Error::not_found(format!("Branch {name} not found")))
+}
+
+#[derive(Deserialize)]
+struct NewBranch {
+    name: String,
+    target: Target,
+}
+
+#[derive(Deserialize)]
+struct Target {
+    hash: String,
+}
+
+async fn create_branch(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r)): RepoPath,
+    body: Bytes,
+) -> Result<Response, Error> {
+    caller.require("repository:write")?;
+    check_repo(&w, &r)?;
+    let body: NewBranch = parse_json(&body)?;
+    sandbox.apply(|s| s.create_branch(&body.name, &body.target.hash))?;
+    let json = sandbox.state().branch_json(&body.name);
+    Ok((StatusCode::CREATED, Json(json)).into_response())
+}
+
+async fn delete_branch(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, name)): RepoItemPath,
+) -> Result<StatusCode, Error> {
+    caller.require("repository:write")?;
+    check_repo(&w, &r)?;
+    sandbox.apply(|s| s.delete_branch(&name).map(|events| ((), events)))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- source and commits ---------------------------------------------------------------------
+
+/// The fields of a `POST …/src` form, multipart or URL-encoded, in order.
+async fn form_fields(request: Request) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        let bad = |e: axum::extract::multipart::MultipartError| Error::bad_request(e.body_text());
+        let mut multipart =
+            Multipart::from_request(request, &()).await.map_err(|e| Error::bad_request(e.body_text()))?;
+        let mut fields = Vec::new();
+        while let Some(field) = multipart.next_field().await.map_err(bad)? {
+            let name = field
+                .name()
+                .map(str::to_owned)
+                .or_else(|| extended_name(field.headers()))
+                .ok_or_else(|| Error::bad_request("A form field has no name"))?;
+            fields.push((name, field.bytes().await.map_err(bad)?.to_vec()));
+        }
+        Ok(fields)
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        let Form(pairs) = Form::<Vec<(String, String)>>::from_request(request, &())
+            .await
+            .map_err(|e| Error::bad_request(e.body_text()))?;
+        Ok(pairs.into_iter().map(|(name, value)| (name, value.into_bytes())).collect())
+    } else {
+        Err(Error::bad_request("Expected multipart/form-data or application/x-www-form-urlencoded"))
+    }
+}
+
+/// The RFC 5987 form of a part's name, `name*=utf-8''docs%2Fa.md`, which reqwest (by default)
+/// sends for names with a `/`: the multipart parser only reads plain `name="…"`.
+fn extended_name(headers: &axum::http::HeaderMap) -> Option<String> {
+    let disposition = headers.get(header::CONTENT_DISPOSITION)?.to_str().ok()?;
+    let value = disposition.split(';').find_map(|p| p.trim().strip_prefix("name*="))?;
+    let (charset, rest) = value.trim().trim_matches('"').split_once('\'')?;
+    let (_language, encoded) = rest.split_once('\'')?;
+    charset.eq_ignore_ascii_case("utf-8").then(|| percent_decode(encoded))
+}
+
+/// Reads a form into a commit: the known fields, and every other field as a file to write.
+fn new_commit(fields: Vec<(String, Vec<u8>)>) -> Result<NewCommit, Error> {
+    let text = |name: &str, value: Vec<u8>| {
+        String::from_utf8(value).map_err(|_| Error::bad_request(format!("{name}: expected UTF-8 text")))
+    };
+    let mut commit = NewCommit {
+        branch: MAIN.to_owned(),
+        message: "Commit via the API".to_owned(),
+        author: DEFAULT_AUTHOR.to_owned(),
+        parents: None,
+        files: Vec::new(),
+        deletes: Vec::new(),
+    };
+    for (name, value) in fields {
+        match name.as_str() {
+            "message" => commit.message = text(&name, value)?,
+            "author" => commit.author = text(&name, value)?,
+            "branch" => commit.branch = text(&name, value)?,
+            "parents" => commit.parents = Some(text(&name, value)?),
+            "files" => commit.deletes.push(text(&name, value)?),
+            _ => commit.files.push((name, value)),
+        }
+    }
+    // An empty field means "not given", as with the form's other optional fields.
+    if commit.branch.trim().is_empty() {
+        commit.branch = MAIN.to_owned();
+    }
+    commit.parents = commit.parents.map(|p| p.trim().to_owned()).filter(|p| !p.is_empty());
+    Ok(commit)
+}
+
+async fn create_commit(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r)): RepoPath,
+    request: Request,
+) -> Result<Response, Error> {
+    caller.require("repository:write")?;
+    check_repo(&w, &r)?;
+    let commit = new_commit(form_fields(request).await?)?;
+    let hash = sandbox.apply(|s| s.commit_files(commit))?;
+    sandbox.count_src_commit();
+    let location = format!("{}/2.0/repositories/{WORKSPACE}/{REPOSITORY}/commit/{hash}", sandbox.public_base());
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
+}
+
+async fn read_file(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, rev, path)): PathParams<(String, String, String, String)>,
+) -> Result<Response, Error> {
+    caller.require("repository")?;
+    check_repo(&w, &r)?;
+    let state = sandbox.state();
+    // A branch with slashes may arrive unencoded (`src/feature/x/a.txt`): move leading path
+    // segments into the revision until it names something.
+    let (mut rev, mut path) = (rev, path);
+    while state.resolve(&rev).is_none() {
+        let Some((segment, rest)) = path.split_once('/') else { break };
+        (rev, path) = (format!("{rev}/{segment}"), rest.to_owned());
+    }
+    let commit = state.resolve(&rev).ok_or_else(|| Error::not_found(format!("Commit {rev} not found")))?;
+    let content = commit
+        .tree
+        .get(path.trim_start_matches('/'))
+        .ok_or_else(|| Error::not_found(format!("No such file or directory: {path}")))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain")], content.clone()).into_response())
+}
+
+async fn get_commit(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, hash)): RepoItemPath,
+) -> Result<Json<Value>, Error> {
+    caller.require("repository")?;
+    check_repo(&w, &r)?;
+    let state = sandbox.state();
+    let commit = state.resolve(&hash).ok_or_else(|| Error::not_found(format!("Commit {hash} not found")))?;
+    let mut json = state.commit_json(commit);
+    json["repository"] = state.repository_json();
+    Ok(Json(json))
+}
+
+async fn list_statuses(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, hash)): RepoItemPath,
+    uri: Uri,
+) -> Result<Json<Value>, Error> {
+    caller.require("repository")?;
+    check_repo(&w, &r)?;
+    let values = sandbox.state().statuses_json(&hash);
+    let values = values.ok_or_else(|| Error::not_found(format!("Commit {hash} not found")))?;
+    listing(&sandbox, &uri, values)
+}
+
+async fn create_status(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, hash)): RepoItemPath,
+    body: Bytes,
+) -> Result<Response, Error> {
+    caller.require("repository")?;
+    check_repo(&w, &r)?;
+    let input: StatusInput = parse_json(&body)?;
+    let json = sandbox.apply(|s| s.set_status(&hash, input))?;
+    Ok((StatusCode::CREATED, Json(json)).into_response())
+}
+
+// ---- pull requests --------------------------------------------------------------------------
+
+async fn list_pull_requests(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r)): RepoPath,
+    uri: Uri,
+) -> Result<Json<Value>, Error> {
+    caller.require("repository")?;
+    check_repo(&w, &r)?;
+    let mut states = Vec::new();
+    for raw in params(uri.query().unwrap_or_default(), "state") {
+        states.push(PrState::parse(&raw).ok_or_else(|| Error::bad_request(format!("state: unknown state {raw:?}")))?);
+    }
+    if states.is_empty() {
+        states.push(PrState::Open);
+    }
+    let values = sandbox.state().pulls_json(&states);
+    listing(&sandbox, &uri, values)
+}
+
+async fn get_pull_request(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, id)): RepoItemPath<u64>,
+) -> Result<Json<Value>, Error> {
+    caller.require("repository")?;
+    check_repo(&w, &r)?;
+    let json = sandbox.state().pull_json(id);
+    json.map(Json).ok_or_else(|| Error::not_found(format!("Pull request {id} not found")))
+}

@@ -1,0 +1,87 @@
+//! Errors, rendered the way Bitbucket Cloud renders them (`{"type":"error","error":{…}}`) on the
+//! API, and as `{"error":{"code","message"}}` on the admin routes.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub status: StatusCode,
+    pub message: String,
+    /// Cloud's `error.detail`, e.g. the required and granted scopes of a 403.
+    pub detail: Option<Value>,
+}
+
+impl Error {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Error { status, message: message.into(), detail: None }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Error::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Error::new(StatusCode::CONFLICT, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Error::new(StatusCode::UNAUTHORIZED, message)
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "message": self.message });
+        if let Some(detail) = self.detail {
+            error["detail"] = detail;
+        }
+        (self.status, Json(json!({ "type": "error", "error": error }))).into_response()
+    }
+}
+
+/// The same failure, in the admin routes' shape.
+#[derive(Debug)]
+pub struct AdminError(pub Error);
+
+impl From<Error> for AdminError {
+    fn from(e: Error) -> Self {
+        AdminError(e)
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let code = match self.0.status {
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            _ => "error",
+        };
+        (self.0.status, Json(json!({ "error": { "code": code, "message": self.0.message } }))).into_response()
+    }
+}
+
+/// `Path`, but a bad segment (e.g. a non-numeric pull request id) is a JSON 400, not plain text.
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParams(value)),
+            Err(rejection) => Err(Error::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+/// Parses a JSON request body; anything malformed is a 400 naming the problem.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::bad_request(format!("Invalid JSON body: {e}")))
+}

@@ -1,0 +1,111 @@
+//! Injected faults (rate limits, server errors, latency, revoked credentials) and the record of
+//! every API request. Both sit in one middleware in front of the routes, so faults act before
+//! authentication and their answers are recorded like any other.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use crate::Sandbox;
+use crate::auth::INVALID_CREDENTIALS;
+use crate::error::Error;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fault {
+    /// e.g. `"GET"`; `None` matches any method.
+    pub method: Option<String>,
+    /// Matched against the path after the mount point, e.g. `"/hooks"`.
+    pub path_contains: String,
+    pub kind: FaultKind,
+    /// How many matching requests it affects; `None` = until cleared.
+    pub times: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FaultKind {
+    /// 429 comes without `Retry-After`, as Cloud sends it; 5xx are plain text.
+    Status { status: u16 },
+    /// Waits, then answers normally.
+    Latency { millis: u64 },
+    /// Every credential answers 401 while active.
+    Revoke,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// Relative to the mount point, e.g. `/2.0/user`.
+    pub path: String,
+    pub query: String,
+    pub status: u16,
+}
+
+impl Fault {
+    fn matches(&self, method: &str, path: &str) -> bool {
+        self.method.as_ref().is_none_or(|m| m.eq_ignore_ascii_case(method)) && path.contains(&self.path_contains)
+    }
+}
+
+/// The kinds of every fault matching this request, using up one of each one's `times`.
+pub fn take_matching(faults: &mut Vec<Fault>, method: &str, path: &str) -> Vec<FaultKind> {
+    let mut hits = Vec::new();
+    faults.retain_mut(|fault| {
+        if !fault.matches(method, path) {
+            return true;
+        }
+        hits.push(fault.kind.clone());
+        match &mut fault.times {
+            Some(left) => {
+                *left = left.saturating_sub(1);
+                *left > 0
+            }
+            None => true,
+        }
+    });
+    hits
+}
+
+fn fault_response(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let reason = status.canonical_reason().unwrap_or("Error");
+    if status.is_server_error() {
+        return (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], reason).into_response();
+    }
+    let message =
+        if status == StatusCode::TOO_MANY_REQUESTS { "Rate limit for this resource has been exceeded" } else { reason };
+    Error::new(status, message).into_response()
+}
+
+/// Applies faults to, and records, every `/2.0` and `/site` request; `/_admin` passes untouched.
+pub async fn middleware(State(sandbox): State<Sandbox>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    if !(path.starts_with("/2.0/") || path.starts_with("/site/")) {
+        return next.run(request).await;
+    }
+    let method = request.method().to_string();
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let hits = take_matching(&mut sandbox.faults(), &method, &path);
+    let mut answer = None;
+    for kind in hits {
+        match kind {
+            FaultKind::Latency { millis } => tokio::time::sleep(Duration::from_millis(millis)).await,
+            FaultKind::Status { status } => {
+                answer.get_or_insert_with(|| fault_response(status));
+            }
+            FaultKind::Revoke => {
+                answer.get_or_insert_with(|| Error::unauthorized(INVALID_CREDENTIALS).into_response());
+            }
+        }
+    }
+    let response = match answer {
+        Some(response) => response,
+        None => next.run(request).await,
+    };
+    sandbox.record(RecordedRequest { method, path, query, status: response.status().as_u16() });
+    response
+}

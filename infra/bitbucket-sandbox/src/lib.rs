@@ -1,0 +1,256 @@
+//! A stateful, in-memory Bitbucket Cloud (REST 2.0 subset) served over real HTTP: repositories,
+//! branches with commits and file trees, hooks, pull requests and build statuses, behind Cloud's
+//! credentials and scopes, sending real signed webhooks when state changes. Tests start it on a
+//! free port; the local stack mounts it at `/sandbox/bitbucket`.
+//!
+//! Routes are relative to the mount point: `/2.0/...` and `/site/oauth2/access_token` as on
+//! Cloud, and `/_admin/...` (no auth) to drive it and inspect what it saw.
+
+mod admin;
+mod api;
+mod auth;
+mod error;
+mod faults;
+mod paging;
+mod state;
+mod webhooks;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use tokio::task::JoinHandle;
+
+pub use faults::{Fault, FaultKind, RecordedRequest};
+pub use webhooks::SentWebhook;
+
+use auth::OAuth;
+use error::Error;
+use state::{DEFAULT_AUTHOR, Event, NewCommit, PrState, State};
+
+pub const WORKSPACE: &str = "sandbox";
+pub const REPOSITORY: &str = "demo";
+/// `Basic base64(API_TOKEN_EMAIL:API_TOKEN)`, all scopes.
+pub const API_TOKEN_EMAIL: &str = "dev@sandbox.test";
+pub const API_TOKEN: &str = "sandbox-token";
+/// `Bearer`, all scopes.
+pub const ACCESS_TOKEN: &str = "sandbox-access-token";
+/// `Bearer`, scopes `account` and `repository` only.
+pub const READONLY_ACCESS_TOKEN: &str = "sandbox-readonly-token";
+pub const OAUTH_CONSUMER_KEY: &str = "sandbox-consumer-key";
+pub const OAUTH_CONSUMER_SECRET: &str = "sandbox-consumer-secret";
+pub const APP_PASSWORD_USER: &str = "sandbox-dev";
+/// Always refused with 401: Cloud removed app passwords on 2026-07-28.
+pub const APP_PASSWORD: &str = "sandbox-app-password";
+
+/// The sandbox; clones share one state.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    public_base: String,
+    state: Mutex<State>,
+    oauth: Mutex<OAuth>,
+    faults: Mutex<Vec<Fault>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    sent: Mutex<Vec<SentWebhook>>,
+    deliveries: Mutex<Vec<JoinHandle<()>>>,
+    src_commits: AtomicUsize,
+    client: reqwest::Client,
+}
+
+/// Locks, ignoring poisoning: a panicking test thread must not take the sandbox down with it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Sandbox {
+    /// `public_base` is the absolute URL the sandbox is mounted at, e.g.
+    /// `http://127.0.0.1:3000/sandbox/bitbucket` (used for `links` and `next` URLs). Seeds
+    /// `sandbox/demo` with branches `main` (a README.md), `develop` and `feature/login`.
+    pub fn new(public_base: impl Into<String>) -> Self {
+        let public_base = public_base.into().trim_end_matches('/').to_owned();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("the webhook HTTP client builds with static settings");
+        Sandbox {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State::new(public_base.clone())),
+                public_base,
+                oauth: Mutex::default(),
+                faults: Mutex::default(),
+                requests: Mutex::default(),
+                sent: Mutex::default(),
+                deliveries: Mutex::default(),
+                src_commits: AtomicUsize::new(0),
+                client,
+            }),
+        }
+    }
+
+    /// Routes relative to the mount point: `/2.0/...`, `/site/oauth2/access_token`, `/_admin/...`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .merge(api::routes())
+            .merge(admin::routes())
+            .fallback(|| async { Error::not_found("Resource not found") })
+            .method_not_allowed_fallback(|| async { Error::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
+            .layer(axum::middleware::from_fn_with_state(self.clone(), faults::middleware))
+            .with_state(self.clone())
+    }
+
+    /// Lifetime of OAuth tokens issued from now on (default 7200 s).
+    pub fn set_oauth_token_lifetime(&self, secs: u64) {
+        self.oauth().lifetime = Duration::from_secs(secs);
+    }
+
+    pub fn inject_fault(&self, fault: Fault) {
+        // `times: Some(0)` affects no request at all.
+        if fault.times != Some(0) {
+            lock(&self.inner.faults).push(fault);
+        }
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.inner.faults).clear();
+    }
+
+    /// Every `/2.0` and `/site` request (not `/_admin`), in order, with its final status.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.inner.requests).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.inner.requests).clear();
+    }
+
+    /// The hooks of `sandbox/demo`, as the API returns them.
+    pub fn hooks(&self) -> Vec<serde_json::Value> {
+        let state = self.state();
+        state.hooks.iter().map(|h| state.hook_json(h)).collect()
+    }
+
+    /// Every webhook POST attempt made so far.
+    pub fn sent_webhooks(&self) -> Vec<SentWebhook> {
+        lock(&self.inner.sent).clone()
+    }
+
+    /// Commits created through `POST …/src` (not through [`Sandbox::push`] or `/_admin`).
+    pub fn commit_count(&self) -> usize {
+        self.inner.src_commits.load(Ordering::SeqCst)
+    }
+
+    /// A new commit on `branch` (created from `main` if missing), emitting `repo:push`.
+    /// Panics on an invalid branch name or file path.
+    pub async fn push(&self, branch: &str, files: &[(&str, &str)], message: &str) -> String {
+        let commit = NewCommit {
+            branch: branch.to_owned(),
+            message: message.to_owned(),
+            author: DEFAULT_AUTHOR.to_owned(),
+            parents: None,
+            files: files.iter().map(|(path, content)| (path.to_string(), content.as_bytes().to_vec())).collect(),
+            deletes: Vec::new(),
+        };
+        self.apply(|s| s.commit_files(commit)).unwrap_or_else(|e| panic!("sandbox push failed: {}", e.message))
+    }
+
+    /// Creates `name` at `from` (a branch or commit), emitting `repo:push` (created); returns its tip.
+    pub async fn create_branch(&self, name: &str, from: &str) -> Result<String, String> {
+        self.apply(|s| s.create_branch(name, from)).map_err(|e| e.message)
+    }
+
+    /// Deletes `name`, emitting `repo:push` (closed).
+    pub async fn delete_branch(&self, name: &str) -> Result<(), String> {
+        self.apply(|s| s.delete_branch(name).map(|events| ((), events))).map_err(|e| e.message)
+    }
+
+    /// Opens a pull request, emitting `pullrequest:created`. Panics when a branch is missing,
+    /// the branches are the same, or the title is empty.
+    pub async fn open_pull_request(&self, source: &str, destination: &str, title: &str) -> u64 {
+        self.apply(|s| s.open_pull_request(source, destination, title))
+            .unwrap_or_else(|e| panic!("sandbox pull request failed: {}", e.message))
+    }
+
+    /// Emits `pullrequest:updated`, the head being the source branch's current tip.
+    pub async fn update_pull_request(&self, id: u64, title: Option<&str>) -> Result<(), String> {
+        self.apply(|s| s.update_pull_request(id, title).map(|events| ((), events))).map_err(|e| e.message)
+    }
+
+    /// Marks the pull request MERGED, emitting `pullrequest:fulfilled`.
+    pub async fn merge_pull_request(&self, id: u64) -> Result<(), String> {
+        self.apply(|s| s.close_pull_request(id, PrState::Merged).map(|events| ((), events))).map_err(|e| e.message)
+    }
+
+    /// Marks the pull request DECLINED, emitting `pullrequest:rejected`.
+    pub async fn decline_pull_request(&self, id: u64) -> Result<(), String> {
+        self.apply(|s| s.close_pull_request(id, PrState::Declined).map(|events| ((), events))).map_err(|e| e.message)
+    }
+
+    /// Waits until every webhook send started so far has finished, retries included.
+    pub async fn settle(&self) {
+        loop {
+            let pending = std::mem::take(&mut *lock(&self.inner.deliveries));
+            if pending.is_empty() {
+                return;
+            }
+            for task in pending {
+                let _ = task.await;
+            }
+        }
+    }
+
+    // ---- crate internals ----------------------------------------------------------------------
+
+    pub(crate) fn public_base(&self) -> &str {
+        &self.inner.public_base
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.inner.state)
+    }
+
+    pub(crate) fn oauth(&self) -> MutexGuard<'_, OAuth> {
+        lock(&self.inner.oauth)
+    }
+
+    pub(crate) fn faults(&self) -> MutexGuard<'_, Vec<Fault>> {
+        lock(&self.inner.faults)
+    }
+
+    pub(crate) fn record(&self, request: RecordedRequest) {
+        lock(&self.inner.requests).push(request);
+    }
+
+    pub(crate) fn count_src_commit(&self) {
+        self.inner.src_commits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Runs a mutation, then sends the webhooks it caused. The hooks are chosen under the same
+    /// lock as the change, so a hook sees exactly the events after its creation.
+    pub(crate) fn apply<T>(
+        &self,
+        change: impl FnOnce(&mut State) -> Result<(T, Vec<Event>), Error>,
+    ) -> Result<T, Error> {
+        let (out, deliveries) = {
+            let mut state = self.state();
+            let (out, events) = change(&mut state)?;
+            let deliveries: Vec<_> = events.iter().flat_map(|e| state.deliveries(e)).collect();
+            (out, deliveries)
+        };
+        let mut tasks = lock(&self.inner.deliveries);
+        tasks.retain(|t| !t.is_finished());
+        for delivery in deliveries {
+            let sandbox = self.clone();
+            tasks.push(tokio::spawn(async move {
+                let record = |sent| lock(&sandbox.inner.sent).push(sent);
+                webhooks::deliver(&sandbox.inner.client, delivery, record).await;
+            }));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,64 @@
+//! Typed Bitbucket failures. Messages name what went wrong and what to do; they never carry a
+//! credential or a response body verbatim beyond Bitbucket's own short error message.
+
+use super::credentials::API_TOKEN_SCOPES;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BitbucketError {
+    #[error("Bitbucket refused the credential (401){}", detail(.0))]
+    BadCredentials(Option<String>),
+    #[error(
+        "Bitbucket Cloud removed app passwords on 2026-07-28, so this credential can no longer sign in. \
+         Create an Atlassian API token (account settings → Security → API tokens, \"with scopes\", app Bitbucket) \
+         with the scopes {}, then reconnect with credential kind `api_token` (email + token).",
+        API_TOKEN_SCOPES.join(", ")
+    )]
+    AppPasswordRemoved,
+    #[error("the credential lacks a permission Bitbucket requires (403){}", missing(.missing_scopes, .message))]
+    Forbidden { missing_scopes: Vec<String>, message: Option<String> },
+    #[error("not found in Bitbucket (404): {0}")]
+    NotFound(String),
+    #[error("Bitbucket reported a conflict (409){}", detail(.0))]
+    Conflict(Option<String>),
+    #[error("Bitbucket rejected the request (400){}", detail(.0))]
+    Rejected(Option<String>),
+    #[error("Bitbucket is rate limiting requests (429) and the deadline left no room to retry")]
+    RateLimited,
+    #[error("Bitbucket is unavailable: {0}")]
+    Unavailable(String),
+    #[error("cannot reach Bitbucket: {0}")]
+    Network(String),
+    #[error("Bitbucket answered unexpectedly: {0}")]
+    Unexpected(String),
+}
+
+fn detail(message: &Option<String>) -> String {
+    message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
+}
+
+fn missing(scopes: &[String], message: &Option<String>) -> String {
+    if scopes.is_empty() { detail(message) } else { format!(": missing scope(s) {}", scopes.join(", ")) }
+}
+
+impl BitbucketError {
+    /// A short machine-readable reason (stored on integrations, used in API answers).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BitbucketError::BadCredentials(_) => "bad_credentials",
+            BitbucketError::AppPasswordRemoved => "app_password_removed",
+            BitbucketError::Forbidden { .. } => "forbidden",
+            BitbucketError::NotFound(_) => "not_found",
+            BitbucketError::Conflict(_) => "conflict",
+            BitbucketError::Rejected(_) => "rejected",
+            BitbucketError::RateLimited => "rate_limited",
+            BitbucketError::Unavailable(_) => "unavailable",
+            BitbucketError::Network(_) => "network",
+            BitbucketError::Unexpected(_) => "unexpected_response",
+        }
+    }
+
+    /// Whether the credential itself is the problem (an integration goes to `error`).
+    pub fn is_credential_problem(&self) -> bool {
+        matches!(self, BitbucketError::BadCredentials(_) | BitbucketError::AppPasswordRemoved)
+    }
+}

@@ -1,0 +1,153 @@
+//! The Bitbucket port and its two HTTP adapters (Cloud REST 2.0, Data Center REST 1.0).
+//! Everything that talks to Bitbucket goes through [`Bitbucket`]; the domain never builds a URL.
+
+mod cloud;
+pub mod credentials;
+mod datacenter;
+mod error;
+mod transport;
+
+pub use credentials::{API_TOKEN_SCOPES, Credential};
+pub use error::BitbucketError;
+pub use transport::{Listing, RetryPolicy, Transport};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::secrets::Secret;
+use crate::webhook::Flavor;
+
+pub const CLOUD_API: &str = "https://api.bitbucket.org/2.0";
+pub const CLOUD_OAUTH_TOKEN_URL: &str = "https://bitbucket.org/site/oauth2/access_token";
+
+/// Which repository a connection points at (never a secret; stored on the integration).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoTarget {
+    pub flavor: Flavor,
+    /// Cloud: `https://api.bitbucket.org/2.0`; Data Center: `https://host[/context]`.
+    pub base_url: String,
+    /// Cloud workspace, or Data Center project key.
+    pub owner: String,
+    pub slug: String,
+}
+
+impl RepoTarget {
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.owner, self.slug)
+    }
+
+    /// The OAuth token endpoint: bitbucket.org's for the real Cloud API; for another base
+    /// (a proxy or the sandbox) the same path beside its `/2.0`.
+    pub fn oauth_token_url(&self) -> String {
+        let base = self.base_url.trim_end_matches('/');
+        if base == CLOUD_API {
+            CLOUD_OAUTH_TOKEN_URL.to_owned()
+        } else {
+            format!("{}/site/oauth2/access_token", base.trim_end_matches("/2.0"))
+        }
+    }
+}
+
+/// What a successful connection test learned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    /// Who the credential acts as (display name or user slug), when Bitbucket says.
+    pub account: Option<String>,
+    pub repository: String,
+    pub main_branch: Option<String>,
+    pub html_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub id: String,
+    pub url: String,
+    pub active: bool,
+    pub events: Vec<String>,
+}
+
+/// A webhook as this project registers it; the adapter chooses the flavor's event keys.
+#[derive(Debug, Clone)]
+pub struct WebhookSpec {
+    pub url: String,
+    pub secret: Secret,
+    pub active: bool,
+    pub description: String,
+}
+
+#[async_trait]
+pub trait Bitbucket: Send + Sync {
+    /// Checks the credential and that the repository is readable.
+    async fn verify_access(&self) -> Result<Access, BitbucketError>;
+    /// Lists the repository's webhooks (needs the webhook permission).
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>, BitbucketError>;
+    async fn create_webhook(&self, spec: &WebhookSpec) -> Result<Webhook, BitbucketError>;
+    async fn update_webhook(&self, id: &str, spec: &WebhookSpec) -> Result<(), BitbucketError>;
+    /// Deleting a webhook that is already gone succeeds.
+    async fn delete_webhook(&self, id: &str) -> Result<(), BitbucketError>;
+}
+
+/// Builds per-connection clients on one shared [`Transport`] (created once at cold start).
+#[derive(Clone)]
+pub struct Connector {
+    transport: Arc<Transport>,
+}
+
+impl Default for Connector {
+    fn default() -> Self {
+        Connector::new(RetryPolicy::default())
+    }
+}
+
+impl Connector {
+    pub fn new(policy: RetryPolicy) -> Self {
+        Connector { transport: Arc::new(Transport::new(policy)) }
+    }
+
+    /// A client for `target` acting with `credential`, giving up at `deadline`.
+    pub fn connect(&self, target: &RepoTarget, credential: Credential, budget: Duration) -> Arc<dyn Bitbucket> {
+        let session = transport::Session {
+            transport: self.transport.clone(),
+            flavor: target.flavor,
+            credential,
+            oauth_token_url: target.oauth_token_url(),
+            deadline: Instant::now() + budget,
+        };
+        match target.flavor {
+            Flavor::Cloud => Arc::new(cloud::CloudClient::new(session, target)),
+            Flavor::DataCenter => Arc::new(datacenter::DataCenterClient::new(session, target)),
+        }
+    }
+}
+
+/// Percent-encodes one URL path segment (branch names and paths carry `/`, spaces, `#`…).
+pub(crate) fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oauth_token_url_follows_the_base() {
+        let mut t =
+            RepoTarget { flavor: Flavor::Cloud, base_url: CLOUD_API.into(), owner: "w".into(), slug: "r".into() };
+        assert_eq!(t.oauth_token_url(), CLOUD_OAUTH_TOKEN_URL);
+        t.base_url = "http://127.0.0.1:3000/sandbox/bitbucket/2.0".into();
+        assert_eq!(t.oauth_token_url(), "http://127.0.0.1:3000/sandbox/bitbucket/site/oauth2/access_token");
+        assert_eq!(segment("feature/a b"), "feature%2Fa%20b");
+    }
+}

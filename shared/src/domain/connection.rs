@@ -1,0 +1,572 @@
+//! Connecting a Bitbucket repository: validation of what a person sends, the connection test,
+//! credentials into the secret store, the webhook registered in Bitbucket, and the lifecycle
+//! (disconnect/reconnect, archive/unarchive, secret rotation, deletion). Every step that can
+//! fail happens before anything is stored, or is undone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::integration::{self, Integration, IntegrationStatus, LastError, Options, RegisteredWebhook};
+use super::webhook_secret::WebhookSecrets;
+use crate::bitbucket::{Access, Bitbucket, BitbucketError, CLOUD_API, Connector, Credential, RepoTarget, WebhookSpec};
+use crate::secrets::{Secret, SecretError, SecretStore};
+use crate::store::{Condition, StateStore, StoreError};
+use crate::webhook::Flavor;
+
+/// How long Bitbucket calls made for one API request may take, retries included.
+pub const CALL_BUDGET: Duration = Duration::from_secs(20);
+/// How long the previous webhook secret stays valid after a rotation.
+pub const ROTATION_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("no integration `{0}`")]
+    NotFound(String),
+    #[error("integration `{id}` is {}: cannot {action}", status.as_str())]
+    WrongState { id: String, status: IntegrationStatus, action: &'static str },
+    /// The connection test (or a Bitbucket step of the request) failed.
+    #[error("{0}")]
+    Bitbucket(#[from] BitbucketError),
+    #[error(transparent)]
+    Secrets(#[from] SecretError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> ConnectionError {
+    ConnectionError::Invalid { field, problem: problem.into() }
+}
+
+/// `POST /integrations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewIntegration {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub flavor: Flavor,
+    pub base_url: Option<String>,
+    pub workspace: Option<String>,
+    pub project_key: Option<String>,
+    pub repository: Option<String>,
+    pub repository_url: Option<String>,
+    pub credential: Credential,
+    #[serde(default)]
+    pub options: Options,
+    #[serde(default = "yes")]
+    pub register_webhook: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `PATCH /integrations/{id}`: only what is given changes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub options: Option<Options>,
+    pub credential: Option<Credential>,
+}
+
+fn check_name(name: &str) -> Result<String, ConnectionError> {
+    let name = name.trim();
+    match name.chars().count() {
+        0 => Err(invalid("name", "must not be empty")),
+        1..=50 => Ok(name.to_owned()),
+        _ => Err(invalid("name", "must be at most 50 characters")),
+    }
+}
+
+fn check_description(description: &str) -> Result<String, ConnectionError> {
+    if description.chars().count() > 255 {
+        return Err(invalid("description", "must be at most 255 characters"));
+    }
+    Ok(description.trim().to_owned())
+}
+
+fn slug_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-~".contains(&b))
+}
+
+/// `https://…`, or `http://` to a loopback host (the local stack and its sandbox).
+fn check_base_url(raw: &str) -> Result<String, ConnectionError> {
+    let url = reqwest::Url::parse(raw.trim()).map_err(|e| invalid("base_url", format!("not a URL: {e}")))?;
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err(invalid("base_url", "must use https (plain http only to a loopback address)")),
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+        return Err(invalid("base_url", "must not carry credentials or a query"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// Fills owner/slug (and, for Data Center, the base URL) from a browser URL of the repository:
+/// `https://bitbucket.org/{workspace}/{repo}[/…]` or
+/// `https://host[/ctx]/projects/{KEY}/repos/{slug}[/…]` (`/users/{user}/repos/…` → `~user`).
+pub fn parse_repository_url(flavor: Flavor, raw: &str) -> Result<(Option<String>, String, String), ConnectionError> {
+    let bad = |why: &str| invalid("repository_url", why.to_owned());
+    let url = reqwest::Url::parse(raw.trim()).map_err(|_| bad("not a URL"))?;
+    let segments: Vec<&str> = url.path_segments().map(|s| s.filter(|p| !p.is_empty()).collect()).unwrap_or_default();
+    match flavor {
+        Flavor::Cloud => {
+            if url.host_str() != Some("bitbucket.org") {
+                return Err(bad("a Cloud repository URL looks like https://bitbucket.org/{workspace}/{repository}"));
+            }
+            match segments.as_slice() {
+                [workspace, repo, ..] => Ok((None, workspace.to_string(), repo.trim_end_matches(".git").to_owned())),
+                _ => Err(bad("names no workspace and repository")),
+            }
+        }
+        Flavor::DataCenter => {
+            let at = segments
+                .windows(4)
+                .position(|w| matches!(w[0], "projects" | "users") && w[2] == "repos")
+                .ok_or_else(|| bad("a Data Center repository URL contains /projects/{KEY}/repos/{slug}"))?;
+            let owner =
+                if segments[at] == "users" { format!("~{}", segments[at + 1]) } else { segments[at + 1].to_owned() };
+            let mut base = url.clone();
+            base.set_path(&segments[..at].join("/"));
+            base.set_query(None);
+            base.set_fragment(None);
+            Ok((Some(base.as_str().trim_end_matches('/').to_owned()), owner, segments[at + 3].to_owned()))
+        }
+    }
+}
+
+impl NewIntegration {
+    /// Checks every field and settles the target; the first problem is reported by field name.
+    pub fn validate(&self) -> Result<(String, String, RepoTarget), ConnectionError> {
+        let name = check_name(&self.name)?;
+        let description = check_description(&self.description)?;
+        let (url_base, url_owner, url_slug) = match &self.repository_url {
+            Some(u) => {
+                let (b, o, s) = parse_repository_url(self.flavor, u)?;
+                (b, Some(o), Some(s))
+            }
+            None => (None, None, None),
+        };
+        let owner = match self.flavor {
+            Flavor::Cloud => self
+                .workspace
+                .clone()
+                .or(url_owner)
+                .ok_or_else(|| invalid("workspace", "is required (or give repository_url)"))?,
+            Flavor::DataCenter => self
+                .project_key
+                .clone()
+                .or(url_owner)
+                .ok_or_else(|| invalid("project_key", "is required (or give repository_url)"))?,
+        };
+        let slug = self
+            .repository
+            .clone()
+            .or(url_slug)
+            .ok_or_else(|| invalid("repository", "is required (or give repository_url)"))?;
+        if !slug_ok(&owner) {
+            let field = if self.flavor == Flavor::Cloud { "workspace" } else { "project_key" };
+            return Err(invalid(field, "may contain only letters, digits and . _ - ~"));
+        }
+        if !slug_ok(&slug) {
+            return Err(invalid("repository", "may contain only letters, digits and . _ - ~"));
+        }
+        let base_url = match (&self.base_url, url_base, self.flavor) {
+            (Some(b), _, _) => check_base_url(b)?,
+            (None, Some(b), _) => check_base_url(&b)?,
+            (None, None, Flavor::Cloud) => CLOUD_API.to_owned(),
+            (None, None, Flavor::DataCenter) => return Err(invalid("base_url", "is required for Data Center")),
+        };
+        if !self.credential.fits(self.flavor) {
+            return Err(invalid(
+                "credential.kind",
+                format!("`{}` cannot be used with {}", self.credential.kind(), self.flavor.as_str()),
+            ));
+        }
+        if let Some(field) = self.credential.empty_field() {
+            return Err(invalid(field, "must not be empty"));
+        }
+        Ok((name, description, RepoTarget { flavor: self.flavor, base_url, owner, slug }))
+    }
+}
+
+/// What `POST /integrations/{id}/test` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestReport {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The connections service, built once per process.
+pub struct Connections {
+    pub store: Arc<dyn StateStore>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub connector: Connector,
+    /// `$PUBLIC_BASE_URL`: where Bitbucket reaches the receiver.
+    pub public_base_url: String,
+    /// Secret names are `{secret_prefix}/{integration id}/…`.
+    pub secret_prefix: String,
+}
+
+impl Connections {
+    fn client(&self, target: &RepoTarget, credential: Credential) -> Arc<dyn Bitbucket> {
+        self.connector.connect(target, credential, CALL_BUDGET)
+    }
+
+    fn webhook_url(&self, id: &str) -> String {
+        format!("{}/webhooks/{id}", self.public_base_url.trim_end_matches('/'))
+    }
+
+    fn spec(&self, integration: &Integration, secret: Secret, active: bool) -> WebhookSpec {
+        WebhookSpec {
+            url: self.webhook_url(&integration.id),
+            secret,
+            active,
+            description: format!("bitbucket-automation: {}", integration.name),
+        }
+    }
+
+    /// The connection test: the credential works, the repository is readable, and (when a
+    /// webhook is wanted) webhooks may be managed.
+    async fn test(&self, client: &dyn Bitbucket, webhooks: bool) -> Result<Access, BitbucketError> {
+        let access = client.verify_access().await?;
+        if webhooks {
+            client.list_webhooks().await?;
+        }
+        Ok(access)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<(Integration, u64), ConnectionError> {
+        integration::get(self.store.as_ref(), id).await?.ok_or_else(|| ConnectionError::NotFound(id.to_owned()))
+    }
+
+    pub async fn credential(&self, integration: &Integration) -> Result<Credential, ConnectionError> {
+        let name = &integration.credential_secret_name;
+        let secret = self.secrets.get(name).await?.ok_or_else(|| SecretError::Corrupt(name.clone()))?;
+        Ok(Credential::from_secret(name, &secret)?)
+    }
+
+    async fn webhook_secrets(&self, integration: &Integration) -> Result<WebhookSecrets, ConnectionError> {
+        let name = &integration.webhook_secret_name;
+        let secret = self.secrets.get(name).await?.ok_or_else(|| SecretError::Corrupt(name.clone()))?;
+        Ok(WebhookSecrets::from_secret(name, &secret)?)
+    }
+
+    pub async fn create(&self, request: NewIntegration) -> Result<Integration, ConnectionError> {
+        let (name, description, target) = request.validate()?;
+        let client = self.client(&target, request.credential.clone());
+        self.test(client.as_ref(), request.register_webhook).await?;
+
+        let id = new_id(&name);
+        let now = Utc::now();
+        let mut integration = Integration {
+            id: id.clone(),
+            name,
+            description,
+            status: IntegrationStatus::Active,
+            target,
+            options: request.options,
+            credential: request.credential.summary(),
+            credential_secret_name: format!("{}/{id}/credential", self.secret_prefix),
+            webhook_secret_name: format!("{}/{id}/webhook", self.secret_prefix),
+            webhook: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let webhook_secret = Secret::generate();
+        self.secrets.put(&integration.credential_secret_name, &request.credential.to_secret()).await?;
+        let stored = async {
+            self.secrets
+                .put(&integration.webhook_secret_name, &WebhookSecrets::new(&webhook_secret).to_secret())
+                .await?;
+            if request.register_webhook {
+                let hook = client.create_webhook(&self.spec(&integration, webhook_secret, true)).await?;
+                integration.webhook = Some(RegisteredWebhook { id: hook.id, url: hook.url, active: true });
+            }
+            integration::put(self.store.as_ref(), &integration, Condition::Absent).await?;
+            Ok::<_, ConnectionError>(())
+        }
+        .await;
+        if let Err(e) = stored {
+            // Undo what was done so a failed create leaves nothing behind.
+            if let Some(hook) = &integration.webhook {
+                let _ = client.delete_webhook(&hook.id).await;
+            }
+            let _ = self.secrets.delete(&integration.webhook_secret_name).await;
+            let _ = self.secrets.delete(&integration.credential_secret_name).await;
+            return Err(e);
+        }
+        Ok(integration)
+    }
+
+    pub async fn list(&self) -> Result<Vec<Integration>, ConnectionError> {
+        Ok(integration::list(self.store.as_ref()).await?)
+    }
+
+    /// Writes `integration` if nobody changed it since `version` was read.
+    async fn save(&self, integration: &mut Integration, version: u64) -> Result<(), ConnectionError> {
+        integration.updated_at = Utc::now();
+        integration::put(self.store.as_ref(), integration, Condition::Version(version)).await?;
+        Ok(())
+    }
+
+    pub async fn update(&self, id: &str, patch: IntegrationPatch) -> Result<Integration, ConnectionError> {
+        let (mut integration, version) = self.get(id).await?;
+        if let Some(name) = &patch.name {
+            integration.name = check_name(name)?;
+        }
+        if let Some(description) = &patch.description {
+            integration.description = check_description(description)?;
+        }
+        if let Some(options) = patch.options {
+            integration.options = options;
+        }
+        if let Some(credential) = patch.credential {
+            if !credential.fits(integration.flavor()) {
+                return Err(invalid(
+                    "credential.kind",
+                    format!("`{}` cannot be used with {}", credential.kind(), integration.flavor().as_str()),
+                ));
+            }
+            if let Some(field) = credential.empty_field() {
+                return Err(invalid(field, "must not be empty"));
+            }
+            // A new credential is tested before it replaces the old one.
+            let client = self.client(&integration.target, credential.clone());
+            self.test(client.as_ref(), integration.webhook.is_some()).await?;
+            self.secrets.put(&integration.credential_secret_name, &credential.to_secret()).await?;
+            integration.credential = credential.summary();
+            integration.last_error = None;
+            if integration.status == IntegrationStatus::Error {
+                integration.status = IntegrationStatus::Active;
+            }
+        }
+        self.save(&mut integration, version).await?;
+        Ok(integration)
+    }
+
+    /// Runs the connection test with the stored credential. A credential Bitbucket refuses
+    /// moves an active integration to `error`; a passing test clears the error.
+    pub async fn test_connection(&self, id: &str) -> Result<(Integration, TestReport), ConnectionError> {
+        let (mut integration, version) = self.get(id).await?;
+        let client = self.client(&integration.target, self.credential(&integration).await?);
+        let report = match self.test(client.as_ref(), integration.webhook.is_some()).await {
+            Ok(access) => {
+                integration.last_error = None;
+                if integration.status == IntegrationStatus::Error {
+                    integration.status = IntegrationStatus::Active;
+                }
+                TestReport { ok: true, access: Some(access), reason: None, message: None }
+            }
+            Err(e) => {
+                self.record_error(&mut integration, &e);
+                TestReport { ok: false, access: None, reason: Some(e.reason().into()), message: Some(e.to_string()) }
+            }
+        };
+        self.save(&mut integration, version).await?;
+        Ok((integration, report))
+    }
+
+    fn record_error(&self, integration: &mut Integration, e: &BitbucketError) {
+        integration.last_error = Some(LastError { reason: e.reason().into(), message: e.to_string(), at: Utc::now() });
+        if e.is_credential_problem() && integration.status == IntegrationStatus::Active {
+            integration.status = IntegrationStatus::Error;
+        }
+    }
+
+    async fn set_webhook_active(&self, integration: &mut Integration, active: bool) -> Result<(), ConnectionError> {
+        let Some(hook) = integration.webhook.clone() else { return Ok(()) };
+        let secret = self.webhook_secrets(integration).await?.current();
+        let client = self.client(&integration.target, self.credential(integration).await?);
+        client.update_webhook(&hook.id, &self.spec(integration, secret, active)).await?;
+        integration.webhook = Some(RegisteredWebhook { active, ..hook });
+        Ok(())
+    }
+
+    pub async fn disconnect(&self, id: &str) -> Result<Integration, ConnectionError> {
+        let (mut integration, version) = self.get(id).await?;
+        if !matches!(integration.status, IntegrationStatus::Active | IntegrationStatus::Error) {
+            return Err(ConnectionError::WrongState {
+                id: id.into(),
+                status: integration.status,
+                action: "disconnect",
+            });
+        }
+        // Bitbucket may refuse (revoked credential): the integration is disconnected anyway —
+        // deliveries are answered 410 — and the failure is kept as its last error.
+        if let Err(ConnectionError::Bitbucket(e)) = self.set_webhook_active(&mut integration, false).await {
+            self.record_error(&mut integration, &e);
+        }
+        integration.status = IntegrationStatus::Inactive;
+        self.save(&mut integration, version).await?;
+        Ok(integration)
+    }
+
+    pub async fn reconnect(&self, id: &str) -> Result<Integration, ConnectionError> {
+        let (mut integration, version) = self.get(id).await?;
+        if !matches!(integration.status, IntegrationStatus::Inactive | IntegrationStatus::Error) {
+            return Err(ConnectionError::WrongState { id: id.into(), status: integration.status, action: "reconnect" });
+        }
+        let client = self.client(&integration.target, self.credential(&integration).await?);
+        let outcome = match self.test(client.as_ref(), integration.webhook.is_some()).await {
+            Ok(_) => self.set_webhook_active(&mut integration, true).await,
+            Err(e) => Err(e.into()),
+        };
+        match outcome {
+            Ok(()) => {
+                integration.status = IntegrationStatus::Active;
+                integration.last_error = None;
+            }
+            Err(ConnectionError::Bitbucket(e)) => {
+                integration.status = IntegrationStatus::Error;
+                integration.last_error =
+                    Some(LastError { reason: e.reason().into(), message: e.to_string(), at: Utc::now() });
+            }
+            Err(e) => return Err(e),
+        }
+        self.save(&mut integration, version).await?;
+        Ok(integration)
+    }
+
+    pub async fn archive(&self, id: &str) -> Result<Integration, ConnectionError> {
+        let (mut integration, version) = self.get(id).await?;
+        if integration.status == IntegrationStatus::Archived {
+            return Err(ConnectionError::WrongState { id: id.into(), status: integration.status, action: "archive" });
+        }
+        if integration.webhook.as_ref().is_some_and(|h| h.active)
+            && let Err(ConnectionError::Bitbucket(e)) = self.set_webhook_active(&mut integration, false).await
+        {
+            self.record_error(&mut integration, &e);
+        }
+        integration.status = IntegrationStatus::Archived;
+        self.save(&mut integration, version).await?;
+        Ok(integration)
+    }
+
+    /// Unarchiving does not re-enable anything by itself: the integration comes back
+    /// `inactive`, and `reconnect` re-tests it and turns its webhook back on.
+    pub async fn unarchive(&self, id: &str) -> Result<Integration, ConnectionError> {
+        let (mut integration, version) = self.get(id).await?;
+        if integration.status != IntegrationStatus::Archived {
+            return Err(ConnectionError::WrongState { id: id.into(), status: integration.status, action: "unarchive" });
+        }
+        integration.status = IntegrationStatus::Inactive;
+        self.save(&mut integration, version).await?;
+        Ok(integration)
+    }
+
+    /// A new webhook secret, set in Bitbucket; the previous one stays valid for
+    /// [`ROTATION_WINDOW`] so deliveries already signed with it are still accepted.
+    pub async fn rotate_webhook_secret(&self, id: &str) -> Result<Integration, ConnectionError> {
+        let (mut integration, version) = self.get(id).await?;
+        if integration.status == IntegrationStatus::Archived {
+            return Err(ConnectionError::WrongState {
+                id: id.into(),
+                status: integration.status,
+                action: "rotate its webhook secret",
+            });
+        }
+        let before = self.webhook_secrets(&integration).await?;
+        let next = Secret::generate();
+        let rotated = before.rotate(&next, Utc::now() + ROTATION_WINDOW);
+        // Accept the new secret before Bitbucket starts signing with it; undo if Bitbucket refuses.
+        self.secrets.put(&integration.webhook_secret_name, &rotated.to_secret()).await?;
+        if let Some(hook) = integration.webhook.clone() {
+            let client = self.client(&integration.target, self.credential(&integration).await?);
+            if let Err(e) = client.update_webhook(&hook.id, &self.spec(&integration, next, hook.active)).await {
+                self.secrets.put(&integration.webhook_secret_name, &before.to_secret()).await?;
+                return Err(e.into());
+            }
+        }
+        self.save(&mut integration, version).await?;
+        Ok(integration)
+    }
+
+    /// Removes the webhook from Bitbucket, schedules the secrets for deletion and deletes the
+    /// record; recorded events stay until they expire. With `force`, a Bitbucket failure does
+    /// not stop the deletion.
+    pub async fn delete(&self, id: &str, force: bool) -> Result<(), ConnectionError> {
+        let (integration, version) = self.get(id).await?;
+        if let Some(hook) = &integration.webhook {
+            let removed = async {
+                let client = self.client(&integration.target, self.credential(&integration).await?);
+                client.delete_webhook(&hook.id).await?;
+                Ok::<_, ConnectionError>(())
+            }
+            .await;
+            if let Err(e) = removed
+                && !force
+            {
+                return Err(e);
+            }
+        }
+        self.store.delete(&integration::key(id), Condition::Version(version)).await?;
+        self.secrets.delete(&integration.webhook_secret_name).await?;
+        self.secrets.delete(&integration.credential_secret_name).await?;
+        Ok(())
+    }
+}
+
+/// `{slug of the name}-{6 hex}`: readable in URLs and logs, unique enough with the condition.
+fn new_id(name: &str) -> String {
+    let mut slug: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    slug.truncate(40);
+    let slug = slug.trim_end_matches('-');
+    let suffix = hex::encode(rand::random::<[u8; 3]>());
+    if slug.is_empty() { format!("int-{suffix}") } else { format!("{slug}-{suffix}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_urls() {
+        assert_eq!(
+            parse_repository_url(Flavor::Cloud, "https://bitbucket.org/ws/repo/src/main/dir").unwrap(),
+            (None, "ws".into(), "repo".into())
+        );
+        assert_eq!(
+            parse_repository_url(Flavor::DataCenter, "https://git.example.com/bb/projects/PRJ/repos/app/browse")
+                .unwrap(),
+            (Some("https://git.example.com/bb".into()), "PRJ".into(), "app".into())
+        );
+        assert_eq!(parse_repository_url(Flavor::DataCenter, "https://h/users/jo/repos/dots").unwrap().1, "~jo");
+        assert!(parse_repository_url(Flavor::Cloud, "https://github.com/a/b").is_err());
+        assert!(parse_repository_url(Flavor::Cloud, "https://bitbucket.org/ws").is_err());
+    }
+
+    #[test]
+    fn base_urls_and_ids() {
+        assert!(check_base_url("https://api.bitbucket.org/2.0/").is_ok());
+        assert!(check_base_url("http://127.0.0.1:3000/sandbox/bitbucket/2.0").is_ok());
+        assert!(check_base_url("http://example.com").is_err());
+        assert!(check_base_url("https://user:pw@example.com").is_err());
+        let id = new_id("My Repo!!");
+        assert!(id.starts_with("my-repo-") && integration::valid_id(&id), "{id}");
+        assert!(new_id("///").starts_with("int-"));
+    }
+}
