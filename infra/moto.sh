@@ -16,6 +16,10 @@ start)
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     echo "moto already running on 127.0.0.1:$port"; exit 0
   fi
+  if curl -sf "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then
+    # Someone else's server: use it, but do not take ownership (stop leaves it alone).
+    echo "reusing the moto server already on 127.0.0.1:$port"; exit 0
+  fi
   moto_server -H 127.0.0.1 -p "$port" >"$dir/moto-$port.log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 100); do
