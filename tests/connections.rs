@@ -412,3 +412,64 @@ async fn no_secret_reaches_the_state_table() {
     let secrets = std::fs::read_to_string(s.dir.join("secrets.json")).unwrap();
     assert!(secrets.contains(sb::ACCESS_TOKEN), "credentials live in the secret store");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_center_http_tokens_connect_and_deliveries_arrive_signed() {
+    let s = stack().await;
+    let dc = |credential: Value| {
+        json!({
+            "name": "DC demo",
+            "flavor": "datacenter",
+            "base_url": s.url("/sandbox/bitbucket"),
+            "project_key": sb::DC_PROJECT,
+            "repository": sb::REPOSITORY,
+            "credential": credential,
+        })
+    };
+    let (status, answer) = s.call(reqwest::Method::POST, "/integrations", Some(dc(api_token()))).await;
+    assert_eq!((status, answer["error"]["message"].as_str().map(|m| m.contains("credential.kind"))), (400, Some(true)));
+    let (status, answer) =
+        s.call(reqwest::Method::POST, "/integrations", Some(dc(json!({"kind": "http_token", "token": "wrong"})))).await;
+    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("bad_credentials")), "{answer}");
+
+    // Data Center sends Retry-After with its 429s: the client waits that long, then succeeds.
+    s.running.sandbox.inject_fault(sb::Fault {
+        method: Some("GET".into()),
+        path_contains: "/rest/api/latest/projects/".into(),
+        kind: sb::FaultKind::Status { status: 429 },
+        times: Some(1),
+    });
+    let started = std::time::Instant::now();
+    let (status, created) = s
+        .call(
+            reqwest::Method::POST,
+            "/integrations",
+            Some(dc(json!({"kind": "http_token", "token": sb::DC_HTTP_TOKEN}))),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After honoured");
+    assert_eq!(created["flavor"], "datacenter");
+    assert_eq!(created["repository"]["full_name"], format!("{}/{}", sb::DC_PROJECT, sb::REPOSITORY));
+    let id = created["id"].as_str().unwrap().to_owned();
+    let hook_id = created["webhook"]["id"].as_str().unwrap().to_owned();
+    let hook_number: u64 = hook_id.parse().expect("Data Center webhook ids are numbers");
+    let dc_hook = |sandbox: &sb::Sandbox| sandbox.dc_hooks().into_iter().find(|h| h["id"] == hook_number);
+    assert_eq!(dc_hook(&s.running.sandbox).expect("registered in Data Center")["active"], true);
+
+    s.running.sandbox.push("main", &[("dc.txt", "x")], "dc push").await;
+    s.running.sandbox.settle().await;
+    let (_, events) = s.get(&format!("/integrations/{id}/events")).await;
+    let events = events["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0]["event_key"].as_str(), events[0]["flavor"].as_str()),
+        (Some("repo:refs_changed"), Some("datacenter"))
+    );
+    assert_eq!(events[0]["summary"], "branch main updated");
+
+    let (_, off) = s.post(&format!("/integrations/{id}/disconnect")).await;
+    assert_eq!(off["status"], "inactive");
+    assert_eq!(dc_hook(&s.running.sandbox).unwrap()["active"], false);
+    s.running.stop().await.unwrap();
+}

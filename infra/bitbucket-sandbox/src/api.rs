@@ -83,18 +83,19 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
-fn check_url(url: &str) -> Result<String, Error> {
+pub(crate) fn check_url(url: &str) -> Result<String, Error> {
     match reqwest::Url::parse(url) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(url.to_owned()),
         _ => Err(Error::bad_request(format!("url: {url:?} is not a valid http(s) URL"))),
     }
 }
 
-fn check_events(mut events: Vec<String>) -> Result<Vec<String>, Error> {
+/// Sorted and deduplicated; each one of `supported`.
+pub(crate) fn check_events(mut events: Vec<String>, supported: &[&str]) -> Result<Vec<String>, Error> {
     if events.is_empty() {
         return Err(Error::bad_request("events: at least one event is required"));
     }
-    if let Some(bad) = events.iter().find(|e| !HOOK_EVENTS.contains(&e.as_str())) {
+    if let Some(bad) = events.iter().find(|e| !supported.contains(&e.as_str())) {
         return Err(Error::bad_request(format!("events: {bad} is not a supported event")));
     }
     events.sort();
@@ -137,7 +138,7 @@ async fn create_hook(
         url: check_url(body.url.as_deref().unwrap_or_default())?,
         description: body.description.unwrap_or_default(),
         active: body.active.unwrap_or(true),
-        events: check_events(body.events.unwrap_or_default())?,
+        events: check_events(body.events.unwrap_or_default(), HOOK_EVENTS)?,
         secret: check_secret(body.secret)?.flatten(),
         created_at: chrono::Utc::now(),
     };
@@ -174,7 +175,7 @@ async fn update_hook(
     let body: HookBody = parse_json(&body)?;
     // Validate everything before changing anything.
     let url = body.url.as_deref().map(check_url).transpose()?;
-    let events = body.events.map(check_events).transpose()?;
+    let events = body.events.map(|e| check_events(e, HOOK_EVENTS)).transpose()?;
     let secret = check_secret(body.secret)?;
     let mut state = sandbox.state();
     let index = state.hook_index(&uid).ok_or_else(|| hook_not_found(&uid))?;

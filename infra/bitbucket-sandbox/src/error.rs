@@ -1,5 +1,6 @@
 //! Errors, rendered the way Bitbucket Cloud renders them (`{"type":"error","error":{…}}`) on the
-//! API, and as `{"error":{"code","message"}}` on the admin routes.
+//! Cloud API, as Data Center does (`{"errors":[{…}]}`) on its API, and as
+//! `{"error":{"code","message"}}` on the admin routes.
 
 use axum::Json;
 use axum::extract::{FromRequestParts, Path};
@@ -64,6 +65,40 @@ impl IntoResponse for AdminError {
             _ => "error",
         };
         (self.0.status, Json(json!({ "error": { "code": code, "message": self.0.message } }))).into_response()
+    }
+}
+
+/// The same failure, in Data Center's shape; `context` and `exceptionName` come with the failures
+/// whose exception Data Center names (authentication).
+#[derive(Debug)]
+pub struct DcError {
+    pub error: Error,
+    pub exception: Option<&'static str>,
+}
+
+impl DcError {
+    pub fn authentication_failed() -> Self {
+        DcError {
+            error: Error::unauthorized("Authentication failed. Please check your credentials and try again."),
+            exception: Some("com.atlassian.bitbucket.auth.IncorrectPasswordAuthenticationException"),
+        }
+    }
+}
+
+impl From<Error> for DcError {
+    fn from(error: Error) -> Self {
+        DcError { error, exception: None }
+    }
+}
+
+impl IntoResponse for DcError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "message": self.error.message });
+        if let Some(exception) = self.exception {
+            error["context"] = Value::Null;
+            error["exceptionName"] = json!(exception);
+        }
+        (self.error.status, Json(json!({ "errors": [error] }))).into_response()
     }
 }
 

@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::Sandbox;
 use crate::auth::INVALID_CREDENTIALS;
-use crate::error::Error;
+use crate::error::{DcError, Error};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fault {
@@ -28,7 +28,8 @@ pub struct Fault {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FaultKind {
-    /// 429 comes without `Retry-After`, as Cloud sends it; 5xx are plain text.
+    /// 429 comes without `Retry-After` on Cloud routes, as Cloud sends it, and with
+    /// `Retry-After: 1` on Data Center (`/rest/`) routes; 5xx are plain text.
     Status { status: u16 },
     /// Waits, then answers normally.
     Latency { millis: u64 },
@@ -39,7 +40,7 @@ pub enum FaultKind {
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordedRequest {
     pub method: String,
-    /// Relative to the mount point, e.g. `/2.0/user`.
+    /// Relative to the mount point, e.g. `/2.0/user` or `/rest/api/latest/projects/…`.
     pub path: String,
     pub query: String,
     pub status: u16,
@@ -70,21 +71,32 @@ pub fn take_matching(faults: &mut Vec<Fault>, method: &str, path: &str) -> Vec<F
     hits
 }
 
-fn fault_response(status: u16) -> Response {
+/// The answer to a `Status` fault, in the shape of the API it hit (Data Center with `dc`).
+fn fault_response(status: u16, dc: bool) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let reason = status.canonical_reason().unwrap_or("Error");
     if status.is_server_error() {
         return (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], reason).into_response();
     }
-    let message =
-        if status == StatusCode::TOO_MANY_REQUESTS { "Rate limit for this resource has been exceeded" } else { reason };
-    Error::new(status, message).into_response()
+    let rate_limited = status == StatusCode::TOO_MANY_REQUESTS;
+    let error =
+        Error::new(status, if rate_limited { "Rate limit for this resource has been exceeded" } else { reason });
+    if !dc {
+        return error.into_response();
+    }
+    let mut response = DcError::from(error).into_response();
+    if rate_limited {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
-/// Applies faults to, and records, every `/2.0` and `/site` request; `/_admin` passes untouched.
+/// Applies faults to, and records, every `/2.0`, `/rest` and `/site` request; `/_admin` passes
+/// untouched.
 pub async fn middleware(State(sandbox): State<Sandbox>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
-    if !(path.starts_with("/2.0/") || path.starts_with("/site/")) {
+    let dc = path.starts_with("/rest/");
+    if !(dc || path.starts_with("/2.0/") || path.starts_with("/site/")) {
         return next.run(request).await;
     }
     let method = request.method().to_string();
@@ -95,7 +107,10 @@ pub async fn middleware(State(sandbox): State<Sandbox>, request: Request, next: 
         match kind {
             FaultKind::Latency { millis } => tokio::time::sleep(Duration::from_millis(millis)).await,
             FaultKind::Status { status } => {
-                answer.get_or_insert_with(|| fault_response(status));
+                answer.get_or_insert_with(|| fault_response(status, dc));
+            }
+            FaultKind::Revoke if dc => {
+                answer.get_or_insert_with(|| DcError::authentication_failed().into_response());
             }
             FaultKind::Revoke => {
                 answer.get_or_insert_with(|| Error::unauthorized(INVALID_CREDENTIALS).into_response());

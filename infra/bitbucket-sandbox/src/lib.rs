@@ -1,14 +1,17 @@
 //! A stateful, in-memory Bitbucket Cloud (REST 2.0 subset) served over real HTTP: repositories,
 //! branches with commits and file trees, hooks, pull requests and build statuses, behind Cloud's
-//! credentials and scopes, sending real signed webhooks when state changes. Tests start it on a
-//! free port; the local stack mounts it at `/sandbox/bitbucket`.
+//! credentials and scopes, sending real signed webhooks when state changes. The same repository
+//! is also served as Bitbucket Data Center (REST 1.0 subset) shows it, with its own hooks.
+//! Tests start it on a free port; the local stack mounts it at `/sandbox/bitbucket`.
 //!
 //! Routes are relative to the mount point: `/2.0/...` and `/site/oauth2/access_token` as on
-//! Cloud, and `/_admin/...` (no auth) to drive it and inspect what it saw.
+//! Cloud, `/rest/api/latest/...` as on Data Center, and `/_admin/...` (no auth) to drive it and
+//! inspect what it saw.
 
 mod admin;
 mod api;
 mod auth;
+mod dc;
 mod error;
 mod faults;
 mod paging;
@@ -28,7 +31,7 @@ pub use webhooks::SentWebhook;
 
 use auth::OAuth;
 use error::Error;
-use state::{DEFAULT_AUTHOR, Event, NewCommit, PrState, State};
+use state::{DEFAULT_AUTHOR, DcHook, Event, NewCommit, PrState, State};
 
 pub const WORKSPACE: &str = "sandbox";
 pub const REPOSITORY: &str = "demo";
@@ -44,6 +47,11 @@ pub const OAUTH_CONSUMER_SECRET: &str = "sandbox-consumer-secret";
 pub const APP_PASSWORD_USER: &str = "sandbox-dev";
 /// Always refused with 401: Cloud removed app passwords on 2026-07-28.
 pub const APP_PASSWORD: &str = "sandbox-app-password";
+/// The Data Center project holding `REPOSITORY`: `SANDBOX/demo` is `sandbox/demo`.
+pub const DC_PROJECT: &str = "SANDBOX";
+/// Data Center HTTP access token (`Bearer`), all permissions; the only credential the
+/// `/rest` routes accept.
+pub const DC_HTTP_TOKEN: &str = "sandbox-dc-token";
 
 /// The sandbox; clones share one state.
 #[derive(Clone)]
@@ -71,7 +79,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Sandbox {
     /// `public_base` is the absolute URL the sandbox is mounted at, e.g.
     /// `http://127.0.0.1:3000/sandbox/bitbucket` (used for `links` and `next` URLs). Seeds
-    /// `sandbox/demo` with branches `main` (a README.md), `develop` and `feature/login`.
+    /// `sandbox/demo` (`SANDBOX/demo` on Data Center) with branches `main` (a README.md),
+    /// `develop` and `feature/login`.
     pub fn new(public_base: impl Into<String>) -> Self {
         let public_base = public_base.into().trim_end_matches('/').to_owned();
         let client = reqwest::Client::builder()
@@ -93,10 +102,12 @@ impl Sandbox {
         }
     }
 
-    /// Routes relative to the mount point: `/2.0/...`, `/site/oauth2/access_token`, `/_admin/...`.
+    /// Routes relative to the mount point: `/2.0/...`, `/site/oauth2/access_token`,
+    /// `/rest/api/latest/...`, `/_admin/...`.
     pub fn router(&self) -> Router {
         Router::new()
             .merge(api::routes())
+            .merge(dc::routes())
             .merge(admin::routes())
             .fallback(|| async { Error::not_found("Resource not found") })
             .method_not_allowed_fallback(|| async { Error::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
@@ -120,7 +131,7 @@ impl Sandbox {
         lock(&self.inner.faults).clear();
     }
 
-    /// Every `/2.0` and `/site` request (not `/_admin`), in order, with its final status.
+    /// Every `/2.0`, `/rest` and `/site` request (not `/_admin`), in order, with its final status.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.inner.requests).clone()
     }
@@ -135,6 +146,11 @@ impl Sandbox {
         state.hooks.iter().map(|h| state.hook_json(h)).collect()
     }
 
+    /// The Data Center hooks of `SANDBOX/demo`, as the API returns them.
+    pub fn dc_hooks(&self) -> Vec<serde_json::Value> {
+        self.state().dc_hooks.iter().map(DcHook::json).collect()
+    }
+
     /// Every webhook POST attempt made so far.
     pub fn sent_webhooks(&self) -> Vec<SentWebhook> {
         lock(&self.inner.sent).clone()
@@ -145,7 +161,8 @@ impl Sandbox {
         self.inner.src_commits.load(Ordering::SeqCst)
     }
 
-    /// A new commit on `branch` (created from `main` if missing), emitting `repo:push`.
+    /// A new commit on `branch` (created from `main` if missing), emitting `repo:push`
+    /// (`repo:refs_changed` to Data Center hooks, as do the branch changes below).
     /// Panics on an invalid branch name or file path.
     pub async fn push(&self, branch: &str, files: &[(&str, &str)], message: &str) -> String {
         let commit = NewCommit {
@@ -169,24 +186,25 @@ impl Sandbox {
         self.apply(|s| s.delete_branch(name).map(|events| ((), events))).map_err(|e| e.message)
     }
 
-    /// Opens a pull request, emitting `pullrequest:created`. Panics when a branch is missing,
-    /// the branches are the same, or the title is empty.
+    /// Opens a pull request, emitting `pullrequest:created` (`pr:opened`). Panics when a branch
+    /// is missing, the branches are the same, or the title is empty.
     pub async fn open_pull_request(&self, source: &str, destination: &str, title: &str) -> u64 {
         self.apply(|s| s.open_pull_request(source, destination, title))
             .unwrap_or_else(|e| panic!("sandbox pull request failed: {}", e.message))
     }
 
-    /// Emits `pullrequest:updated`, the head being the source branch's current tip.
+    /// Emits `pullrequest:updated` (`pr:from_ref_updated`), the head being the source branch's
+    /// current tip.
     pub async fn update_pull_request(&self, id: u64, title: Option<&str>) -> Result<(), String> {
         self.apply(|s| s.update_pull_request(id, title).map(|events| ((), events))).map_err(|e| e.message)
     }
 
-    /// Marks the pull request MERGED, emitting `pullrequest:fulfilled`.
+    /// Marks the pull request MERGED, emitting `pullrequest:fulfilled` (`pr:merged`).
     pub async fn merge_pull_request(&self, id: u64) -> Result<(), String> {
         self.apply(|s| s.close_pull_request(id, PrState::Merged).map(|events| ((), events))).map_err(|e| e.message)
     }
 
-    /// Marks the pull request DECLINED, emitting `pullrequest:rejected`.
+    /// Marks the pull request DECLINED, emitting `pullrequest:rejected` (`pr:declined`).
     pub async fn decline_pull_request(&self, id: u64) -> Result<(), String> {
         self.apply(|s| s.close_pull_request(id, PrState::Declined).map(|events| ((), events))).map_err(|e| e.message)
     }

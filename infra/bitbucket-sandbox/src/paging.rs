@@ -1,5 +1,6 @@
-//! Cloud's paging envelope (`pagelen`, `size`, `page`, `values`, `next`) and query-string reading.
-//! The raw query is kept so `next` repeats the caller's query exactly, with only `page` changed.
+//! Cloud's paging envelope (`pagelen`, `size`, `page`, `values`, `next`), Data Center's (`start`,
+//! `limit`, `size`, `isLastPage`, `nextPageStart`, `values`) and query-string reading. The raw
+//! query is kept so Cloud's `next` repeats the caller's query exactly, with only `page` changed.
 
 use serde_json::{Value, json};
 
@@ -7,6 +8,8 @@ use crate::error::Error;
 
 const DEFAULT_PAGELEN: usize = 10;
 const MAX_PAGELEN: usize = 100;
+const DC_DEFAULT_LIMIT: usize = 25;
+const DC_MAX_LIMIT: usize = 1000;
 
 /// Every value of `name` in a raw query string, percent-decoded.
 pub fn params(query: &str, name: &str) -> Vec<String> {
@@ -81,6 +84,27 @@ pub fn paginate(values: Vec<Value>, query: &str, url: &str) -> Result<Value, Err
     Ok(body)
 }
 
+/// One Data Center page of `values`: `start` (from 0) and `limit` from the query.
+pub fn dc_paginate(values: Vec<Value>, query: &str) -> Result<Value, Error> {
+    let limit = positive(query, "limit", DC_DEFAULT_LIMIT)?.min(DC_MAX_LIMIT);
+    let start = match param(query, "start") {
+        None => 0,
+        Some(raw) => raw
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| Error::bad_request(format!("start: expected a non-negative integer, got {raw:?}")))?,
+    };
+    let total = values.len();
+    let page: Vec<Value> = values.into_iter().skip(start).take(limit).collect();
+    let end = start.saturating_add(page.len());
+    let mut body =
+        json!({ "size": page.len(), "limit": limit, "start": start, "isLastPage": end >= total, "values": page });
+    if end < total {
+        body["nextPageStart"] = json!(end);
+    }
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +120,23 @@ mod tests {
         assert!(last.get("next").is_none());
         assert_eq!(paginate(values.clone(), "pagelen=500", "u").unwrap()["pagelen"], 100);
         assert!(paginate(values, "page=0", "u").is_err());
+    }
+
+    #[test]
+    fn data_center_pages() {
+        let values: Vec<Value> = (0..5).map(|i| json!(i)).collect();
+        let first = dc_paginate(values.clone(), "limit=2").unwrap();
+        assert_eq!(
+            first,
+            json!({ "size": 2, "limit": 2, "start": 0, "isLastPage": false, "nextPageStart": 2, "values": [0, 1] })
+        );
+        let last = dc_paginate(values.clone(), "limit=2&start=4").unwrap();
+        assert_eq!((&last["values"], &last["isLastPage"]), (&json!([4]), &json!(true)));
+        assert!(last.get("nextPageStart").is_none());
+        assert_eq!(dc_paginate(values.clone(), "start=9").unwrap()["size"], 0);
+        assert_eq!(dc_paginate(values.clone(), "").unwrap()["limit"], 25);
+        assert!(dc_paginate(values.clone(), "start=-1").is_err());
+        assert!(dc_paginate(values, "limit=0").is_err());
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The repository model: commits that keep their full file tree, branches, hooks, pull requests
 //! and build statuses. Each mutation returns the webhook events it causes; `Sandbox` sends them.
+//! The [`dc`] submodule shows the same repository as Data Center does.
+
+mod dc;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -7,10 +10,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use shared::webhook::Flavor;
 
 use crate::error::Error;
 use crate::webhooks::Delivery;
 use crate::{REPOSITORY, WORKSPACE};
+
+pub use dc::{DC_HOOK_EVENTS, DC_USER, DcEvent, DcHook, default_branch_json};
 
 pub const MAIN: &str = "main";
 pub const DEFAULT_AUTHOR: &str = "Sandbox Developer <dev@sandbox.test>";
@@ -113,10 +119,12 @@ pub struct NewCommit {
     pub deletes: Vec<String>,
 }
 
-/// A webhook event: its `X-Event-Key` and full payload.
+/// A webhook event: its `X-Event-Key` and full payload, and the same change as Data Center hooks
+/// hear of it (`None` when they do not, as for build statuses).
 pub struct Event {
     pub key: &'static str,
     pub payload: Value,
+    pub dc: Option<DcEvent>,
 }
 
 pub struct State {
@@ -124,6 +132,9 @@ pub struct State {
     branches: BTreeMap<String, String>,
     commits: HashMap<String, Commit>,
     pub hooks: Vec<Hook>,
+    /// Data Center's hooks: their own list, numbered from 1.
+    pub dc_hooks: Vec<DcHook>,
+    dc_hook_ids: u64,
     pulls: BTreeMap<u64, PullRequest>,
     statuses: Vec<BuildStatus>,
 }
@@ -175,6 +186,8 @@ impl State {
             branches: BTreeMap::new(),
             commits: HashMap::new(),
             hooks: Vec::new(),
+            dc_hooks: Vec::new(),
+            dc_hook_ids: 0,
             pulls: BTreeMap::new(),
             statuses: Vec::new(),
         };
@@ -319,7 +332,7 @@ impl State {
             updated_on: now,
         };
         self.pulls.insert(id, pull);
-        Ok((id, vec![self.pull_event("pullrequest:created", id)]))
+        Ok((id, vec![self.pull_event("pullrequest:created", "pr:opened", id)]))
     }
 
     /// Retitles (optionally) an open pull request and moves its head to the source tip.
@@ -329,13 +342,16 @@ impl State {
                 pull.title = title.to_owned();
             }
         })?;
-        Ok(vec![self.pull_event("pullrequest:updated", id)])
+        Ok(vec![self.pull_event("pullrequest:updated", "pr:from_ref_updated", id)])
     }
 
     pub fn close_pull_request(&mut self, id: u64, to: PrState) -> Result<Vec<Event>, Error> {
         self.touch_open_pull(id, |pull| pull.state = to)?;
-        let key = if to == PrState::Merged { "pullrequest:fulfilled" } else { "pullrequest:rejected" };
-        Ok(vec![self.pull_event(key, id)])
+        let (key, dc_key) = match to {
+            PrState::Merged => ("pullrequest:fulfilled", "pr:merged"),
+            _ => ("pullrequest:rejected", "pr:declined"),
+        };
+        Ok(vec![self.pull_event(key, dc_key, id)])
     }
 
     fn touch_open_pull(&mut self, id: u64, change: impl FnOnce(&mut PullRequest)) -> Result<(), Error> {
@@ -391,19 +407,21 @@ impl State {
         self.hooks.iter().position(|h| bare(&h.uuid) == wanted)
     }
 
-    /// One delivery per active hook subscribed to the event.
+    /// One delivery per active hook subscribed to the event, Cloud's hooks then Data Center's.
     pub fn deliveries(&self, event: &Event) -> Vec<Delivery> {
         let body = event.payload.to_string().into_bytes();
         self.hooks
             .iter()
             .filter(|h| h.active && h.events.iter().any(|e| e == event.key))
             .map(|h| Delivery {
-                hook_uuid: h.uuid.clone(),
+                flavor: Flavor::Cloud,
+                hook_id: h.uuid.clone(),
                 url: h.url.clone(),
                 secret: h.secret.clone(),
                 event_key: event.key.to_owned(),
                 body: body.clone(),
             })
+            .chain(event.dc.iter().flat_map(|dc| self.dc_deliveries(dc)))
             .collect()
     }
 
@@ -489,13 +507,19 @@ impl State {
         })
     }
 
-    pub fn pull_json(&self, id: u64) -> Option<Value> {
-        let p = self.pulls.get(&id)?;
-        // An open pull request follows its branches; a closed one keeps what it had.
+    /// The source and destination commits: an open pull request follows its branches, a closed
+    /// one keeps what it had.
+    fn pull_heads(&self, p: &PullRequest) -> (String, String) {
         let current = |branch: &str, stored: &str| match (p.state, self.tip(branch)) {
             (PrState::Open, Some(tip)) => tip.to_owned(),
             _ => stored.to_owned(),
         };
+        (current(&p.source, &p.source_hash), current(&p.destination, &p.destination_hash))
+    }
+
+    pub fn pull_json(&self, id: u64) -> Option<Value> {
+        let p = self.pulls.get(&id)?;
+        let (source_hash, destination_hash) = self.pull_heads(p);
         let endpoint = |branch: &str, hash: String| {
             json!({
                 "branch": { "name": branch },
@@ -510,8 +534,8 @@ impl State {
             "description": "",
             "state": p.state.as_str(),
             "author": user_json(),
-            "source": endpoint(&p.source, current(&p.source, &p.source_hash)),
-            "destination": endpoint(&p.destination, current(&p.destination, &p.destination_hash)),
+            "source": endpoint(&p.source, source_hash),
+            "destination": endpoint(&p.destination, destination_hash),
             "close_source_branch": false,
             "created_on": iso(&p.created_on),
             "updated_on": iso(&p.updated_on),
@@ -554,11 +578,12 @@ impl State {
     fn event(&self, key: &'static str, mut payload: Value) -> Event {
         payload["repository"] = self.repository_json();
         payload["actor"] = user_json();
-        Event { key, payload }
+        Event { key, payload, dc: None }
     }
 
-    fn pull_event(&self, key: &'static str, id: u64) -> Event {
-        self.event(key, json!({ "pullrequest": self.pull_json(id) }))
+    fn pull_event(&self, key: &'static str, dc_key: &'static str, id: u64) -> Event {
+        let dc = self.dc_pull_event(dc_key, id);
+        Event { dc, ..self.event(key, json!({ "pullrequest": self.pull_json(id) })) }
     }
 
     /// `repo:push` with one change: `old`/`new` are the branch before and after (null when absent).
@@ -577,7 +602,8 @@ impl State {
             "truncated": false,
             "commits": commits,
         });
-        self.event("repo:push", json!({ "push": { "changes": [change] } }))
+        let dc = Some(self.dc_refs_changed(branch, old, new));
+        Event { dc, ..self.event("repo:push", json!({ "push": { "changes": [change] } })) }
     }
 }
 
@@ -744,5 +770,102 @@ mod tests {
         assert_eq!(parsed(events), expected("SUCCESSFUL"));
         assert_eq!(state.statuses_json(&hash).unwrap().len(), 1);
         assert!(state.set_status(&hash, input("DONE")).is_err());
+        let (_, events) = state.set_status(&hash, input("FAILED")).unwrap();
+        assert!(events[0].dc.is_none(), "Data Center hooks do not hear of build statuses");
+    }
+
+    /// The Data Center side of the events, as the project's receiver reads it.
+    fn dc_parsed(events: &[Event]) -> RepoEvent {
+        assert_eq!(events.len(), 1);
+        let dc = events[0].dc.as_ref().expect("Data Center hooks hear of it");
+        assert_eq!(dc.payload["eventKey"], dc.key);
+        assert_eq!(dc.payload["actor"]["name"], DC_USER);
+        let body = serde_json::to_vec(&dc.payload).unwrap();
+        let parsed = parse(Flavor::DataCenter, dc.key, &body).unwrap();
+        assert_eq!(parsed.repository.as_deref(), Some("SANDBOX/demo"));
+        assert_eq!(parsed.events.len(), 1);
+        parsed.events.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn data_center_hears_of_branch_changes_as_refs_changed() {
+        let mut state = sandbox_state();
+        let previous = state.tip("develop").unwrap().to_owned();
+        let (hash, events) = state.commit_files(commit("develop", None)).unwrap();
+        let change = &events[0].dc.as_ref().unwrap().payload["changes"][0];
+        assert_eq!((&change["type"], &change["refId"]), (&json!("UPDATE"), &json!("refs/heads/develop")));
+        let expected = RepoEvent::BranchUpdated {
+            branch: "develop".into(),
+            head: Some(hash),
+            previous: Some(previous),
+            forced: false,
+        };
+        assert_eq!(dc_parsed(&events), expected);
+
+        let (main, events) = state.create_branch("release/1", "main").unwrap();
+        let change = &events[0].dc.as_ref().unwrap().payload["changes"][0];
+        assert_eq!((&change["type"], &change["fromHash"]), (&json!("ADD"), &json!("0".repeat(40))));
+        assert_eq!(change["ref"], json!({ "id": "refs/heads/release/1", "displayId": "release/1", "type": "BRANCH" }));
+        assert_eq!(
+            dc_parsed(&events),
+            RepoEvent::BranchCreated { branch: "release/1".into(), head: Some(main.clone()) }
+        );
+
+        let events = state.delete_branch("release/1").unwrap();
+        let change = &events[0].dc.as_ref().unwrap().payload["changes"][0];
+        assert_eq!((&change["type"], &change["toHash"]), (&json!("DELETE"), &json!("0".repeat(40))));
+        assert_eq!(dc_parsed(&events), RepoEvent::BranchDeleted { branch: "release/1".into(), previous: Some(main) });
+    }
+
+    #[test]
+    fn data_center_hears_of_the_pull_request_lifecycle() {
+        let mut state = sandbox_state();
+        let (id, events) = state.open_pull_request("feature/login", "main", "Login").unwrap();
+        assert_eq!(events[0].dc.as_ref().unwrap().key, "pr:opened");
+        let expected = pr(&state, id, "Login", "OPEN");
+        assert_eq!(dc_parsed(&events), RepoEvent::PullRequestOpened { pull_request: expected });
+
+        state.commit_files(commit("feature/login", None)).unwrap();
+        let events = state.update_pull_request(id, None).unwrap();
+        assert_eq!(events[0].dc.as_ref().unwrap().key, "pr:from_ref_updated");
+        let expected = pr(&state, id, "Login", "OPEN");
+        assert_eq!(dc_parsed(&events), RepoEvent::PullRequestUpdated { pull_request: expected });
+
+        let events = state.close_pull_request(id, PrState::Merged).unwrap();
+        let payload = &events[0].dc.as_ref().unwrap().payload;
+        assert_eq!(
+            (&payload["pullRequest"]["closed"], payload["pullRequest"]["closedDate"].is_i64()),
+            (&json!(true), true)
+        );
+        let expected = pr(&state, id, "Login", "MERGED");
+        assert_eq!(dc_parsed(&events), RepoEvent::PullRequestMerged { pull_request: expected });
+
+        let (id, _) = state.open_pull_request("develop", "main", "Dev").unwrap();
+        let events = state.close_pull_request(id, PrState::Declined).unwrap();
+        let RepoEvent::PullRequestDeclined { pull_request } = dc_parsed(&events) else { panic!("not declined") };
+        assert_eq!((pull_request.id, pull_request.source_branch.as_str()), (id, "develop"));
+    }
+
+    #[test]
+    fn data_center_hooks_get_only_their_events() {
+        let mut state = sandbox_state();
+        let now = Utc::now();
+        let hook = |events: &[&str], active| DcHook {
+            id: 0,
+            name: "ci".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            active,
+            events: events.iter().map(|e| e.to_string()).collect(),
+            secret: None,
+            created: now,
+            updated: now,
+        };
+        assert_eq!(state.add_dc_hook(hook(&["repo:refs_changed"], true))["id"], 1);
+        assert_eq!(state.add_dc_hook(hook(&["pr:opened"], true))["id"], 2);
+        state.add_dc_hook(hook(&["repo:refs_changed"], false));
+        let (_, events) = state.create_branch("topic", "main").unwrap();
+        let deliveries = state.deliveries(&events[0]);
+        let ids: Vec<_> = deliveries.iter().map(|d| (d.flavor, d.hook_id.as_str(), d.event_key.as_str())).collect();
+        assert_eq!(ids, [(Flavor::DataCenter, "1", "repo:refs_changed")]);
     }
 }

@@ -1,14 +1,18 @@
-//! Webhook delivery as Bitbucket Cloud does it: one POST per hook and event, signed when the hook
-//! has a secret, retried (same `X-Request-UUID`) on a 5xx or a connection error, 3 attempts at most.
+//! Webhook delivery as Bitbucket does it: one POST per hook and event, signed when the hook has a
+//! secret, retried (same `X-Request-UUID` on Cloud, `X-Request-Id` on Data Center) on a 5xx or a
+//! connection error, 3 attempts at most.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use serde::Serialize;
+use shared::webhook::Flavor;
 
 /// One delivery attempt, as [`crate::Sandbox::sent_webhooks`] reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SentWebhook {
+    pub flavor: Flavor,
+    /// The hook's uuid (Cloud) or id (Data Center).
     pub hook_uuid: String,
     pub url: String,
     pub event_key: String,
@@ -19,7 +23,8 @@ pub struct SentWebhook {
 
 /// An event bound for one hook; `body` is the exact bytes sent (and signed).
 pub struct Delivery {
-    pub hook_uuid: String,
+    pub flavor: Flavor,
+    pub hook_id: String,
     pub url: String,
     pub secret: Option<String>,
     pub event_key: String,
@@ -30,21 +35,25 @@ const ATTEMPTS: u32 = 3;
 
 /// Sends `delivery`, calling `record` after every attempt.
 pub async fn deliver(client: &reqwest::Client, delivery: Delivery, record: impl Fn(SentWebhook)) {
-    // Fixed for the event: a receiver deduplicates retries by X-Request-UUID.
-    let request_uuid = uuid::Uuid::new_v4().to_string();
+    // Fixed for the event: a receiver deduplicates retries by it.
+    let request_id = uuid::Uuid::new_v4().to_string();
     let event_time = Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
     let signature = delivery.secret.as_ref().map(|s| shared::signature::sign(s.as_bytes(), &delivery.body));
     for attempt in 1..=ATTEMPTS {
         let mut request = client
             .post(&delivery.url)
             .header("Content-Type", "application/json")
-            .header("User-Agent", "Bitbucket-Webhooks/2.0")
             .header("X-Event-Key", &delivery.event_key)
-            .header("X-Request-UUID", &request_uuid)
-            .header("X-Hook-UUID", &delivery.hook_uuid)
-            .header("X-Attempt-Number", attempt.to_string())
-            .header("X-Event-Time", &event_time)
             .body(delivery.body.clone());
+        request = match delivery.flavor {
+            Flavor::Cloud => request
+                .header("User-Agent", "Bitbucket-Webhooks/2.0")
+                .header("X-Request-UUID", &request_id)
+                .header("X-Hook-UUID", &delivery.hook_id)
+                .header("X-Attempt-Number", attempt.to_string())
+                .header("X-Event-Time", &event_time),
+            Flavor::DataCenter => request.header("X-Request-Id", &request_id),
+        };
         if let Some(signature) = &signature {
             request = request.header("X-Hub-Signature", signature);
         }
@@ -56,7 +65,8 @@ pub async fn deliver(client: &reqwest::Client, delivery: Delivery, record: impl 
             }
         };
         record(SentWebhook {
-            hook_uuid: delivery.hook_uuid.clone(),
+            flavor: delivery.flavor,
+            hook_uuid: delivery.hook_id.clone(),
             url: delivery.url.clone(),
             event_key: delivery.event_key.clone(),
             attempt,

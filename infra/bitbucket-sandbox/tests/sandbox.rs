@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bitbucket_sandbox::{
-    ACCESS_TOKEN, API_TOKEN, API_TOKEN_EMAIL, APP_PASSWORD, APP_PASSWORD_USER, Fault, FaultKind, OAUTH_CONSUMER_KEY,
-    OAUTH_CONSUMER_SECRET, READONLY_ACCESS_TOKEN, Sandbox,
+    ACCESS_TOKEN, API_TOKEN, API_TOKEN_EMAIL, APP_PASSWORD, APP_PASSWORD_USER, DC_HTTP_TOKEN, Fault, FaultKind,
+    OAUTH_CONSUMER_KEY, OAUTH_CONSUMER_SECRET, READONLY_ACCESS_TOKEN, Sandbox,
 };
 use reqwest::RequestBuilder;
 use serde_json::{Value, json};
@@ -62,6 +62,22 @@ impl Harness {
         let branch: Value =
             self.get(&self.repo(&format!("/refs/branches/{branch}"))).send().await.unwrap().json().await.unwrap();
         branch["target"]["hash"].as_str().unwrap().to_owned()
+    }
+    /// A Data Center URL of `SANDBOX/demo`.
+    fn dc(&self, rest: &str) -> String {
+        self.url(&format!("/rest/api/latest/projects/SANDBOX/repos/demo{rest}"))
+    }
+    /// With the Data Center HTTP access token.
+    fn dc_request(&self, method: reqwest::Method, url: &str) -> RequestBuilder {
+        self.http.request(method, url).bearer_auth(DC_HTTP_TOKEN)
+    }
+    async fn create_dc_hook(&self, url: &str, secret: &str, events: &[&str]) -> Value {
+        let configuration = json!({ "secret": secret });
+        let body =
+            json!({ "name": "test", "url": url, "active": true, "events": events, "configuration": configuration });
+        let response = self.dc_request(reqwest::Method::POST, &self.dc("/webhooks")).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
     }
     async fn create_hook(&self, url: &str, secret: Option<&str>, events: &[&str]) -> Value {
         let body = json!({ "description": "test", "url": url, "active": true, "secret": secret, "events": events });
@@ -599,4 +615,214 @@ async fn admin_routes_drive_branches_and_pull_requests() {
     expected.sort();
     assert_eq!(sorted_keys, expected, "deliveries run concurrently, so compare as sets");
     assert!(h.sandbox.requests().iter().all(|r| !r.path.starts_with("/_admin")));
+}
+
+// ---- Data Center ------------------------------------------------------------------------------
+
+/// A Data Center error body's first message.
+async fn dc_error_message(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap();
+    body["errors"][0]["message"].as_str().unwrap_or_else(|| panic!("not a Data Center error: {body}")).to_owned()
+}
+
+#[tokio::test]
+async fn data_center_reads_the_same_repository_with_its_own_token() {
+    let h = start().await;
+    let repo = h.dc_request(reqwest::Method::GET, &h.dc("")).send().await.unwrap();
+    assert_eq!(repo.status(), 200);
+    assert_eq!(header(repo.headers(), "x-ausername"), "sandbox-dev");
+    let expected = json!({
+        "slug": "demo",
+        "id": 1,
+        "name": "demo",
+        "project": { "key": "SANDBOX", "name": "Sandbox" },
+        "links": { "self": [{ "href": format!("{}/projects/SANDBOX/repos/demo/browse", h.base) }] },
+    });
+    assert_eq!(repo.json::<Value>().await.unwrap(), expected);
+
+    let branch = h.dc_request(reqwest::Method::GET, &h.dc("/default-branch")).send().await.unwrap();
+    assert_eq!(header(branch.headers(), "x-ausername"), "sandbox-dev");
+    let expected = json!({ "id": "refs/heads/main", "displayId": "main", "type": "BRANCH", "isDefault": true });
+    assert_eq!(branch.json::<Value>().await.unwrap(), expected);
+
+    // Cloud credentials are refused here, and the Data Center token on Cloud's routes.
+    let refused = json!({ "errors": [{
+        "context": null,
+        "message": "Authentication failed. Please check your credentials and try again.",
+        "exceptionName": "com.atlassian.bitbucket.auth.IncorrectPasswordAuthenticationException",
+    }] });
+    for request in [h.get(&h.dc("")), h.http.get(h.dc("")).bearer_auth(ACCESS_TOKEN), h.http.get(h.dc(""))] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert!(response.headers().get("x-ausername").is_none());
+        assert_eq!(response.json::<Value>().await.unwrap(), refused);
+    }
+    assert_eq!(h.http.get(h.repo("")).bearer_auth(DC_HTTP_TOKEN).send().await.unwrap().status(), 401);
+
+    let unknown = h.dc_request(reqwest::Method::GET, &h.url("/rest/api/latest/projects/SANDBOX/repos/x")).send();
+    let unknown = unknown.await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        unknown.json::<Value>().await.unwrap(),
+        json!({ "errors": [{ "message": "Repository SANDBOX/x does not exist." }] })
+    );
+    let paths: Vec<_> = h.sandbox.requests().iter().map(|r| (r.path.clone(), r.status)).collect();
+    assert_eq!(paths[0], ("/rest/api/latest/projects/SANDBOX/repos/demo".to_owned(), 200));
+    assert_eq!(paths.last().unwrap(), &("/rest/api/latest/projects/SANDBOX/repos/x".to_owned(), 404));
+}
+
+#[tokio::test]
+async fn data_center_webhooks_crud_and_paging() {
+    let h = start().await;
+    let dc = |method, rest: &str| h.dc_request(method, &h.dc(rest));
+    let events = ["repo:refs_changed", "pr:opened"];
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let hook = h.create_dc_hook(&format!("https://example.test/hook/{i}"), "s3cret", &events).await;
+        assert_eq!(hook["configuration"], json!({}), "the secret is never echoed");
+        assert_eq!((&hook["name"], &hook["active"]), (&json!("test"), &json!(true)));
+        ids.push(hook["id"].as_u64().unwrap());
+    }
+    assert_eq!(ids, [1, 2, 3]);
+    assert!(h.sandbox.hooks().is_empty(), "Cloud's hooks are a separate list");
+
+    let first = dc(reqwest::Method::GET, "/webhooks?limit=2").send().await.unwrap();
+    assert_eq!(header(first.headers(), "x-ausername"), "sandbox-dev");
+    let first: Value = first.json().await.unwrap();
+    assert_eq!((&first["size"], &first["limit"], &first["start"]), (&json!(2), &json!(2), &json!(0)));
+    assert_eq!((&first["isLastPage"], &first["nextPageStart"]), (&json!(false), &json!(2)));
+    let last: Value = dc(reqwest::Method::GET, "/webhooks?limit=2&start=2").send().await.unwrap().json().await.unwrap();
+    assert_eq!((&last["values"][0]["id"], &last["isLastPage"]), (&json!(3), &json!(true)));
+    assert!(last.get("nextPageStart").is_none());
+    let all: Value = dc(reqwest::Method::GET, "/webhooks").send().await.unwrap().json().await.unwrap();
+    assert_eq!(all["values"], json!(h.sandbox.dc_hooks()));
+
+    let update = json!({
+        "name": "renamed",
+        "url": "http://example.test/v2",
+        "active": false,
+        "events": ["repo:refs_changed"],
+        "configuration": { "secret": "new" },
+    });
+    let put = dc(reqwest::Method::PUT, "/webhooks/2").json(&update).send().await.unwrap();
+    assert_eq!(put.status(), 200);
+    let put: Value = put.json().await.unwrap();
+    for (field, value) in [("id", json!(2)), ("name", json!("renamed")), ("active", json!(false))] {
+        assert_eq!(put[field], value, "{field}");
+    }
+    assert_eq!((&put["events"], &put["configuration"]), (&json!(["repo:refs_changed"]), &json!({})));
+    assert_eq!(h.sandbox.dc_hooks()[1], put);
+
+    for bad in [
+        json!({ "name": "x", "url": "https://example.test", "events": ["repo:push"] }),
+        json!({ "name": "x", "url": "https://example.test", "events": [] }),
+        json!({ "name": "x", "url": "ftp://example.test", "events": ["pr:opened"] }),
+        json!({ "url": "https://example.test", "events": ["pr:opened"] }),
+    ] {
+        let response = dc(reqwest::Method::POST, "/webhooks").json(&bad).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+        assert!(!dc_error_message(response).await.is_empty());
+    }
+    let bad_update = dc(reqwest::Method::PUT, "/webhooks/2").json(&json!({ "events": ["pr:nope"] })).send();
+    assert_eq!(bad_update.await.unwrap().status(), 400);
+    assert_eq!(h.sandbox.dc_hooks()[1], put, "a refused update changes nothing");
+
+    assert_eq!(dc(reqwest::Method::DELETE, "/webhooks/2").send().await.unwrap().status(), 204);
+    for (method, id) in [(reqwest::Method::DELETE, "2"), (reqwest::Method::PUT, "2"), (reqwest::Method::GET, "abc")] {
+        let response = dc(method, &format!("/webhooks/{id}")).json(&update).send().await.unwrap();
+        assert_eq!(response.status(), 404, "{id}");
+        assert_eq!(dc_error_message(response).await, format!("Webhook {id} does not exist."));
+    }
+    let ids: Vec<_> = h.sandbox.dc_hooks().iter().map(|hook| hook["id"].clone()).collect();
+    assert_eq!(ids, [json!(1), json!(3)]);
+    assert_eq!(h.create_dc_hook("https://example.test/4", "", &events).await["id"], 4, "ids are not reused");
+}
+
+#[tokio::test]
+async fn data_center_push_webhook_is_signed_and_parses() {
+    let h = start().await;
+    let (url, receiver) = start_receiver(&[500]).await;
+    let hook = h.create_dc_hook(&url, "dc-secret", &["repo:refs_changed", "pr:opened"]).await;
+    let previous = h.tip("main").await;
+
+    let hash = h.sandbox.push("main", &[("src/app.rs", "fn main() {}\n")], "Add the app").await;
+    h.sandbox.settle().await;
+
+    let received = receiver.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 2, "retried after the 500");
+    let (headers, body) = &received[1];
+    assert_eq!(header(headers, "x-event-key"), "repo:refs_changed");
+    assert_eq!(header(headers, "content-type"), "application/json");
+    assert!(uuid::Uuid::parse_str(header(headers, "x-request-id")).is_ok());
+    assert_eq!(header(&received[0].0, "x-request-id"), header(headers, "x-request-id"), "the same on retries");
+    assert!(headers.get("x-request-uuid").is_none() && headers.get("x-hook-uuid").is_none(), "not Cloud's headers");
+    let signature = header(headers, "x-hub-signature");
+    assert_eq!(shared::signature::verify(Some(signature), body, [b"dc-secret".as_slice()]), Ok(()));
+
+    let parsed = parse(Flavor::DataCenter, "repo:refs_changed", body).unwrap();
+    assert_eq!(parsed.repository.as_deref(), Some("SANDBOX/demo"));
+    let expected =
+        RepoEvent::BranchUpdated { branch: "main".into(), head: Some(hash), previous: Some(previous), forced: false };
+    assert_eq!(parsed.events, [expected]);
+
+    let id = h.sandbox.open_pull_request("develop", "main", "Dev").await;
+    h.sandbox.settle().await;
+    let received = receiver.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 3);
+    assert_eq!(header(&received[2].0, "x-event-key"), "pr:opened");
+    let parsed = parse(Flavor::DataCenter, "pr:opened", &received[2].1).unwrap();
+    let RepoEvent::PullRequestOpened { pull_request } = &parsed.events[0] else { panic!("{parsed:?}") };
+    assert_eq!((pull_request.id, pull_request.source_branch.as_str()), (id, "develop"));
+
+    let sent: Vec<_> =
+        h.sandbox.sent_webhooks().iter().map(|s| (s.flavor, s.hook_uuid.clone(), s.attempt, s.status)).collect();
+    let hook_id = hook["id"].to_string();
+    assert_eq!(
+        sent,
+        [
+            (Flavor::DataCenter, hook_id.clone(), 1, Some(500)),
+            (Flavor::DataCenter, hook_id.clone(), 2, Some(200)),
+            (Flavor::DataCenter, hook_id, 1, Some(200)),
+        ]
+    );
+
+    // A new secret signs what follows.
+    let rotate = json!({ "configuration": { "secret": "rotated" } });
+    let put = h.dc_request(reqwest::Method::PUT, &h.dc(&format!("/webhooks/{}", hook["id"]))).json(&rotate).send();
+    assert_eq!(put.await.unwrap().status(), 200);
+    h.sandbox.delete_branch("develop").await.unwrap();
+    h.sandbox.settle().await;
+    let (headers, body) = receiver.received.lock().unwrap()[3].clone();
+    let signature = header(&headers, "x-hub-signature");
+    assert_eq!(shared::signature::verify(Some(signature), &body, [b"rotated".as_slice()]), Ok(()));
+    let parsed = parse(Flavor::DataCenter, header(&headers, "x-event-key"), &body).unwrap();
+    assert!(matches!(&parsed.events[..], [RepoEvent::BranchDeleted { branch, .. }] if branch == "develop"));
+}
+
+#[tokio::test]
+async fn data_center_rate_limits_carry_retry_after() {
+    let h = start().await;
+    h.sandbox.inject_fault(Fault {
+        method: Some("GET".into()),
+        path_contains: "/rest/api/latest/projects/".into(),
+        kind: FaultKind::Status { status: 429 },
+        times: Some(1),
+    });
+    let limited = h.dc_request(reqwest::Method::GET, &h.dc("")).send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert_eq!(header(limited.headers(), "retry-after"), "1");
+    assert_eq!(dc_error_message(limited).await, "Rate limit for this resource has been exceeded");
+    assert_eq!(h.dc_request(reqwest::Method::GET, &h.dc("")).send().await.unwrap().status(), 200);
+
+    h.sandbox.inject_fault(Fault {
+        method: None,
+        path_contains: "/rest/".into(),
+        kind: FaultKind::Revoke,
+        times: Some(1),
+    });
+    let revoked = h.dc_request(reqwest::Method::GET, &h.dc("/webhooks")).send().await.unwrap();
+    assert_eq!(revoked.status(), 401);
+    assert_eq!(dc_error_message(revoked).await, "Authentication failed. Please check your credentials and try again.");
+    let statuses: Vec<u16> = h.sandbox.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429, 200, 401]);
 }

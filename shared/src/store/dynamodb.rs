@@ -82,6 +82,15 @@ fn from_attrs(mut attrs: Attrs) -> Result<Item, StoreError> {
     Ok(Item { key: Key { pk, sk }, kind, sort, expires_at, version: version.unwrap_or(0) as u64, attrs })
 }
 
+/// The port's error for a failed condition, carrying the live item DynamoDB returned
+/// (`ReturnValuesOnConditionCheckFailure::AllOld`).
+fn condition_failed(old: Option<Attrs>, now: i64) -> StoreError {
+    match old.map(from_attrs).transpose() {
+        Ok(current) => StoreError::ConditionFailed { current: current.filter(|i| !i.is_expired(now)).map(Box::new) },
+        Err(e) => e,
+    }
+}
+
 fn key_attrs(key: &Key) -> Attrs {
     HashMap::from([("pk".to_owned(), s(&key.pk)), ("sk".to_owned(), s(&key.sk))])
 }
@@ -180,15 +189,13 @@ impl DynamoStore {
         }
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                let current = match e.into_err() {
-                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => {
-                        c.item.map(from_attrs).transpose()?
-                    }
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Err(condition_failed(
+                match e.into_err() {
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c) => c.item,
                     _ => None,
-                };
-                Err(StoreError::ConditionFailed { current: current.filter(|i| !i.is_expired(now)).map(Box::new) })
-            }
+                },
+                now,
+            )),
             Err(e) => Err(store_error(e)),
         }
     }
@@ -246,15 +253,15 @@ impl StateStore for DynamoStore {
         }
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                let current = match e.into_err() {
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => Err(condition_failed(
+                match e.into_err() {
                     aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(c) => {
-                        c.item.map(from_attrs).transpose()?
+                        c.item
                     }
                     _ => None,
-                };
-                Err(StoreError::ConditionFailed { current: current.filter(|i| !i.is_expired(now)).map(Box::new) })
-            }
+                },
+                now,
+            )),
             Err(e) => Err(store_error(e)),
         }
     }
