@@ -107,7 +107,8 @@ pub fn summarize(events: &[RepoEvent]) -> String {
     let mut out = String::new();
     for (i, event) in events.iter().enumerate() {
         let part = event.describe();
-        if out.len() + part.len() + 2 > MAX {
+        // Leave room for the "; and N more" tail.
+        if i > 0 && out.len() + part.len() + 2 > MAX - 20 {
             out.push_str(&format!("; and {} more", events.len() - i));
             break;
         }
@@ -116,5 +117,26 @@ pub fn summarize(events: &[RepoEvent]) -> String {
         }
         out.push_str(&part);
     }
+    // One description alone can exceed the bound (Git allows very long ref names).
+    if let Some((cut, _)) = out.char_indices().nth(MAX) {
+        out.truncate(cut);
+        out.push('…');
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_are_bounded_and_never_empty() {
+        let branch = |name: String| RepoEvent::BranchDeleted { branch: name, previous: None };
+        let long = summarize(&[branch("é".repeat(400))]);
+        assert!(long.starts_with("branch éé") && long.chars().count() == 301, "{long}");
+        let many: Vec<_> = (0..40).map(|i| branch(format!("feature/{i}"))).collect();
+        let s = summarize(&many);
+        assert!(s.starts_with("branch feature/0 deleted; ") && s.ends_with(" more") && s.chars().count() <= 301, "{s}");
+        assert_eq!(summarize(&[]), "no changes");
+    }
 }
