@@ -103,10 +103,12 @@ pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Erro
     let addr = listener.local_addr()?;
     let base_url = config.public_base_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let sandbox = Sandbox::new(format!("http://{addr}{SANDBOX_MOUNT}"));
+    // One HTTP client and OAuth token cache for the API and the seed alike.
+    let connector = Connector::default();
     let connections = || Connections {
         store: backends.store.clone(),
         secrets: backends.secrets.clone(),
-        connector: Connector::default(),
+        connector: connector.clone(),
         public_base_url: base_url.clone(),
         secret_prefix: "local".into(),
     };

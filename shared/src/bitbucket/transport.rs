@@ -67,12 +67,11 @@ pub struct Session {
     pub deadline: Instant,
 }
 
-/// One page of a listing plus whether the listing was read to its end.
+/// A listing's items and whether it was read to its end (bounded paging may stop early).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listing<T> {
     pub items: Vec<T>,
     pub complete: bool,
-    pub requests: usize,
 }
 
 impl Transport {
@@ -84,10 +83,6 @@ impl Transport {
             .build()
             .expect("static HTTP client configuration");
         Transport { http, policy, oauth_tokens: Mutex::new(HashMap::new()) }
-    }
-
-    pub fn policy(&self) -> RetryPolicy {
-        self.policy
     }
 }
 
@@ -328,7 +323,7 @@ impl Session {
         let first_origin = origin(first);
         let mut items = Vec::new();
         let mut url = first.to_owned();
-        for page in 1..=max_pages {
+        for _ in 0..max_pages {
             let body: Value = self.json(Method::GET, &url, &Body::Empty).await?;
             let values = body.get("values").cloned().unwrap_or(Value::Array(vec![]));
             let mut values: Vec<T> = serde_json::from_value(values)
@@ -337,10 +332,10 @@ impl Session {
             match next_url(&body, &url) {
                 Some(next) if origin(&next) == first_origin => url = next,
                 Some(_) => return Err(BitbucketError::Unexpected("a page linked to another host".into())),
-                None => return Ok(Listing { items, complete: true, requests: page }),
+                None => return Ok(Listing { items, complete: true }),
             }
         }
-        Ok(Listing { items, complete: false, requests: max_pages })
+        Ok(Listing { items, complete: false })
     }
 }
 

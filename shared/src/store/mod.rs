@@ -162,8 +162,3 @@ pub(crate) fn decode_cursor(cursor: &str) -> Result<Value, StoreError> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::BadCursor)?;
     serde_json::from_slice(&bytes).map_err(|_| StoreError::BadCursor)
 }
-
-/// Bounds a caller-supplied page size.
-pub fn clamp_limit(limit: Option<usize>, default: usize, max: usize) -> usize {
-    limit.unwrap_or(default).clamp(1, max)
-}
