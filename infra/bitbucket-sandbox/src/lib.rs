@@ -120,6 +120,17 @@ impl Sandbox {
         self.oauth().lifetime = Duration::from_secs(secs);
     }
 
+    /// The sandbox clock (wall clock plus whatever [`Sandbox::advance_clock`] added).
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.state().now()
+    }
+
+    /// Moves the sandbox clock forward: commits, pull requests and statuses made from now on
+    /// carry the later time, so tests can age branches without waiting.
+    pub fn advance_clock(&self, by: chrono::Duration) {
+        self.state().advance_clock(by);
+    }
+
     pub fn inject_fault(&self, fault: Fault) {
         // `times: Some(0)` affects no request at all.
         if fault.times != Some(0) {

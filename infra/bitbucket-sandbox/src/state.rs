@@ -137,6 +137,8 @@ pub struct State {
     dc_hook_ids: u64,
     pulls: BTreeMap<u64, PullRequest>,
     statuses: Vec<BuildStatus>,
+    /// How far the sandbox clock runs ahead of the wall clock (tests age branches with it).
+    clock_offset: chrono::Duration,
 }
 
 fn iso(t: &DateTime<Utc>) -> String {
@@ -190,6 +192,7 @@ impl State {
             dc_hook_ids: 0,
             pulls: BTreeMap::new(),
             statuses: Vec::new(),
+            clock_offset: chrono::Duration::zero(),
         };
         let readme = "# demo\n\nThe Bitbucket sandbox's seeded repository.\n";
         let tree = Tree::from([("README.md".to_owned(), readme.as_bytes().to_vec())]);
@@ -217,12 +220,21 @@ impl State {
             hash: hash.clone(),
             message: message.to_owned(),
             author: author.to_owned(),
-            date: Utc::now(),
+            date: self.now(),
             parents: parent.map(str::to_owned).into_iter().collect(),
             tree,
         };
         self.commits.insert(hash.clone(), commit);
         hash
+    }
+
+    /// The sandbox clock: every timestamp the sandbox writes comes from it.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.clock_offset
+    }
+
+    pub fn advance_clock(&mut self, by: chrono::Duration) {
+        self.clock_offset += by;
     }
 
     pub fn tip(&self, branch: &str) -> Option<&str> {
@@ -319,7 +331,7 @@ impl State {
             return Err(Error::bad_request("A pull request needs a title"));
         }
         let id = self.pulls.keys().next_back().map_or(1, |last| last + 1);
-        let now = Utc::now();
+        let now = self.now();
         let pull = PullRequest {
             id,
             title: title.to_owned(),
@@ -355,6 +367,7 @@ impl State {
     }
 
     fn touch_open_pull(&mut self, id: u64, change: impl FnOnce(&mut PullRequest)) -> Result<(), Error> {
+        let now = self.now();
         let branches = &self.branches;
         let pull = self.pulls.get_mut(&id).ok_or_else(|| Error::not_found(format!("Pull request {id} not found")))?;
         if pull.state != PrState::Open {
@@ -366,7 +379,7 @@ impl State {
         if let Some(tip) = branches.get(&pull.destination) {
             pull.destination_hash = tip.clone();
         }
-        pull.updated_on = Utc::now();
+        pull.updated_on = now;
         change(pull);
         Ok(())
     }
@@ -379,7 +392,7 @@ impl State {
         if !STATUS_STATES.contains(&input.state.as_str()) {
             return Err(Error::bad_request(format!("state: must be one of {}", STATUS_STATES.join(", "))));
         }
-        let now = Utc::now();
+        let now = self.now();
         let existing = self.statuses.iter().position(|s| s.commit == commit && s.input.key == input.key);
         let (index, key) = match existing {
             Some(index) => {
