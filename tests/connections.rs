@@ -6,83 +6,8 @@
 use std::time::Duration;
 
 use bitbucket_sandbox as sb;
-use cross_function_tests::temp_dir;
-use local_stack::{Config, Running, start};
+use cross_function_tests::stack::stack;
 use serde_json::{Value, json};
-
-struct Stack {
-    running: Running,
-    http: reqwest::Client,
-    token: String,
-    dir: std::path::PathBuf,
-}
-
-async fn stack() -> Stack {
-    let dir = temp_dir("connections");
-    let config = Config {
-        port: 0,
-        state_dir: dir.clone(),
-        api_token: None,
-        sandbox_webhook_secret: None,
-        retention: chrono::Duration::days(30),
-        public_base_url: None,
-    };
-    let running = start(config, false).await.expect("local stack starts");
-    let token = running.seeded.api_token.expose().to_owned();
-    Stack { running, http: reqwest::Client::new(), token, dir }
-}
-
-impl Stack {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.running.base_url)
-    }
-
-    fn sandbox_api(&self) -> String {
-        self.url("/sandbox/bitbucket/2.0")
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, self.url(path)).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
-    }
-
-    async fn create(&self, credential: Value, extra: Value) -> (u16, Value) {
-        let mut body = json!({
-            "name": "Demo repo",
-            "flavor": "cloud",
-            "base_url": self.sandbox_api(),
-            "workspace": sb::WORKSPACE,
-            "repository": sb::REPOSITORY,
-            "credential": credential,
-        });
-        for (k, v) in extra.as_object().unwrap() {
-            body[k] = v.clone();
-        }
-        self.call(reqwest::Method::POST, "/integrations", Some(body)).await
-    }
-
-    async fn post(&self, path: &str) -> (u16, Value) {
-        self.call(reqwest::Method::POST, path, None).await
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    fn hook(&self, id: &str) -> Option<Value> {
-        self.running.sandbox.hooks().into_iter().find(|h| h["uuid"] == id)
-    }
-
-    fn count(&self, path_contains: &str) -> usize {
-        self.running.sandbox.requests().iter().filter(|r| r.path.contains(path_contains)).count()
-    }
-}
 
 fn api_token() -> Value {
     json!({"kind": "api_token", "email": sb::API_TOKEN_EMAIL, "token": sb::API_TOKEN})
@@ -101,7 +26,7 @@ fn assert_no_secret(answer: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_credential_kind_connects_or_fails_with_its_reason() {
-    let s = stack().await;
+    let s = stack("connections").await;
     let ok_kinds = [
         api_token(),
         json!({"kind": "access_token", "token": sb::ACCESS_TOKEN}),
@@ -162,7 +87,7 @@ async fn every_credential_kind_connects_or_fails_with_its_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn oauth_tokens_are_cached_then_refreshed_when_they_expire() {
-    let s = stack().await;
+    let s = stack("connections").await;
     s.running.sandbox.set_oauth_token_lifetime(2);
     let oauth = json!({"kind": "oauth_consumer", "key": sb::OAUTH_CONSUMER_KEY, "secret": sb::OAUTH_CONSUMER_SECRET});
     let (status, created) = s.create(oauth, json!({})).await;
@@ -182,7 +107,7 @@ async fn oauth_tokens_are_cached_then_refreshed_when_they_expire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_is_a_400_naming_the_field_and_stores_nothing() {
-    let s = stack().await;
+    let s = stack("connections").await;
     let cases = [
         (json!({"name": ""}), "name"),
         (json!({"name": "x".repeat(51)}), "name"),
@@ -229,7 +154,7 @@ async fn bad_input_is_a_400_naming_the_field_and_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lifecycle_transitions_follow_the_rules_and_bitbucket_follows_them() {
-    let s = stack().await;
+    let s = stack("connections").await;
     let (_, created) = s.create(api_token(), json!({})).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let hook_id = created["webhook"]["id"].as_str().unwrap().to_owned();
@@ -307,7 +232,7 @@ async fn lifecycle_transitions_follow_the_rules_and_bitbucket_follows_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoked_credentials_put_the_integration_in_error_until_reconnected() {
-    let s = stack().await;
+    let s = stack("connections").await;
     let (_, created) = s.create(api_token(), json!({})).await;
     let id = created["id"].as_str().unwrap().to_owned();
     s.running.sandbox.inject_fault(sb::Fault {
@@ -333,7 +258,7 @@ async fn revoked_credentials_put_the_integration_in_error_until_reconnected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rate_limits_and_server_errors_are_retried_with_backoff() {
-    let s = stack().await;
+    let s = stack("connections").await;
     s.running.sandbox.clear_requests();
     s.running.sandbox.inject_fault(sb::Fault {
         method: Some("GET".into()),
@@ -370,7 +295,7 @@ async fn rate_limits_and_server_errors_are_retried_with_backoff() {
         times: None,
     });
     let (status, answer) = s.create(api_token(), json!({"name": "Down"})).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("unavailable")), "{answer}");
+    assert_eq!((status, answer["error"]["code"].as_str()), (503, Some("unavailable")), "{answer}");
     s.running.sandbox.clear_faults();
     let (_, list) = s.get("/integrations").await;
     assert_eq!(list["integrations"].as_array().unwrap().len(), 2);
@@ -379,7 +304,7 @@ async fn rate_limits_and_server_errors_are_retried_with_backoff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_secret_reaches_the_state_table() {
-    let s = stack().await;
+    let s = stack("connections").await;
     for credential in [
         api_token(),
         json!({"kind": "access_token", "token": sb::ACCESS_TOKEN}),
@@ -415,7 +340,7 @@ async fn no_secret_reaches_the_state_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_center_http_tokens_connect_and_deliveries_arrive_signed() {
-    let s = stack().await;
+    let s = stack("connections").await;
     let dc = |credential: Value| {
         json!({
             "name": "DC demo",

@@ -1,5 +1,7 @@
 //! Helpers the cross-function tests share: the fixture corpus, the AWS emulator, temp dirs.
 
+pub mod stack;
+
 use std::path::PathBuf;
 
 use shared::webhook::Flavor;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::domain::connection::{Connections, IntegrationPatch, NewIntegration};
 use shared::domain::{Integration, list_deliveries};
-use shared::http::{ApiError, JsonBody};
+use shared::http::{ApiError, JsonBody, parse_limit};
 
 pub struct Api {
     pub connections: Connections,
@@ -120,17 +120,6 @@ async fn lifecycle(
 struct Paging {
     limit: Option<String>,
     cursor: Option<String>,
-}
-
-/// `limit` as a number in 1..=max; anything else is a 400 naming the parameter.
-fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
-    match raw {
-        None => Ok(default),
-        Some(v) => match v.parse::<usize>() {
-            Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::BadRequest(format!("limit: must be a whole number from 1 to {max}"))),
-        },
-    }
 }
 
 async fn list_events(

@@ -14,6 +14,7 @@ use bitbucket_sandbox::Sandbox;
 use serde_json::json;
 use shared::backends::{self, Backends};
 use shared::bitbucket::Connector;
+use shared::domain::backup::Backups;
 use shared::domain::connection::Connections;
 use shared::http::{AdminToken, require_admin};
 use shared::secrets::Secret;
@@ -88,8 +89,14 @@ pub fn app(
     token: AdminToken,
     retention: chrono::Duration,
 ) -> Router {
+    let backups = Backups {
+        store: backends.store.clone(),
+        secrets: backends.secrets.clone(),
+        connector: connections.connector.clone(),
+    };
     let receiver = webhook_receiver::routes(Arc::new(webhook_receiver::Receiver { backends, retention }));
     let admin = integrations_api::routes(Arc::new(integrations_api::Api { connections }))
+        .merge(backup_committer::routes(Arc::new(backups)))
         .route_layer(axum::middleware::from_fn_with_state(token, require_admin));
     let health = Router::new().route("/health", get(|| async { Json(json!({"status": "ok"})) }));
     shared::http::finish(health.merge(receiver).merge(admin)).nest(SANDBOX_MOUNT, sandbox.router())

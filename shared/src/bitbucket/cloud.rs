@@ -6,7 +6,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::transport::{Body, Session};
-use super::{Access, Bitbucket, BitbucketError, RepoTarget, Webhook, WebhookSpec, segment};
+use super::{
+    Access, Bitbucket, BitbucketError, FileCommit, RepoTarget, Webhook, WebhookSpec, absent_as_none, segment, segments,
+};
 
 /// The events this project acts on (no comments or approvals).
 pub const EVENTS: &[&str] = &[
@@ -111,5 +113,61 @@ impl Bitbucket for CloudClient {
             Ok(_) | Err(BitbucketError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn main_branch(&self) -> Result<Option<String>, BitbucketError> {
+        let repo: Value = self.session.json(Method::GET, &self.repo_url, &Body::Empty).await?;
+        Ok(repo.pointer("/mainbranch/name").and_then(Value::as_str).map(str::to_owned))
+    }
+
+    async fn branch_tip(&self, branch: &str) -> Result<Option<String>, BitbucketError> {
+        let url = format!("{}/refs/branches/{}", self.repo_url, segments(branch));
+        let found: Option<Value> = absent_as_none(self.session.json(Method::GET, &url, &Body::Empty).await)?;
+        found
+            .map(|b| {
+                b.pointer("/target/hash")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| BitbucketError::Unexpected("a branch without a target commit".into()))
+            })
+            .transpose()
+    }
+
+    async fn read_file(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, BitbucketError> {
+        let url = format!("{}/src/{}/{}", self.repo_url, segment(rev), segments(path));
+        let Some(response) = absent_as_none(self.session.send(Method::GET, &url, &Body::Empty, false).await)? else {
+            return Ok(None);
+        };
+        let bytes = response.bytes().await.map_err(|e| BitbucketError::Unexpected(format!("file content: {e}")))?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// `POST …/src` (multipart): the file under its path, plus `message`, `branch`, `author`
+    /// and `parents`. Cloud answers 201 with the new commit in `Location`.
+    async fn commit_file(&self, commit: &FileCommit) -> Result<String, BitbucketError> {
+        let mut parts = vec![
+            (commit.path.clone(), commit.content.clone()),
+            ("message".to_owned(), commit.message.clone().into_bytes()),
+            ("branch".to_owned(), commit.branch.clone().into_bytes()),
+        ];
+        if let Some(author) = &commit.author {
+            parts.push(("author".to_owned(), author.clone().into_bytes()));
+        }
+        // With a parent the commit is guarded (a repeat after a lost answer is a 409, never a
+        // second commit), so it may be retried; without one it is created from the main branch.
+        let guarded = commit.parent.is_some();
+        if let Some(parent) = &commit.parent {
+            parts.push(("parents".to_owned(), parent.clone().into_bytes()));
+        }
+        let url = format!("{}/src", self.repo_url);
+        let response = self.session.send(Method::POST, &url, &Body::Multipart(parts), guarded).await?;
+        response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| l.trim_end_matches('/').rsplit('/').next())
+            .filter(|hash| !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_owned)
+            .ok_or_else(|| BitbucketError::Unexpected("the commit answer named no commit".into()))
     }
 }

@@ -6,7 +6,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::transport::{Body, Session};
-use super::{Access, Bitbucket, BitbucketError, RepoTarget, Webhook, WebhookSpec, segment};
+use super::{
+    Access, Bitbucket, BitbucketError, FileCommit, RepoTarget, Webhook, WebhookSpec, absent_as_none, segment, segments,
+};
 
 /// The events this project acts on (no comments or reviewer changes).
 pub const EVENTS: &[&str] =
@@ -118,6 +120,58 @@ impl Bitbucket for DataCenterClient {
             Ok(_) | Err(BitbucketError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn main_branch(&self) -> Result<Option<String>, BitbucketError> {
+        let url = format!("{}/default-branch", self.repo_url);
+        let branch: Option<Value> = absent_as_none(self.session.json(Method::GET, &url, &Body::Empty).await)?;
+        Ok(branch.and_then(|b| b.get("displayId").and_then(Value::as_str).map(str::to_owned)))
+    }
+
+    /// Data Center has no "get branch by name": filter the listing and match exactly.
+    async fn branch_tip(&self, branch: &str) -> Result<Option<String>, BitbucketError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct DcBranch {
+            display_id: String,
+            latest_commit: String,
+        }
+        let mut url = reqwest::Url::parse(&format!("{}/branches", self.repo_url))
+            .map_err(|e| BitbucketError::Unexpected(e.to_string()))?;
+        url.query_pairs_mut().append_pair("filterText", branch).append_pair("limit", "100");
+        let listing = self.session.list::<DcBranch>(url.as_str(), MAX_PAGES, next_start).await?;
+        Ok(listing.items.into_iter().find(|b| b.display_id == branch).map(|b| b.latest_commit))
+    }
+
+    async fn read_file(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, BitbucketError> {
+        let url = format!("{}/raw/{}?at={}", self.repo_url, segments(path), segment(rev));
+        let Some(response) = absent_as_none(self.session.send(Method::GET, &url, &Body::Empty, false).await)? else {
+            return Ok(None);
+        };
+        let bytes = response.bytes().await.map_err(|e| BitbucketError::Unexpected(format!("file content: {e}")))?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// `PUT …/browse/{path}` (multipart): `content`, `branch`, `message`, and `sourceCommitId`
+    /// (the tip read; a moved branch is a 409) or, for a new branch, `sourceBranch`.
+    async fn commit_file(&self, commit: &FileCommit) -> Result<String, BitbucketError> {
+        let mut parts = vec![
+            ("content".to_owned(), commit.content.clone()),
+            ("branch".to_owned(), commit.branch.clone().into_bytes()),
+            ("message".to_owned(), commit.message.clone().into_bytes()),
+        ];
+        match (&commit.parent, &commit.from_branch) {
+            (Some(parent), _) => parts.push(("sourceCommitId".to_owned(), parent.clone().into_bytes())),
+            (None, Some(from)) => parts.push(("sourceBranch".to_owned(), from.clone().into_bytes())),
+            (None, None) => {}
+        }
+        let url = format!("{}/browse/{}", self.repo_url, segments(&commit.path));
+        #[derive(Deserialize)]
+        struct DcCommit {
+            id: String,
+        }
+        let made: DcCommit = self.session.json(Method::PUT, &url, &Body::Multipart(parts)).await?;
+        Ok(made.id)
     }
 }
 

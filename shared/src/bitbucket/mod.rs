@@ -40,6 +40,21 @@ impl RepoTarget {
         format!("{}/{}", self.owner, self.slug)
     }
 
+    /// The repository's web page: bitbucket.org for the real Cloud API, the same path beside
+    /// `/2.0` for another base (the sandbox), `/projects/{KEY}/repos/{slug}` on Data Center.
+    pub fn html_url(&self) -> String {
+        let base = self.base_url.trim_end_matches('/');
+        match self.flavor {
+            Flavor::Cloud if base == CLOUD_API => format!("https://bitbucket.org/{}/{}", self.owner, self.slug),
+            Flavor::Cloud => format!("{}/{}/{}", base.trim_end_matches("/2.0"), self.owner, self.slug),
+            Flavor::DataCenter => format!("{base}/projects/{}/repos/{}", self.owner, self.slug),
+        }
+    }
+
+    pub fn commit_url(&self, hash: &str) -> String {
+        format!("{}/commits/{hash}", self.html_url())
+    }
+
     /// The OAuth token endpoint: bitbucket.org's for the real Cloud API; for another base
     /// (a proxy or the sandbox) the same path beside its `/2.0`.
     pub fn oauth_token_url(&self) -> String {
@@ -79,6 +94,22 @@ pub struct WebhookSpec {
     pub description: String,
 }
 
+/// One commit that writes one file on a branch.
+#[derive(Debug, Clone)]
+pub struct FileCommit {
+    pub branch: String,
+    /// Repository-relative, `/`-separated, already validated.
+    pub path: String,
+    pub content: Vec<u8>,
+    pub message: String,
+    /// `Name <email>` (Cloud only; Data Center commits as the credential's user).
+    pub author: Option<String>,
+    /// The branch tip the caller read: Bitbucket refuses the commit (409) if the branch has
+    /// moved since. `None` creates the branch from `from_branch` (or the main branch).
+    pub parent: Option<String>,
+    pub from_branch: Option<String>,
+}
+
 #[async_trait]
 pub trait Bitbucket: Send + Sync {
     /// Checks the credential and that the repository is readable.
@@ -89,6 +120,14 @@ pub trait Bitbucket: Send + Sync {
     async fn update_webhook(&self, id: &str, spec: &WebhookSpec) -> Result<(), BitbucketError>;
     /// Deleting a webhook that is already gone succeeds.
     async fn delete_webhook(&self, id: &str) -> Result<(), BitbucketError>;
+    /// The repository's main (default) branch, if it has one.
+    async fn main_branch(&self) -> Result<Option<String>, BitbucketError>;
+    /// The commit `branch` points at; `None` when there is no such branch.
+    async fn branch_tip(&self, branch: &str) -> Result<Option<String>, BitbucketError>;
+    /// A file's bytes at `rev` (a commit hash); `None` when it does not exist there.
+    async fn read_file(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, BitbucketError>;
+    /// Makes `commit`; returns the new commit's hash. A moved branch is `Conflict`.
+    async fn commit_file(&self, commit: &FileCommit) -> Result<String, BitbucketError>;
 }
 
 /// Builds per-connection clients on one shared [`Transport`] (created once at cold start).
@@ -137,6 +176,20 @@ pub(crate) fn segment(s: &str) -> String {
     out
 }
 
+/// A `/`-separated path (branch names, file paths) with each segment percent-encoded.
+pub(crate) fn segments(path: &str) -> String {
+    path.split('/').map(segment).collect::<Vec<_>>().join("/")
+}
+
+/// `Ok(None)` for a 404, so "absent" is an answer rather than an error.
+pub(crate) fn absent_as_none<T>(result: Result<T, BitbucketError>) -> Result<Option<T>, BitbucketError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(BitbucketError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +202,11 @@ mod tests {
         t.base_url = "http://127.0.0.1:3000/sandbox/bitbucket/2.0".into();
         assert_eq!(t.oauth_token_url(), "http://127.0.0.1:3000/sandbox/bitbucket/site/oauth2/access_token");
         assert_eq!(segment("feature/a b"), "feature%2Fa%20b");
+        assert_eq!(segments("feature/a b"), "feature/a%20b");
+        assert_eq!(t.commit_url("abc"), "http://127.0.0.1:3000/sandbox/bitbucket/w/r/commits/abc");
+        t.base_url = CLOUD_API.into();
+        assert_eq!(t.html_url(), "https://bitbucket.org/w/r");
+        let dc = RepoTarget { flavor: Flavor::DataCenter, base_url: "https://git.example.com/bb/".into(), ..t };
+        assert_eq!(dc.commit_url("abc"), "https://git.example.com/bb/projects/w/repos/r/commits/abc");
     }
 }

@@ -55,6 +55,15 @@ pub enum Body {
     Empty,
     Json(Value),
     Form(Vec<(String, String)>),
+    /// `multipart/form-data` parts (name, bytes); names are sent as they are (a file path
+    /// with `/` stays readable to Bitbucket, not RFC 5987-encoded).
+    Multipart(Vec<(String, Vec<u8>)>),
+}
+
+fn multipart(parts: &[(String, Vec<u8>)]) -> reqwest::multipart::Form {
+    parts.iter().fold(reqwest::multipart::Form::new().percent_encode_noop(), |form, (name, bytes)| {
+        form.part(name.clone(), reqwest::multipart::Part::bytes(bytes.clone()))
+    })
 }
 
 /// Who is calling and until when: the per-connection half of a request.
@@ -237,6 +246,7 @@ impl Session {
                 Body::Empty => request,
                 Body::Json(v) => request.json(v),
                 Body::Form(fields) => request.form(fields),
+                Body::Multipart(parts) => request.multipart(multipart(parts)),
             };
             let (failure, wait_hint) = match request.send().await {
                 Ok(response) if response.status().is_success() => return Ok(response),

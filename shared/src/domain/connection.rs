@@ -255,9 +255,7 @@ impl Connections {
     }
 
     pub async fn credential(&self, integration: &Integration) -> Result<Credential, ConnectionError> {
-        let name = &integration.credential_secret_name;
-        let secret = self.secrets.get(name).await?.ok_or_else(|| SecretError::Corrupt(name.clone()))?;
-        Ok(Credential::from_secret(name, &secret)?)
+        credential_of(self.secrets.as_ref(), integration).await
     }
 
     async fn webhook_secrets(&self, integration: &Integration) -> Result<WebhookSecrets, ConnectionError> {
@@ -383,10 +381,7 @@ impl Connections {
     }
 
     fn record_error(&self, integration: &mut Integration, e: &BitbucketError) {
-        integration.last_error = Some(LastError { reason: e.reason().into(), message: e.to_string(), at: Utc::now() });
-        if e.is_credential_problem() && integration.status == IntegrationStatus::Active {
-            integration.status = IntegrationStatus::Error;
-        }
+        note_error(integration, e);
     }
 
     async fn set_webhook_active(&self, integration: &mut Integration, active: bool) -> Result<(), ConnectionError> {
@@ -519,6 +514,35 @@ impl Connections {
         self.secrets.delete(&integration.webhook_secret_name).await?;
         self.secrets.delete(&integration.credential_secret_name).await?;
         Ok(())
+    }
+}
+
+/// The integration's credential, read from the secret store.
+pub async fn credential_of(
+    secrets: &dyn SecretStore,
+    integration: &Integration,
+) -> Result<Credential, ConnectionError> {
+    let name = &integration.credential_secret_name;
+    let secret = secrets.get(name).await?.ok_or_else(|| SecretError::Corrupt(name.clone()))?;
+    Ok(Credential::from_secret(name, &secret)?)
+}
+
+fn note_error(integration: &mut Integration, e: &BitbucketError) {
+    integration.last_error = Some(LastError { reason: e.reason().into(), message: e.to_string(), at: Utc::now() });
+    if e.is_credential_problem() && integration.status == IntegrationStatus::Active {
+        integration.status = IntegrationStatus::Error;
+    }
+}
+
+/// Keeps a Bitbucket failure met by background work (a backup, a poll) on the integration, so
+/// people see it; a refused credential moves an active integration to `error`. Best effort: a
+/// concurrent change wins and the failure is only logged.
+pub async fn record_failure(store: &dyn StateStore, id: &str, e: &BitbucketError) {
+    tracing::warn!(integration = id, reason = e.reason(), error = %e, "Bitbucket call failed");
+    if let Ok(Some((mut integration, version))) = integration::get(store, id).await {
+        note_error(&mut integration, e);
+        integration.updated_at = Utc::now();
+        let _ = integration::put(store, &integration, Condition::Version(version)).await;
     }
 }
 

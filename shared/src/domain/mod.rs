@@ -1,5 +1,6 @@
 //! Plain domain types and the rules about them, written against the ports only.
 
+pub mod backup;
 pub mod connection;
 pub mod delivery;
 pub mod integration;

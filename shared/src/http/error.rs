@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::bitbucket::BitbucketError;
 use crate::domain::IngestError;
+use crate::domain::backup::{BackupError, MAX_DOCUMENT_BYTES};
 use crate::domain::connection::ConnectionError;
 use crate::secrets::SecretError;
 use crate::store::StoreError;
@@ -35,7 +36,7 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
-    /// Bitbucket refused or failed: 422 carrying the typed reason.
+    /// Bitbucket refused or failed: 422 carrying the typed reason (503 when worth retrying).
     #[error("{0}")]
     Bitbucket(BitbucketError),
 }
@@ -53,6 +54,10 @@ impl ApiError {
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // Worth retrying later: Bitbucket is down, slow or rate limiting.
+            ApiError::Bitbucket(BitbucketError::Unavailable(_) | BitbucketError::RateLimited) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Bitbucket(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
@@ -137,6 +142,22 @@ impl From<ConnectionError> for ApiError {
             ConnectionError::Bitbucket(b) => ApiError::Bitbucket(b),
             ConnectionError::Secrets(e) => e.into(),
             ConnectionError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<BackupError> for ApiError {
+    fn from(e: BackupError) -> Self {
+        let message = e.to_string();
+        match e {
+            BackupError::Invalid { .. } => ApiError::BadRequest(message),
+            BackupError::NoTarget { .. } => ApiError::NotFound(message),
+            BackupError::TooLarge { .. } => ApiError::PayloadTooLarge(MAX_DOCUMENT_BYTES),
+            BackupError::Busy(_) => ApiError::Unavailable(message),
+            BackupError::Connection(e) => e.into(),
+            BackupError::Bitbucket(b) => ApiError::Bitbucket(b),
+            BackupError::Secrets(e) => e.into(),
+            BackupError::Store(e) => e.into(),
         }
     }
 }

@@ -7,7 +7,7 @@ mod json;
 
 pub use auth::{AdminToken, require_admin};
 pub use error::ApiError;
-pub use json::{JsonBody, MAX_ADMIN_BODY};
+pub use json::{JsonBody, MAX_ADMIN_BODY, parse as parse_json};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -61,6 +61,18 @@ pub fn is_json(headers: &HeaderMap) -> bool {
     };
     let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// A `limit` query parameter: a whole number in 1..=max (`default` when absent); anything
+/// else is a 400 naming the parameter.
+pub fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::BadRequest(format!("limit: must be a whole number from 1 to {max}"))),
+        },
+    }
 }
 
 /// Adds what every function's router needs: JSON 404/405 answers and the request context.

@@ -1,0 +1,523 @@
+//! Backups: JSON documents committed to a Bitbucket repository, only when they changed, never
+//! losing a concurrent update.
+//!
+//! Records in the integration's partition `INT#{id}`:
+//! - `BKT#{name}` the [`BackupTarget`];
+//! - `BKH#{name}` the target's [`Head`]: the last committed snapshot, the newest version any
+//!   request has claimed, and the commit lease;
+//! - `BKC#{name}#{committed µs}` one [`HistoryEntry`] per commit.
+//!
+//! Ordering: each snapshot has a version (the caller's, or one more than any seen). Commits to
+//! one target are serialized by a lease in the head record (a conditional write, so it holds
+//! across Lambda instances); a snapshot whose version is not above the committed one, or below
+//! one already waiting, is superseded and commits nothing. So concurrent and late snapshots end
+//! with the newest content in Bitbucket, and every commit is one whole document.
+
+mod canonical;
+mod target;
+
+pub use canonical::canonical;
+pub use target::{BackupTarget, DEFAULT_MESSAGE, PLACEHOLDERS, TargetSpec, check_name};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use super::connection::{self, ConnectionError};
+use super::integration::{self, Integration, IntegrationStatus};
+use crate::bitbucket::{Bitbucket, BitbucketError, Connector, FileCommit};
+use crate::secrets::{SecretError, SecretStore};
+use crate::store::{Condition, Index, Item, Key, Query, StateStore, StoreError};
+use crate::webhook::Flavor;
+
+/// The largest canonical document committed (Lambda's 6 MB synchronous payload, base64
+/// included, leaves room for about this much).
+pub const MAX_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
+/// Bitbucket calls for one snapshot, retries included (API Gateway gives a request 30 s).
+const CALL_BUDGET: Duration = Duration::from_secs(15);
+/// How long a snapshot waits for another one's commit to the same target before answering busy.
+const WAIT_BUDGET: Duration = Duration::from_secs(10);
+/// A lease outlives any function run (timeout 30 s), so an expired lease means its holder died.
+const LEASE: chrono::Duration = chrono::Duration::seconds(60);
+/// Commit attempts when the branch keeps moving (409).
+const COMMIT_ATTEMPTS: u32 = 5;
+
+const TARGET_KIND: &str = "backup_target";
+const HEAD_KIND: &str = "backup_head";
+const HISTORY_KIND: &str = "backup_commit";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("no backup target `{target}` on integration `{id}`")]
+    NoTarget { id: String, target: String },
+    #[error("the canonical document is {size} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit")]
+    TooLarge { size: usize },
+    #[error("another snapshot of `{0}` is still being committed; retry shortly")]
+    Busy(String),
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    #[error("{0}")]
+    Bitbucket(#[from] BitbucketError),
+    #[error(transparent)]
+    Secrets(#[from] SecretError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `POST …/snapshots`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub document: Value,
+    /// Monotonic per target (e.g. the document's revision or a timestamp).
+    pub version: Option<u64>,
+    pub message: Option<String>,
+}
+
+/// The last committed snapshot of a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    pub version: u64,
+    pub sha256: String,
+    pub size: usize,
+    pub commit: String,
+    pub url: String,
+    pub path: String,
+    pub branch: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Who may commit to a target now (`until` bounds a holder that died).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Lease {
+    owner: String,
+    version: u64,
+    until: DateTime<Utc>,
+}
+
+/// The newest version waiting for the lease; older snapshots step aside for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Claim {
+    owner: String,
+    version: u64,
+    until: DateTime<Utc>,
+}
+
+/// Per-target coordination record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed: Option<Committed>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease: Option<Lease>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claim: Option<Claim>,
+}
+
+impl Head {
+    fn committed_version(&self) -> u64 {
+        self.committed.as_ref().map_or(0, |c| c.version)
+    }
+
+    fn live_lease(&self, now: DateTime<Utc>) -> Option<&Lease> {
+        self.lease.as_ref().filter(|l| l.until > now)
+    }
+
+    fn live_claim(&self, now: DateTime<Utc>) -> u64 {
+        self.claim.as_ref().filter(|c| c.until > now).map_or(0, |c| c.version)
+    }
+
+    /// The newest version committed, committing or waiting.
+    fn highest(&self, now: DateTime<Utc>) -> u64 {
+        let leased = self.live_lease(now).map_or(0, |l| l.version);
+        self.committed_version().max(self.live_claim(now)).max(leased)
+    }
+}
+
+/// One commit made by a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub commit: String,
+    pub sha256: String,
+    pub size: usize,
+    pub version: u64,
+    pub committed_at: DateTime<Utc>,
+    pub url: String,
+    pub path: String,
+    pub branch: String,
+    pub message: String,
+}
+
+/// What a snapshot did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Outcome {
+    /// A commit was made (or the branch already held exactly this content).
+    Committed {
+        changed: bool,
+        version: u64,
+        sha256: String,
+        size: usize,
+        commit: String,
+        url: String,
+        path: String,
+        branch: String,
+        committed_at: DateTime<Utc>,
+    },
+    /// Same content as the last committed snapshot: nothing written to Bitbucket.
+    Unchanged { changed: bool, version: u64, sha256: String, commit: String },
+    /// A newer snapshot was already committed, or is being committed.
+    Superseded { changed: bool, superseded: bool, version: u64, latest_version: u64 },
+}
+
+fn target_key(id: &str, name: &str) -> Key {
+    Key::new(integration::partition(id), format!("BKT#{name}"))
+}
+
+fn head_key(id: &str, name: &str) -> Key {
+    Key::new(integration::partition(id), format!("BKH#{name}"))
+}
+
+/// How a history entry is stored (its `version` would collide with the store's own attribute).
+#[derive(Serialize, Deserialize)]
+struct StoredEntry {
+    entry: HistoryEntry,
+}
+
+fn history_prefix(name: &str) -> String {
+    format!("BKC#{name}#")
+}
+
+/// The backups service, built once per process.
+#[derive(Clone)]
+pub struct Backups {
+    pub store: Arc<dyn StateStore>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub connector: Connector,
+}
+
+impl Backups {
+    async fn integration(&self, id: &str) -> Result<Integration, BackupError> {
+        Ok(integration::get(self.store.as_ref(), id).await?.ok_or_else(|| ConnectionError::NotFound(id.to_owned()))?.0)
+    }
+
+    fn require(integration: &Integration, ok: bool, action: &'static str) -> Result<(), BackupError> {
+        if ok {
+            return Ok(());
+        }
+        Err(ConnectionError::WrongState { id: integration.id.clone(), status: integration.status, action }.into())
+    }
+
+    /// Creates or replaces a target; `true` when it was created.
+    pub async fn put_target(
+        &self,
+        id: &str,
+        name: &str,
+        spec: TargetSpec,
+    ) -> Result<(BackupTarget, bool), BackupError> {
+        let integration = self.integration(id).await?;
+        Self::require(&integration, integration.status != IntegrationStatus::Archived, "change backup targets")?;
+        let mut target = spec.into_target(name, Utc::now())?;
+        let existing = self.store.get(&target_key(id, name)).await?;
+        let condition = match &existing {
+            Some(item) => {
+                target.created_at = item.record::<BackupTarget>()?.created_at;
+                Condition::Version(item.version)
+            }
+            None => Condition::Absent,
+        };
+        self.store.put(Item::from_record(target_key(id, name), TARGET_KIND, &target)?, condition).await?;
+        Ok((target, existing.is_none()))
+    }
+
+    pub async fn target(&self, id: &str, name: &str) -> Result<(BackupTarget, Head), BackupError> {
+        self.integration(id).await?;
+        let missing = || BackupError::NoTarget { id: id.to_owned(), target: name.to_owned() };
+        if check_name(name).is_err() {
+            return Err(missing());
+        }
+        let target = self.store.get(&target_key(id, name)).await?.ok_or_else(missing)?.record()?;
+        let (head, _) = self.head(id, name).await?;
+        Ok((target, head))
+    }
+
+    pub async fn list_targets(&self, id: &str) -> Result<Vec<BackupTarget>, BackupError> {
+        self.integration(id).await?;
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.store.query(&query(id, "BKT#".into(), false, 100, cursor)).await?;
+            for item in &page.items {
+                out.push(item.record()?);
+            }
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Deletes the target, its head and its history (the commits stay in Bitbucket).
+    pub async fn delete_target(&self, id: &str, name: &str) -> Result<(), BackupError> {
+        self.target(id, name).await?;
+        loop {
+            let page = self.store.query(&query(id, history_prefix(name), false, 100, None)).await?;
+            for item in &page.items {
+                self.store.delete(&item.key, Condition::None).await?;
+            }
+            if page.cursor.is_none() {
+                break;
+            }
+        }
+        self.store.delete(&head_key(id, name), Condition::None).await?;
+        self.store.delete(&target_key(id, name), Condition::None).await?;
+        Ok(())
+    }
+
+    /// Committed snapshots, newest first.
+    pub async fn history(
+        &self,
+        id: &str,
+        name: &str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<(Vec<HistoryEntry>, Option<String>), BackupError> {
+        self.target(id, name).await?;
+        let page = self.store.query(&query(id, history_prefix(name), true, limit, cursor)).await?;
+        let entries =
+            page.items.iter().map(|i| i.record::<StoredEntry>().map(|s| s.entry)).collect::<Result<_, _>>()?;
+        Ok((entries, page.cursor))
+    }
+
+    async fn head(&self, id: &str, name: &str) -> Result<(Head, Option<u64>), BackupError> {
+        Ok(match self.store.get(&head_key(id, name)).await? {
+            Some(item) => (item.record()?, Some(item.version)),
+            None => (Head::default(), None),
+        })
+    }
+
+    /// Writes the head if nobody changed it since `version` (`None`: it did not exist);
+    /// `Ok(false)` when somebody did.
+    async fn save_head(&self, id: &str, name: &str, head: &Head, version: Option<u64>) -> Result<bool, BackupError> {
+        let condition = version.map_or(Condition::Absent, Condition::Version);
+        match self.store.put(Item::from_record(head_key(id, name), HEAD_KIND, head)?, condition).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Backs `snapshot` up to the target `name` (see the module docs for the ordering rules).
+    pub async fn snapshot(&self, id: &str, name: &str, snapshot: Snapshot) -> Result<Outcome, BackupError> {
+        let integration = self.integration(id).await?;
+        Self::require(&integration, integration.status == IntegrationStatus::Active, "back up documents")?;
+        let (target, _) = self.target(id, name).await?;
+        if !matches!(snapshot.document, Value::Object(_) | Value::Array(_)) {
+            return Err(BackupError::Invalid { field: "document", problem: "must be a JSON object or array".into() });
+        }
+        let content = canonical(&snapshot.document);
+        if content.len() > MAX_DOCUMENT_BYTES {
+            return Err(BackupError::TooLarge { size: content.len() });
+        }
+        let sha256 = hex::encode(Sha256::digest(&content));
+        let owner = uuid::Uuid::new_v4().to_string();
+        let deadline = Instant::now() + WAIT_BUDGET;
+        // Our version, fixed once we wait for it; until then recomputed from each read.
+        let mut waiting: Option<u64> = None;
+        let (mut head, version, key) = loop {
+            let (mut head, stored) = self.head(id, name).await?;
+            let now = Utc::now();
+            let key = waiting.or(snapshot.version).unwrap_or_else(|| head.highest(now) + 1);
+            if key <= head.committed_version() || head.live_claim(now) > key {
+                let latest_version = head.highest(now);
+                return Ok(Outcome::Superseded { changed: false, superseded: true, version: key, latest_version });
+            }
+            if head.live_lease(now).is_none() {
+                let unchanged = head
+                    .committed
+                    .as_ref()
+                    .filter(|c| c.sha256 == sha256 && c.path == target.path() && c.branch == target.branch)
+                    .cloned();
+                if let Some(last) = unchanged {
+                    // Nobody is committing, so the last commit is what the branch holds.
+                    head.committed = Some(Committed { version: key, ..last.clone() });
+                    if self.save_head(id, name, &head, stored).await? {
+                        return Ok(Outcome::Unchanged { changed: false, version: key, sha256, commit: last.commit });
+                    }
+                    continue;
+                }
+                head.lease = Some(Lease { owner: owner.clone(), version: key, until: now + LEASE });
+                // Committing `key` serves every claim up to it.
+                head.claim = head.claim.filter(|c| c.version > key);
+                if self.save_head(id, name, &head, stored).await? {
+                    break (head, stored.map_or(1, |v| v + 1), key);
+                }
+                continue;
+            }
+            // Another snapshot is committing: claim our version (older ones step aside), wait.
+            if head.live_claim(now) < key {
+                let until =
+                    now + chrono::Duration::from_std(WAIT_BUDGET).unwrap_or(LEASE) + chrono::Duration::seconds(5);
+                head.claim = Some(Claim { owner: owner.clone(), version: key, until });
+                if !self.save_head(id, name, &head, stored).await? {
+                    continue;
+                }
+            }
+            waiting = Some(key);
+            if Instant::now() >= deadline {
+                self.withdraw_claim(id, name, &owner).await?;
+                return Err(BackupError::Busy(name.to_owned()));
+            }
+            tokio::time::sleep(Duration::from_millis(20 + rand::random::<u64>() % 80)).await;
+        };
+
+        let message = target.commit_message(snapshot.message.as_deref(), key, &sha256);
+        let made = self.commit(&integration, &target, &content, &message).await;
+        // Record the outcome and release the lease, whatever happened in Bitbucket.
+        let mut stored = Some(version);
+        let committed = loop {
+            let committed = match &made {
+                Ok(commit) if key > head.committed_version() => Some(Committed {
+                    version: key,
+                    sha256: sha256.clone(),
+                    size: content.len(),
+                    commit: commit.clone(),
+                    url: integration.target.commit_url(commit),
+                    path: target.path(),
+                    branch: target.branch.clone(),
+                    at: Utc::now(),
+                }),
+                _ => None,
+            };
+            if let Some(c) = &committed {
+                head.committed = Some(c.clone());
+            }
+            if head.lease.as_ref().is_some_and(|l| l.owner == owner) {
+                head.lease = None;
+            }
+            if committed.is_some() {
+                head.claim = head.claim.filter(|c| c.version > key);
+            }
+            if self.save_head(id, name, &head, stored).await? {
+                break committed;
+            }
+            (head, stored) = self.head(id, name).await?;
+        };
+        let commit = match made {
+            Ok(commit) => commit,
+            Err(e) => {
+                if e.is_credential_problem() {
+                    connection::record_failure(self.store.as_ref(), id, &e).await;
+                }
+                return Err(e.into());
+            }
+        };
+        let Some(c) = committed else {
+            // Our lease expired mid-commit and a newer snapshot was recorded meanwhile.
+            let latest_version = head.highest(Utc::now());
+            return Ok(Outcome::Superseded { changed: false, superseded: true, version: key, latest_version });
+        };
+        let entry = HistoryEntry {
+            commit: commit.clone(),
+            sha256: c.sha256.clone(),
+            size: c.size,
+            version: key,
+            committed_at: c.at,
+            url: c.url.clone(),
+            path: c.path.clone(),
+            branch: c.branch.clone(),
+            message,
+        };
+        let sk = format!("{}{:020}", history_prefix(name), c.at.timestamp_micros());
+        let item = Item::from_record(Key::new(integration::partition(id), sk), HISTORY_KIND, &StoredEntry { entry })?;
+        self.store.put(item, Condition::None).await?;
+        Ok(Outcome::Committed {
+            changed: true,
+            version: key,
+            sha256,
+            size: c.size,
+            commit,
+            url: c.url,
+            path: c.path,
+            branch: c.branch,
+            committed_at: c.at,
+        })
+    }
+
+    /// A snapshot that gives up waiting takes back its claim, so a retry of it is not
+    /// superseded by itself.
+    async fn withdraw_claim(&self, id: &str, name: &str, owner: &str) -> Result<(), BackupError> {
+        loop {
+            let (mut head, stored) = self.head(id, name).await?;
+            if head.claim.as_ref().is_none_or(|c| c.owner != owner) {
+                return Ok(());
+            }
+            head.claim = None;
+            if self.save_head(id, name, &head, stored).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One commit of `content` on top of the tip it reads; when the branch moved (409), reads
+    /// again — and if the branch already holds exactly this content, that is the commit.
+    async fn commit(
+        &self,
+        integration: &Integration,
+        target: &BackupTarget,
+        content: &[u8],
+        message: &str,
+    ) -> Result<String, BitbucketError> {
+        let credential = connection::credential_of(self.secrets.as_ref(), integration).await.map_err(|e| match e {
+            ConnectionError::Bitbucket(b) => b,
+            other => BitbucketError::Unexpected(other.to_string()),
+        })?;
+        let client = self.connector.connect(&integration.target, credential, CALL_BUDGET);
+        let path = target.path();
+        let mut tip = client.branch_tip(&target.branch).await?;
+        // Data Center names the branch a new one starts from; Cloud starts it from the main branch.
+        let from_branch = match (&tip, integration.target.flavor) {
+            (None, Flavor::DataCenter) => client.main_branch().await?,
+            _ => None,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let commit = FileCommit {
+                branch: target.branch.clone(),
+                path: path.clone(),
+                content: content.to_vec(),
+                message: message.to_owned(),
+                author: target.author.clone(),
+                parent: tip.clone(),
+                from_branch: from_branch.clone(),
+            };
+            match client.commit_file(&commit).await {
+                Err(BitbucketError::Conflict(_)) if attempt < COMMIT_ATTEMPTS => {
+                    tip = client.branch_tip(&target.branch).await?;
+                    if let Some(tip) = &tip
+                        && already_there(client.as_ref(), tip, &path, content).await?
+                    {
+                        return Ok(tip.clone());
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+async fn already_there(client: &dyn Bitbucket, tip: &str, path: &str, content: &[u8]) -> Result<bool, BitbucketError> {
+    Ok(client.read_file(tip, path).await?.as_deref() == Some(content))
+}
+
+fn query(id: &str, sk_prefix: String, descending: bool, limit: usize, cursor: Option<String>) -> Query {
+    Query { pk: integration::partition(id), index: Index::Primary { sk_prefix }, descending, limit, cursor }
+}

@@ -1,0 +1,101 @@
+//! The local stack (every route, SQLite state, the sandbox Bitbucket) on a free port, with
+//! helpers to call its API over real HTTP.
+
+use bitbucket_sandbox as sb;
+use local_stack::{Config, Running, start};
+use serde_json::{Value, json};
+
+use crate::temp_dir;
+
+pub struct Stack {
+    pub running: Running,
+    pub http: reqwest::Client,
+    pub token: String,
+    pub dir: std::path::PathBuf,
+}
+
+/// The local stack on a free port with its own state directory.
+pub async fn stack(prefix: &str) -> Stack {
+    let dir = temp_dir(prefix);
+    let config = Config {
+        port: 0,
+        state_dir: dir.clone(),
+        api_token: None,
+        sandbox_webhook_secret: None,
+        retention: chrono::Duration::days(30),
+        public_base_url: None,
+    };
+    let running = start(config, false).await.expect("local stack starts");
+    let token = running.seeded.api_token.expose().to_owned();
+    Stack { running, http: reqwest::Client::new(), token, dir }
+}
+
+impl Stack {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.running.base_url)
+    }
+
+    pub fn sandbox_api(&self) -> String {
+        self.url("/sandbox/bitbucket/2.0")
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+
+    pub async fn create(&self, credential: Value, extra: Value) -> (u16, Value) {
+        let mut body = json!({
+            "name": "Demo repo",
+            "flavor": "cloud",
+            "base_url": self.sandbox_api(),
+            "workspace": sb::WORKSPACE,
+            "repository": sb::REPOSITORY,
+            "credential": credential,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        self.call(reqwest::Method::POST, "/integrations", Some(body)).await
+    }
+
+    pub async fn post(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, None).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub fn hook(&self, id: &str) -> Option<Value> {
+        self.running.sandbox.hooks().into_iter().find(|h| h["uuid"] == id)
+    }
+
+    pub fn count(&self, path_contains: &str) -> usize {
+        self.running.sandbox.requests().iter().filter(|r| r.path.contains(path_contains)).count()
+    }
+}
+
+impl Stack {
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    pub async fn stop(self) {
+        self.running.stop().await.expect("the stack stops");
+    }
+}
