@@ -204,6 +204,9 @@ async fn twenty_concurrent_snapshots_end_with_the_newest_and_lose_nothing() {
     // Late: an older version than the committed one never overwrites it.
     let (status, late) = s.post_json(&snapshots("race"), json!({"document": collection(3), "version": 3})).await;
     assert_eq!((status, late["superseded"].clone(), late["latest_version"].clone()), (200, json!(true), json!(20)));
+    // A repeat of the committed snapshot (a client retry) is simply unchanged.
+    let (status, again) = s.post_json(&snapshots("race"), json!({"document": collection(20), "version": 20})).await;
+    assert_eq!((status, again["changed"].clone(), again.get("superseded")), (200, json!(false), None), "{again}");
     // Without a version a snapshot counts as newer than everything seen.
     let (status, next) = s.post_json(&snapshots("race"), json!({"document": collection(21)})).await;
     assert_eq!((status, next["version"].clone()), (201, json!(21)), "{next}");

@@ -335,17 +335,22 @@ impl Backups {
             let (mut head, stored) = self.head(id, name).await?;
             let now = Utc::now();
             let key = waiting.or(snapshot.version).unwrap_or_else(|| head.highest(now) + 1);
+            let same_as_committed = head
+                .committed
+                .as_ref()
+                .filter(|c| c.sha256 == sha256 && c.path == target.path() && c.branch == target.branch)
+                .cloned();
+            if let Some(last) = same_as_committed.as_ref().filter(|c| key <= c.version) {
+                // A repeat of what is committed (a retried request, say): nothing to do.
+                let (version, sha256, commit) = (last.version, sha256.clone(), last.commit.clone());
+                return Ok(Outcome::Unchanged { changed: false, version, sha256, commit });
+            }
             if key <= head.committed_version() || head.live_claim(now) > key {
                 let latest_version = head.highest(now);
                 return Ok(Outcome::Superseded { changed: false, superseded: true, version: key, latest_version });
             }
             if head.live_lease(now).is_none() {
-                let unchanged = head
-                    .committed
-                    .as_ref()
-                    .filter(|c| c.sha256 == sha256 && c.path == target.path() && c.branch == target.branch)
-                    .cloned();
-                if let Some(last) = unchanged {
+                if let Some(last) = same_as_committed {
                     // Nobody is committing, so the last commit is what the branch holds.
                     head.committed = Some(Committed { version: key, ..last.clone() });
                     if self.save_head(id, name, &head, stored).await? {
