@@ -260,7 +260,7 @@ async fn rate_limits_and_server_errors_are_retried() {
     assert_eq!(status, 201, "{answer}");
     let statuses: Vec<u16> = s.running.sandbox.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, vec![503, 200, 429, 201]);
-    assert_eq!(file_at(&s, answer["commit"].as_str().unwrap(), "f.json").await.is_some(), true);
+    assert!(file_at(&s, answer["commit"].as_str().unwrap(), "f.json").await.is_some());
 
     // A Bitbucket that stays down: 503 to the caller, nothing recorded as committed.
     s.running.sandbox.inject_fault(Fault {
@@ -384,5 +384,54 @@ async fn targets_are_listed_replaced_and_deleted() {
     assert_eq!(status, 201, "{again}");
     let (_, history) = s.get(&format!("{}/history", target("one"))).await;
     assert_eq!(history["history"].as_array().unwrap().len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_center_commits_through_browse_with_the_tip_it_read() {
+    let s = stack("backup").await;
+    let (status, dc) = s
+        .post_json(
+            "/integrations",
+            json!({"name": "DC", "flavor": "datacenter", "base_url": s.url("/sandbox/bitbucket"),
+                   "project_key": sb::DC_PROJECT, "repository": sb::REPOSITORY,
+                   "credential": {"kind": "http_token", "token": sb::DC_HTTP_TOKEN}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{dc}");
+    let id = dc["id"].as_str().unwrap();
+    let targets = format!("/integrations/{id}/backup-targets");
+    let (status, _) = s
+        .put(&format!("{targets}/api"), json!({"directory": "dc", "filename": "api.json", "branch": "dc-backups"}))
+        .await;
+    assert_eq!(status, 201);
+    let main = tip(&s, "main").await;
+    s.running.sandbox.clear_requests();
+    let (status, made) = s.post_json(&format!("{targets}/api/snapshots"), json!({"document": collection(1)})).await;
+    assert_eq!(status, 201, "{made}");
+    let commit = made["commit"].as_str().unwrap();
+    // A new branch: the tip lookup finds nothing, the default branch names the start, one PUT.
+    let requests: Vec<String> =
+        s.running.sandbox.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert!(requests[2].starts_with("PUT ") && requests[2].ends_with("/browse/dc/api.json"), "{requests:?}");
+    assert_eq!(tip(&s, "dc-backups").await, commit);
+    assert_eq!(parent_of(&s, commit).await.as_deref(), Some(main.as_str()));
+    assert_eq!(file_at(&s, commit, "dc/api.json").await, Some(shared::domain::backup::canonical(&collection(1))));
+    assert!(
+        made["url"].as_str().unwrap().ends_with(&format!("/projects/SANDBOX/repos/demo/commits/{commit}")),
+        "{made}"
+    );
+
+    // Changed: two requests (tip read, PUT with sourceCommitId); unchanged: none.
+    s.running.sandbox.clear_requests();
+    let (status, second) = s.post_json(&format!("{targets}/api/snapshots"), json!({"document": collection(2)})).await;
+    assert_eq!(status, 201, "{second}");
+    assert_eq!(s.running.sandbox.requests().len(), 2);
+    assert_eq!(parent_of(&s, second["commit"].as_str().unwrap()).await.as_deref(), Some(commit));
+    s.running.sandbox.clear_requests();
+    let (status, _) = s.post_json(&format!("{targets}/api/snapshots"), json!({"document": collection(2)})).await;
+    assert_eq!(status, 200);
+    assert!(s.running.sandbox.requests().is_empty());
     s.stop().await;
 }

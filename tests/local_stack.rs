@@ -9,14 +9,7 @@ use shared::signature::sign;
 use shared::webhook::Flavor;
 
 fn config(state_dir: std::path::PathBuf, token: Option<&str>) -> Config {
-    Config {
-        port: 0,
-        state_dir,
-        api_token: token.map(Secret::new),
-        sandbox_webhook_secret: None,
-        retention: chrono::Duration::days(30),
-        public_base_url: None,
-    }
+    Config { api_token: token.map(Secret::new), ..Config::for_tests(state_dir) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

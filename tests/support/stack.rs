@@ -17,14 +17,7 @@ pub struct Stack {
 /// The local stack on a free port with its own state directory.
 pub async fn stack(prefix: &str) -> Stack {
     let dir = temp_dir(prefix);
-    let config = Config {
-        port: 0,
-        state_dir: dir.clone(),
-        api_token: None,
-        sandbox_webhook_secret: None,
-        retention: chrono::Duration::days(30),
-        public_base_url: None,
-    };
+    let config = Config::for_tests(dir.clone());
     let running = start(config, false).await.expect("local stack starts");
     let token = running.seeded.api_token.expose().to_owned();
     Stack { running, http: reqwest::Client::new(), token, dir }

@@ -24,6 +24,7 @@ pub fn routes() -> Router<Sandbox> {
         .route("/_admin/push", post(push))
         .route("/_admin/branches", post(create_branch))
         .route("/_admin/branches/{*name}", delete(delete_branch))
+        .route("/_admin/branch-restrictions", post(add_branch_restriction))
         .route("/_admin/pullrequests", post(open_pull_request))
         .route("/_admin/pullrequests/{id}/{action}", post(pull_request_action))
         .route("/_admin/faults", get(list_faults).post(add_fault).delete(clear_faults))
@@ -74,6 +75,19 @@ async fn create_branch(State(sandbox): State<Sandbox>, bytes: Bytes) -> Result<R
 async fn delete_branch(State(sandbox): State<Sandbox>, PathParams(name): PathParams<String>) -> Result<StatusCode> {
     sandbox.apply(|s| s.delete_branch(&name).map(|events| ((), events)))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct NewRestriction {
+    kind: String,
+    pattern: String,
+}
+
+/// `{"kind": "delete", "pattern": "release/*"}` (a Cloud kind; a glob or an exact name) → 201 `{"id"}`.
+async fn add_branch_restriction(State(sandbox): State<Sandbox>, bytes: Bytes) -> Result<Response> {
+    let restriction: NewRestriction = body(&bytes)?;
+    let id = sandbox.state().add_branch_restriction(&restriction.kind, &restriction.pattern)?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
 }
 
 #[derive(Deserialize)]

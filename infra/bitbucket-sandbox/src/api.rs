@@ -28,6 +28,8 @@ pub fn routes() -> Router<Sandbox> {
         .route(&repo("/hooks/{uid}"), get(get_hook).put(update_hook).delete(delete_hook))
         .route(&repo("/refs/branches"), get(list_branches).post(create_branch))
         .route(&repo("/refs/branches/{*name}"), get(get_branch).delete(delete_branch))
+        .route(&repo("/branch-restrictions"), get(list_branch_restrictions))
+        .route(&repo("/branch-restrictions/{id}"), get(get_branch_restriction))
         .route(&repo("/src"), post(create_commit))
         .route(&repo("/src/{rev}/{*path}"), get(read_file))
         .route(&repo("/commit/{hash}"), get(get_commit))
@@ -283,14 +285,46 @@ async fn delete_branch(
 ) -> Result<StatusCode, Error> {
     caller.require("repository:write")?;
     check_repo(&w, &r)?;
-    sandbox.apply(|s| s.delete_branch(&name).map(|events| ((), events)))?;
+    sandbox.apply(|s| {
+        // The main branch (400), an unknown one (404), one under a `delete` restriction (403).
+        s.check_branch_deletion(&name)?;
+        s.delete_branch(&name).map(|events| ((), events))
+    })?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- branch restrictions --------------------------------------------------------------------
+
+/// `kind` and `pattern` filter. Cloud wants `repository:admin`; the sandbox asks `repository`.
+async fn list_branch_restrictions(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r)): RepoPath,
+    uri: Uri,
+) -> Result<Json<Value>, Error> {
+    caller.require("repository")?;
+    check_repo(&w, &r)?;
+    let query = uri.query().unwrap_or_default();
+    let (kind, pattern) = (param(query, "kind"), param(query, "pattern"));
+    let values = sandbox.state().cloud_restrictions_json(kind.as_deref(), pattern.as_deref());
+    listing(&sandbox, &uri, values)
+}
+
+async fn get_branch_restriction(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, id)): RepoItemPath<u64>,
+) -> Result<Json<Value>, Error> {
+    caller.require("repository")?;
+    check_repo(&w, &r)?;
+    let json = sandbox.state().cloud_restriction_json(id);
+    json.map(Json).ok_or_else(|| Error::not_found(format!("Branch restriction {id} not found")))
 }
 
 // ---- source and commits ---------------------------------------------------------------------
 
 /// The fields of a `POST …/src` form, multipart or URL-encoded, in order.
-async fn form_fields(request: Request) -> Result<Vec<(String, Vec<u8>)>, Error> {
+pub(crate) async fn form_fields(request: Request) -> Result<Vec<(String, Vec<u8>)>, Error> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)

@@ -18,6 +18,9 @@ use crate::paging::dc_paginate;
 use crate::state::{DC_HOOK_EVENTS, DC_USER, DcHook, default_branch_json};
 use crate::{DC_HTTP_TOKEN, DC_PROJECT, REPOSITORY, Sandbox};
 
+mod content;
+mod refs;
+
 type Result<T> = std::result::Result<T, DcError>;
 type RepoPath = PathParams<(String, String)>;
 type HookPath = PathParams<(String, String, String)>;
@@ -29,7 +32,27 @@ pub fn routes() -> Router<Sandbox> {
         .route(&repo("/default-branch"), get(default_branch))
         .route(&repo("/webhooks"), get(list_hooks).post(create_hook))
         .route(&repo("/webhooks/{id}"), get(get_hook).put(update_hook).delete(delete_hook))
+        // File content, branches, pull requests, `branch-utils` and `branch-permissions`: all
+        // behind the same token check.
+        .merge(content::routes())
+        .merge(refs::routes())
         .route_layer(middleware::from_fn(authenticate))
+}
+
+/// [`Sandbox::apply`] for changes that fail in Data Center's shape (keeping the exception name).
+fn apply_dc<T>(
+    sandbox: &Sandbox,
+    change: impl FnOnce(&mut crate::state::State) -> Result<(T, Vec<crate::state::Event>)>,
+) -> Result<T> {
+    let mut failure = None;
+    let applied = sandbox.apply(|state| {
+        change(state).map_err(|e| {
+            let error = e.error.clone();
+            failure = Some(e);
+            error
+        })
+    });
+    applied.map_err(|error| failure.take().unwrap_or_else(|| error.into()))
 }
 
 /// Refuses anything but the HTTP access token (Cloud credentials included); names the user in

@@ -7,6 +7,17 @@
 //! Routes are relative to the mount point: `/2.0/...` and `/site/oauth2/access_token` as on
 //! Cloud, `/rest/api/latest/...` as on Data Center, and `/_admin/...` (no auth) to drive it and
 //! inspect what it saw.
+//!
+//! - Data Center files: `PUT …/browse/{path}` (multipart commit of one file), `GET …/raw/{path}?at=`,
+//!   `GET …/commits/{id}`.
+//! - Data Center branches and pull requests: `GET …/branches` (filterText, orderBy, details),
+//!   `DELETE /rest/branch-utils/latest/…/branches` (endPoint, dryRun), `GET …/pull-requests`.
+//! - Branch restrictions, one list for both flavors: Cloud `GET /2.0/…/branch-restrictions`, Data
+//!   Center `GET /rest/branch-permissions/2.0/…/restrictions`, `POST /_admin/branch-restrictions`;
+//!   a `delete` restriction makes both flavors refuse to delete the branches it matches (403).
+//!
+//! Pipelines: `…/pipelines/` (trigger, list), `…/pipelines/{uuid}`, `…/{uuid}/stopPipeline`,
+//! `…/{uuid}/steps/` and `…/steps/{step}/test_reports`, runs driven by hand or on a timer.
 
 mod admin;
 mod api;
@@ -15,6 +26,7 @@ mod dc;
 mod error;
 mod faults;
 mod paging;
+mod pipelines;
 mod state;
 mod webhooks;
 
@@ -27,6 +39,7 @@ use axum::http::StatusCode;
 use tokio::task::JoinHandle;
 
 pub use faults::{Fault, FaultKind, RecordedRequest};
+pub use pipelines::TestCounts;
 pub use webhooks::SentWebhook;
 
 use auth::OAuth;
@@ -62,6 +75,8 @@ pub struct Sandbox {
 struct Inner {
     public_base: String,
     state: Mutex<State>,
+    /// Pipelines runs; locked before `state` whenever both are.
+    pipelines: Mutex<pipelines::Pipelines>,
     oauth: Mutex<OAuth>,
     faults: Mutex<Vec<Fault>>,
     requests: Mutex<Vec<RecordedRequest>>,
@@ -91,6 +106,7 @@ impl Sandbox {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::new(public_base.clone())),
                 public_base,
+                pipelines: Mutex::default(),
                 oauth: Mutex::default(),
                 faults: Mutex::default(),
                 requests: Mutex::default(),
@@ -109,6 +125,7 @@ impl Sandbox {
             .merge(api::routes())
             .merge(dc::routes())
             .merge(admin::routes())
+            .merge(pipelines::routes())
             .fallback(|| async { Error::not_found("Resource not found") })
             .method_not_allowed_fallback(|| async { Error::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
             .layer(axum::middleware::from_fn_with_state(self.clone(), faults::middleware))
@@ -167,7 +184,8 @@ impl Sandbox {
         lock(&self.inner.sent).clone()
     }
 
-    /// Commits created through `POST …/src` (not through [`Sandbox::push`] or `/_admin`).
+    /// Commits created through Cloud's `POST …/src` and Data Center's `PUT …/browse/{path}`
+    /// (not through [`Sandbox::push`] or `/_admin`).
     pub fn commit_count(&self) -> usize {
         self.inner.src_commits.load(Ordering::SeqCst)
     }
@@ -195,6 +213,28 @@ impl Sandbox {
     /// Deletes `name`, emitting `repo:push` (closed).
     pub async fn delete_branch(&self, name: &str) -> Result<(), String> {
         self.apply(|s| s.delete_branch(name).map(|events| ((), events))).map_err(|e| e.message)
+    }
+
+    /// Creates every branch of `names` at `from` (a branch or commit) WITHOUT any webhook, as if
+    /// the webhooks had been missed; all or nothing.
+    pub fn seed_branches(&self, names: &[String], from: &str) -> Result<(), String> {
+        self.state().seed_branches(names, from).map_err(|e| e.message)
+    }
+
+    /// Deletes `name` WITHOUT any webhook (a missed deletion). Ignores branch restrictions, as
+    /// [`Sandbox::delete_branch`] does.
+    pub fn delete_branch_quietly(&self, name: &str) -> Result<(), String> {
+        self.state().delete_branch(name).map(drop).map_err(|e| e.message)
+    }
+
+    /// Restricts the branches `pattern` matches (`*` matches any run of characters, `/`
+    /// included; otherwise an exact name) with a Cloud `kind` (`delete`, `force`, `push`, …);
+    /// returns its id. Shown by both flavors; only the API's deletions obey `delete` ones.
+    /// Panics on an unknown kind or an empty pattern.
+    pub fn add_branch_restriction(&self, kind: &str, pattern: &str) -> u64 {
+        self.state()
+            .add_branch_restriction(kind, pattern)
+            .unwrap_or_else(|e| panic!("sandbox branch restriction failed: {}", e.message))
     }
 
     /// Opens a pull request, emitting `pullrequest:created` (`pr:opened`). Panics when a branch

@@ -2,6 +2,7 @@
 //! and build statuses. Each mutation returns the webhook events it causes; `Sandbox` sends them.
 //! The [`dc`] submodule shows the same repository as Data Center does.
 
+mod branch_admin;
 mod dc;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +17,8 @@ use crate::error::Error;
 use crate::webhooks::Delivery;
 use crate::{REPOSITORY, WORKSPACE};
 
+pub use branch_admin::short_branch;
+pub use dc::{BranchOrder, DcFileEdit};
 pub use dc::{DC_HOOK_EVENTS, DC_USER, DcEvent, DcHook, default_branch_json};
 
 pub const MAIN: &str = "main";
@@ -135,6 +138,8 @@ pub struct State {
     /// Data Center's hooks: their own list, numbered from 1.
     pub dc_hooks: Vec<DcHook>,
     dc_hook_ids: u64,
+    /// Branch restrictions, shown to both flavors.
+    restrictions: branch_admin::Restrictions,
     pulls: BTreeMap<u64, PullRequest>,
     statuses: Vec<BuildStatus>,
     /// How far the sandbox clock runs ahead of the wall clock (tests age branches with it).
@@ -190,6 +195,7 @@ impl State {
             hooks: Vec::new(),
             dc_hooks: Vec::new(),
             dc_hook_ids: 0,
+            restrictions: Default::default(),
             pulls: BTreeMap::new(),
             statuses: Vec::new(),
             clock_offset: chrono::Duration::zero(),

@@ -7,6 +7,7 @@ mod seed;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -16,10 +17,12 @@ use shared::backends::{self, Backends};
 use shared::bitbucket::Connector;
 use shared::domain::backup::Backups;
 use shared::domain::connection::Connections;
+use shared::domain::pipelines::Pipelines;
 use shared::http::{AdminToken, require_admin};
 use shared::secrets::Secret;
+use shared::store::{FeedStore, Item};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use seed::{SANDBOX_ID, Seeded};
@@ -38,6 +41,11 @@ pub struct Config {
     pub retention: chrono::Duration,
     /// `PUBLIC_BASE_URL`: where Bitbucket reaches this process; default `http://127.0.0.1:{port}`.
     pub public_base_url: Option<String>,
+    /// `POLL_SECONDS`: how often the status poll runs (the schedule on AWS); `None`/0 = never.
+    pub poll_interval: Option<Duration>,
+    /// `SANDBOX_PIPELINE_SECONDS=pending,running`: sandbox runs advance by themselves (default
+    /// `3,8`); `None` leaves them pending until driven through `/_admin/pipelines`.
+    pub sandbox_pipeline_timing: Option<(Duration, Duration)>,
 }
 
 impl Config {
@@ -51,8 +59,38 @@ impl Config {
             sandbox_webhook_secret: text("SANDBOX_WEBHOOK_SECRET").map(Secret::new),
             retention: shared::config::retention()?,
             public_base_url: text("PUBLIC_BASE_URL"),
+            poll_interval: Some(Duration::from_secs(env_or("POLL_SECONDS", 10)?)).filter(|d| !d.is_zero()),
+            sandbox_pipeline_timing: pipeline_timing(&env_or("SANDBOX_PIPELINE_SECONDS", "3,8".to_owned())?)?,
         })
     }
+
+    /// For tests: a free port, generated token and secret, no poll loop, sandbox runs driven
+    /// by hand.
+    pub fn for_tests(state_dir: PathBuf) -> Self {
+        Config {
+            port: 0,
+            state_dir,
+            api_token: None,
+            sandbox_webhook_secret: None,
+            retention: chrono::Duration::days(30),
+            public_base_url: None,
+            poll_interval: None,
+            sandbox_pipeline_timing: None,
+        }
+    }
+}
+
+fn pipeline_timing(raw: &str) -> Result<Option<(Duration, Duration)>, shared::config::ConfigError> {
+    let bad = || shared::config::ConfigError {
+        name: "SANDBOX_PIPELINE_SECONDS",
+        problem: "expected `pending,running` seconds, e.g. `3,8`, or `manual`".into(),
+    };
+    if raw.trim() == "manual" {
+        return Ok(None);
+    }
+    let (pending, running) = raw.split_once(',').ok_or_else(bad)?;
+    let secs = |v: &str| v.trim().parse::<u64>().map(Duration::from_secs).map_err(|_| bad());
+    Ok(Some((secs(pending)?, secs(running)?)))
 }
 
 /// A running stack; dropping it does not stop it, [`Running::stop`] does.
@@ -62,12 +100,17 @@ pub struct Running {
     pub seeded: Seeded,
     pub backends: Backends,
     pub sandbox: Sandbox,
+    pub pipelines: Arc<Pipelines>,
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Running {
     pub async fn stop(self) -> std::io::Result<()> {
+        for task in &self.background {
+            task.abort();
+        }
         let _ = self.shutdown.send(());
         self.server.await.map_err(std::io::Error::other)?
     }
@@ -80,36 +123,70 @@ impl Running {
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The services behind the admin routes, built once.
+pub struct Services {
+    pub connections: Connections,
+    pub backups: Backups,
+    pub pipelines: Arc<Pipelines>,
+}
+
 /// The whole router: public webhook route, admin routes behind the bearer token, the sandbox
 /// Bitbucket, `/health`.
 pub fn app(
     backends: Backends,
-    connections: Connections,
+    services: Services,
     sandbox: &Sandbox,
     token: AdminToken,
     retention: chrono::Duration,
 ) -> Router {
-    let backups = Backups {
-        store: backends.store.clone(),
-        secrets: backends.secrets.clone(),
-        connector: connections.connector.clone(),
-    };
     let receiver = webhook_receiver::routes(Arc::new(webhook_receiver::Receiver { backends, retention }));
-    let admin = integrations_api::routes(Arc::new(integrations_api::Api { connections }))
-        .merge(backup_committer::routes(Arc::new(backups)))
+    let admin = integrations_api::routes(Arc::new(integrations_api::Api { connections: services.connections }))
+        .merge(backup_committer::routes(Arc::new(services.backups)))
+        .merge(pipeline_trigger::routes(services.pipelines.clone()))
+        .merge(status_poller::routes(services.pipelines))
         .route_layer(axum::middleware::from_fn_with_state(token, require_admin));
     let health = Router::new().route("/health", get(|| async { Json(json!({"status": "ok"})) }));
     shared::http::finish(health.merge(receiver).merge(admin)).nest(SANDBOX_MOUNT, sandbox.router())
 }
 
+/// The in-process worker: what the table's stream feeds the pipeline-trigger Lambda on AWS.
+/// A failed record is retried a few times, as Lambda retries a stream batch.
+fn worker(pipelines: Arc<Pipelines>, mut feed: mpsc::UnboundedReceiver<Item>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(item) = feed.recv().await {
+            for attempt in 1..=3u64 {
+                if pipeline_trigger::on_item(&pipelines, &item).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+            }
+        }
+    })
+}
+
+/// The status poll on a timer: what the EventBridge schedule does on AWS.
+fn poll_loop(pipelines: Arc<Pipelines>, every: Duration) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            status_poller::on_schedule(&pipelines).await;
+        }
+    })
+}
+
 /// Opens the state, binds `127.0.0.1:port` (0 = any free port), serves, then seeds (the seed
 /// registers the sandbox integration's webhook over HTTP, so the server must be up).
 pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Error> {
-    let backends = backends::local(&config.state_dir)?;
+    let local = backends::local(&config.state_dir)?;
+    let (store, feed) = FeedStore::new(local.store);
+    let backends = Backends { store: Arc::new(store), secrets: local.secrets };
     let listener = TcpListener::bind(("127.0.0.1", config.port)).await?;
     let addr = listener.local_addr()?;
     let base_url = config.public_base_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let sandbox = Sandbox::new(format!("http://{addr}{SANDBOX_MOUNT}"));
+    sandbox.set_pipeline_timing(config.sandbox_pipeline_timing);
     // One HTTP client and OAuth token cache for the API and the seed alike.
     let connector = Connector::default();
     let connections = || Connections {
@@ -120,7 +197,25 @@ pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Erro
         secret_prefix: "local".into(),
     };
     let api_token = seed::api_token(&config)?;
-    let app = app(backends.clone(), connections(), &sandbox, AdminToken::new(&api_token), config.retention);
+    let pipelines = Arc::new(Pipelines {
+        store: backends.store.clone(),
+        secrets: backends.secrets.clone(),
+        connector: connector.clone(),
+    });
+    let services = Services {
+        connections: connections(),
+        backups: Backups {
+            store: backends.store.clone(),
+            secrets: backends.secrets.clone(),
+            connector: connector.clone(),
+        },
+        pipelines: pipelines.clone(),
+    };
+    let app = app(backends.clone(), services, &sandbox, AdminToken::new(&api_token), config.retention);
+    let mut background = vec![worker(pipelines.clone(), feed)];
+    if let Some(every) = config.poll_interval {
+        background.push(poll_loop(pipelines.clone(), every));
+    }
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -137,12 +232,13 @@ pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Erro
     let seeded = match seed::sandbox_integration(&connections(), &config, &sandbox_base, api_token).await {
         Ok(seeded) => seeded,
         Err(e) => {
+            background.iter().for_each(JoinHandle::abort);
             let _ = shutdown.send(());
             let _ = server.await;
             return Err(e);
         }
     };
-    Ok(Running { addr, base_url, seeded, backends, sandbox, shutdown, server })
+    Ok(Running { addr, base_url, seeded, backends, sandbox, pipelines, shutdown, server, background })
 }
 
 async fn signal() {

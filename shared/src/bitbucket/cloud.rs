@@ -5,9 +5,11 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::pipelines::StepTests;
 use super::transport::{Body, Session};
 use super::{
-    Access, Bitbucket, BitbucketError, FileCommit, RepoTarget, Webhook, WebhookSpec, absent_as_none, segment, segments,
+    Access, Bitbucket, BitbucketError, FileCommit, PipelineRequest, PipelineRun, RepoTarget, TestSummary, Webhook,
+    WebhookSpec, absent_as_none, segment, segments,
 };
 
 /// The events this project acts on (no comments or approvals).
@@ -169,5 +171,49 @@ impl Bitbucket for CloudClient {
             .filter(|hash| !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_hexdigit()))
             .map(str::to_owned)
             .ok_or_else(|| BitbucketError::Unexpected("the commit answer named no commit".into()))
+    }
+
+    async fn run_pipeline(&self, request: &PipelineRequest) -> Result<PipelineRun, BitbucketError> {
+        let url = format!("{}/pipelines/", self.repo_url);
+        // Not retried after an ambiguous failure: a repeat would start a second run.
+        let run: Value = self.session.json(Method::POST, &url, &Body::Json(request.body())).await?;
+        PipelineRun::from_cloud(&run).ok_or_else(|| BitbucketError::Unexpected("a run without uuid or number".into()))
+    }
+
+    async fn stop_pipeline(&self, uuid: &str) -> Result<(), BitbucketError> {
+        let url = format!("{}/pipelines/{}/stopPipeline", self.repo_url, segment(uuid));
+        // Stopping twice is harmless, so a lost answer may be retried.
+        self.session.send(Method::POST, &url, &Body::Empty, true).await?;
+        Ok(())
+    }
+
+    async fn get_pipeline(&self, uuid: &str) -> Result<PipelineRun, BitbucketError> {
+        let url = format!("{}/pipelines/{}", self.repo_url, segment(uuid));
+        let run: Value = self.session.json(Method::GET, &url, &Body::Empty).await?;
+        PipelineRun::from_cloud(&run).ok_or_else(|| BitbucketError::Unexpected("a run without uuid or number".into()))
+    }
+
+    async fn list_pipelines(&self, page: u32, pagelen: u32) -> Result<Vec<PipelineRun>, BitbucketError> {
+        let url = format!("{}/pipelines/?sort=-created_on&page={page}&pagelen={pagelen}", self.repo_url);
+        let body: Value = self.session.json(Method::GET, &url, &Body::Empty).await?;
+        let values = body.get("values").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok(values.iter().filter_map(PipelineRun::from_cloud).collect())
+    }
+
+    async fn test_summary(&self, uuid: &str) -> Result<Option<TestSummary>, BitbucketError> {
+        let steps_url = format!("{}/pipelines/{}/steps/?pagelen=100", self.repo_url, segment(uuid));
+        let steps = self.session.list::<Value>(&steps_url, 2, next_link).await?;
+        let mut summary = TestSummary::default();
+        for step in &steps.items {
+            let Some(step_uuid) = step.get("uuid").and_then(Value::as_str) else { continue };
+            let url =
+                format!("{}/pipelines/{}/steps/{}/test_reports", self.repo_url, segment(uuid), segment(step_uuid));
+            let report: Option<Value> = absent_as_none(self.session.json(Method::GET, &url, &Body::Empty).await)?;
+            if let Some(report) = report {
+                let name = step.get("name").and_then(Value::as_str).unwrap_or("step").to_owned();
+                summary.add(StepTests::from_cloud(name, &report));
+            }
+        }
+        Ok((!summary.steps.is_empty()).then_some(summary))
     }
 }

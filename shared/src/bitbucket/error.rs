@@ -30,6 +30,9 @@ pub enum BitbucketError {
     Network(String),
     #[error("Bitbucket answered unexpectedly: {0}")]
     Unexpected(String),
+    /// The product cannot do this at all (e.g. Pipelines on Data Center).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 fn detail(message: &Option<String>) -> String {
@@ -54,6 +57,7 @@ impl BitbucketError {
             BitbucketError::Unavailable(_) => "unavailable",
             BitbucketError::Network(_) => "network",
             BitbucketError::Unexpected(_) => "unexpected_response",
+            BitbucketError::Unsupported(_) => "unsupported",
         }
     }
 

@@ -5,10 +5,12 @@ mod cloud;
 pub mod credentials;
 mod datacenter;
 mod error;
+pub mod pipelines;
 mod transport;
 
 pub use credentials::{API_TOKEN_SCOPES, Credential};
 pub use error::BitbucketError;
+pub use pipelines::{PipelineRequest, PipelineRun, PipelineVariable, TestSummary};
 pub use transport::{Listing, RetryPolicy, Transport};
 
 use std::sync::Arc;
@@ -128,7 +130,30 @@ pub trait Bitbucket: Send + Sync {
     async fn read_file(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, BitbucketError>;
     /// Makes `commit`; returns the new commit's hash. A moved branch is `Conflict`.
     async fn commit_file(&self, commit: &FileCommit) -> Result<String, BitbucketError>;
+
+    // Pipelines exist on Cloud only; Data Center keeps these defaults.
+    async fn run_pipeline(&self, _request: &PipelineRequest) -> Result<PipelineRun, BitbucketError> {
+        Err(BitbucketError::Unsupported(NO_PIPELINES.into()))
+    }
+    /// Stopping a finished run is `Rejected`.
+    async fn stop_pipeline(&self, _uuid: &str) -> Result<(), BitbucketError> {
+        Err(BitbucketError::Unsupported(NO_PIPELINES.into()))
+    }
+    async fn get_pipeline(&self, _uuid: &str) -> Result<PipelineRun, BitbucketError> {
+        Err(BitbucketError::Unsupported(NO_PIPELINES.into()))
+    }
+    /// One page of runs, newest first (`page` from 1).
+    async fn list_pipelines(&self, _page: u32, _pagelen: u32) -> Result<Vec<PipelineRun>, BitbucketError> {
+        Err(BitbucketError::Unsupported(NO_PIPELINES.into()))
+    }
+    /// The test reports of a completed run's steps, summed; `None` when no step has one.
+    async fn test_summary(&self, _uuid: &str) -> Result<Option<TestSummary>, BitbucketError> {
+        Err(BitbucketError::Unsupported(NO_PIPELINES.into()))
+    }
 }
+
+pub const NO_PIPELINES: &str =
+    "Bitbucket Data Center has no Pipelines; connect a Bitbucket Cloud repository to run builds";
 
 /// Builds per-connection clients on one shared [`Transport`] (created once at cold start).
 #[derive(Clone)]
@@ -174,6 +199,20 @@ pub(crate) fn segment(s: &str) -> String {
         }
     }
     out
+}
+
+/// Branch names as git allows them (roughly `git check-ref-format --branch`).
+pub fn valid_branch_name(branch: &str) -> bool {
+    let bad_char = |c: char| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c);
+    !(branch.is_empty()
+        || branch.len() > 255
+        || branch.contains("..")
+        || branch.contains("//")
+        || branch.contains("@{")
+        || branch.starts_with(['/', '.', '-'])
+        || branch.ends_with(['/', '.'])
+        || branch.ends_with(".lock")
+        || branch.contains(bad_char))
 }
 
 /// A `/`-separated path (branch names, file paths) with each segment percent-encoded.

@@ -45,11 +45,19 @@ pub struct Options {
     pub prune_branches: bool,
     pub build_pull_requests: bool,
     pub resync_pull_requests: bool,
+    /// Branch globs (`main`, `release/*`) whose pushes start a pipeline run.
+    pub build_branches: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { fetch_branches: true, prune_branches: true, build_pull_requests: true, resync_pull_requests: false }
+        Options {
+            fetch_branches: true,
+            prune_branches: true,
+            build_pull_requests: true,
+            resync_pull_requests: false,
+            build_branches: Vec::new(),
+        }
     }
 }
 

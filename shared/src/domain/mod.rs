@@ -4,6 +4,7 @@ pub mod backup;
 pub mod connection;
 pub mod delivery;
 pub mod integration;
+pub mod pipelines;
 pub mod webhook_secret;
 
 pub use delivery::{Delivery, IngestError, Ingested, ingest, list_deliveries};

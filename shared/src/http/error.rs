@@ -10,6 +10,7 @@ use crate::bitbucket::BitbucketError;
 use crate::domain::IngestError;
 use crate::domain::backup::{BackupError, MAX_DOCUMENT_BYTES};
 use crate::domain::connection::ConnectionError;
+use crate::domain::pipelines::PipelineError;
 use crate::secrets::SecretError;
 use crate::store::StoreError;
 
@@ -58,6 +59,7 @@ impl ApiError {
             ApiError::Bitbucket(BitbucketError::Unavailable(_) | BitbucketError::RateLimited) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::Bitbucket(BitbucketError::Unsupported(_)) => StatusCode::CONFLICT,
             ApiError::Bitbucket(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
@@ -158,6 +160,21 @@ impl From<BackupError> for ApiError {
             BackupError::Bitbucket(b) => ApiError::Bitbucket(b),
             BackupError::Secrets(e) => e.into(),
             BackupError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> Self {
+        let message = e.to_string();
+        match e {
+            PipelineError::Invalid { .. } => ApiError::BadRequest(message),
+            PipelineError::NotFound(_) => ApiError::NotFound(message),
+            PipelineError::AlreadyFinished { .. } => ApiError::Conflict(message),
+            PipelineError::Connection(e) => e.into(),
+            PipelineError::Bitbucket(b) => ApiError::Bitbucket(b),
+            PipelineError::Secrets(e) => e.into(),
+            PipelineError::Store(e) => e.into(),
         }
     }
 }

@@ -82,6 +82,14 @@ fn from_attrs(mut attrs: Attrs) -> Result<Item, StoreError> {
     Ok(Item { key: Key { pk, sk }, kind, sort, expires_at, version: version.unwrap_or(0) as u64, attrs })
 }
 
+/// An item from a DynamoDB stream record's `NewImage` (DynamoDB JSON, `{"S": "…"}`), as the
+/// port shows it, so stream consumers read the same records as everyone else.
+pub fn item_from_stream_image(image: &Value) -> Result<Item, StoreError> {
+    let item: serde_dynamo::Item = serde_json::from_value(image.clone())
+        .map_err(|e| StoreError::Corrupt(format!("not a DynamoDB stream image: {e}")))?;
+    from_attrs(item.into())
+}
+
 /// The port's error for a failed condition, carrying the live item DynamoDB returned
 /// (`ReturnValuesOnConditionCheckFailure::AllOld`).
 fn condition_failed(old: Option<Attrs>, now: i64) -> StoreError {

@@ -10,10 +10,12 @@
 //! - every successful write bumps `version` by one (1 on creation).
 
 mod dynamodb;
+mod feed;
 mod memory;
 mod sqlite;
 
-pub use dynamodb::DynamoStore;
+pub use dynamodb::{DynamoStore, item_from_stream_image};
+pub use feed::FeedStore;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use shared::webhook::Flavor;
 
-use super::{MAIN, PrState, State};
+use super::branch_admin::short_branch;
+use super::{Commit, DEFAULT_AUTHOR, Event, MAIN, NewCommit, PrState, State, clean_path};
+use crate::error::{DcError, Error};
 use crate::webhooks::Delivery;
 use crate::{DC_PROJECT, REPOSITORY};
 
@@ -15,6 +17,52 @@ pub const DC_HOOK_EVENTS: &[&str] =
 pub const DC_USER: &str = "sandbox-dev";
 /// Data Center's hash for the side of a ref change that does not exist (ADD, DELETE).
 const NO_HASH: &str = "0000000000000000000000000000000000000000";
+/// Where `details=true` puts a branch's tip commit.
+pub const LATEST_COMMIT_METADATA: &str = "com.atlassian.bitbucket.server.bitbucket-branch:latest-commit-metadata";
+/// The exception Data Center names when a file edit is based on a stale commit.
+const COMMIT_CONFLICT: &str = "com.atlassian.bitbucket.scm.git.GitCommitConflictException";
+
+/// A file edit through `PUT …/browse/{path}`.
+pub struct DcFileEdit {
+    pub path: String,
+    pub content: Vec<u8>,
+    /// The branch to commit to; created when missing.
+    pub branch: String,
+    pub message: Option<String>,
+    /// The commit the caller believes the branch is at: required to change an existing file.
+    pub source_commit: Option<String>,
+    /// Where a missing `branch` starts (default: the default branch).
+    pub source_branch: Option<String>,
+}
+
+/// How `GET …/branches` orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BranchOrder {
+    Alphabetical,
+    /// Most recently changed first (the tip commit's date), then by name.
+    Modification,
+}
+
+/// A full hash, or a prefix of at least 7 hex digits of it.
+fn same_commit(tip: &str, given: &str) -> bool {
+    tip == given || (given.len() >= 7 && tip.starts_with(given))
+}
+
+/// `("Name", "email")` from git's `Name <email>`.
+fn split_author(author: &str) -> (&str, &str) {
+    match author.split_once('<') {
+        Some((name, rest)) => (name.trim(), rest.trim_end().trim_end_matches('>').trim()),
+        None => (author.trim(), ""),
+    }
+}
+
+fn display_id(hash: &str) -> &str {
+    hash.get(..11).unwrap_or(hash)
+}
+
+fn conflict(message: String) -> DcError {
+    DcError { error: Error::conflict(message), exception: Some(COMMIT_CONFLICT) }
+}
 
 pub struct DcHook {
     pub id: u64,
@@ -123,6 +171,12 @@ impl State {
 
     /// A `pr:*` event; `None` for an unknown pull request.
     pub(super) fn dc_pull_event(&self, key: &'static str, id: u64) -> Option<DcEvent> {
+        let pull = self.dc_pull_json(id)?;
+        Some(self.dc_event(key, json!({ "pullRequest": pull })))
+    }
+
+    /// A pull request as Data Center shows it, in its events and its `pull-requests` listing.
+    pub fn dc_pull_json(&self, id: u64) -> Option<Value> {
         let p = self.pulls.get(&id)?;
         let (source_hash, destination_hash) = self.pull_heads(p);
         let reference = |branch: &str, hash: String| {
@@ -153,7 +207,7 @@ impl State {
         if p.state != PrState::Open {
             pull["closedDate"] = json!(p.updated_on.timestamp_millis());
         }
-        Some(self.dc_event(key, json!({ "pullRequest": pull })))
+        Some(pull)
     }
 
     /// One delivery per active Data Center hook subscribed to the event.
@@ -171,6 +225,138 @@ impl State {
                 body: body.clone(),
             })
             .collect()
+    }
+}
+
+impl State {
+    /// A commit as Data Center's REST API returns it.
+    pub fn dc_commit_json(&self, c: &Commit) -> Value {
+        let (name, email) = split_author(&c.author);
+        let person = json!({ "name": name, "emailAddress": email });
+        let millis = c.date.timestamp_millis();
+        let parents: Vec<Value> = c.parents.iter().map(|p| json!({ "id": p, "displayId": display_id(p) })).collect();
+        json!({
+            "id": c.hash,
+            "displayId": display_id(&c.hash),
+            "message": c.message,
+            "author": person,
+            "authorTimestamp": millis,
+            "committer": person,
+            "committerTimestamp": millis,
+            "parents": parents,
+        })
+    }
+
+    /// A branch name (`x` or `refs/heads/x`), a full hash or a prefix of at least 7 digits.
+    pub fn dc_resolve(&self, rev: &str) -> Option<&Commit> {
+        self.resolve(rev).or_else(|| self.resolve(short_branch(rev)))
+    }
+
+    /// The branches whose name contains `filter` (any case), as `GET …/branches` lists them.
+    pub fn dc_branches_json(&self, filter: &str, order: BranchOrder, details: bool) -> Vec<Value> {
+        let filter = filter.to_lowercase();
+        let mut branches: Vec<(&str, &Commit)> = self
+            .branches
+            .iter()
+            .filter(|(name, _)| name.to_lowercase().contains(&filter))
+            .filter_map(|(name, hash)| Some((name.as_str(), self.commits.get(hash)?)))
+            .collect();
+        if order == BranchOrder::Modification {
+            // Stable: equal dates stay in name order.
+            branches.sort_by_key(|b| std::cmp::Reverse(b.1.date));
+        }
+        branches
+            .into_iter()
+            .map(|(name, c)| {
+                let mut json = json!({
+                    "id": format!("refs/heads/{name}"),
+                    "displayId": name,
+                    "type": "BRANCH",
+                    "latestCommit": c.hash,
+                    "latestChangeset": c.hash,
+                    "isDefault": name == MAIN,
+                });
+                if details {
+                    json["metadata"] = json!({ LATEST_COMMIT_METADATA: self.dc_commit_json(c) });
+                }
+                json
+            })
+            .collect()
+    }
+
+    /// Pull requests in `states`; with `at` (a branch), those from it (`outgoing`) or into it.
+    pub fn dc_pulls_json(
+        &self,
+        states: &[PrState],
+        at: Option<&str>,
+        outgoing: bool,
+        newest_first: bool,
+    ) -> Vec<Value> {
+        let at = at.map(short_branch);
+        let mut pulls: Vec<Value> = self
+            .pulls
+            .values()
+            .filter(|p| states.contains(&p.state))
+            .filter(|p| at.is_none_or(|b| if outgoing { p.source == b } else { p.destination == b }))
+            .filter_map(|p| self.dc_pull_json(p.id))
+            .collect();
+        if newest_first {
+            pulls.reverse();
+        }
+        pulls
+    }
+
+    /// Commits one file as `PUT …/browse/{path}` does: on the branch's tip (which
+    /// `source_commit` must name when given, and must be given to change an existing file),
+    /// or on a new branch started at `source_branch`'s tip.
+    pub fn dc_edit_file(&mut self, edit: DcFileEdit) -> Result<(String, Vec<Event>), DcError> {
+        let path = clean_path(&edit.path)?;
+        let branch = short_branch(edit.branch.trim()).to_owned();
+        let source_commit = edit.source_commit.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let base = match self.tip(&branch) {
+            Some(tip) => {
+                let exists = self.commits.get(tip).is_some_and(|c| c.tree.contains_key(&path));
+                match source_commit {
+                    Some(given) if !same_commit(tip, given) => {
+                        return Err(conflict(format!(
+                            "Could not commit '{path}': branch '{branch}' has been modified since {given} \
+                             (its tip is now {})",
+                            display_id(tip)
+                        )));
+                    }
+                    None if exists => {
+                        return Err(conflict(format!(
+                            "'{path}' already exists on branch '{branch}': editing it needs the sourceCommitId \
+                             it was read at"
+                        )));
+                    }
+                    _ => tip.to_owned(),
+                }
+            }
+            None => {
+                let from = edit.source_branch.as_deref().map(|b| short_branch(b.trim())).filter(|b| !b.is_empty());
+                let from = from.unwrap_or(MAIN);
+                let tip = self.tip(from).ok_or_else(|| Error::not_found(format!("Branch '{from}' does not exist.")))?;
+                if let Some(given) = source_commit.filter(|given| !same_commit(tip, given)) {
+                    return Err(conflict(format!(
+                        "Could not create branch '{branch}' from '{from}': it has been modified since {given} \
+                         (its tip is now {})",
+                        display_id(tip)
+                    )));
+                }
+                tip.to_owned()
+            }
+        };
+        let message = edit.message.filter(|m| !m.trim().is_empty());
+        let commit = NewCommit {
+            branch,
+            message: message.unwrap_or_else(|| format!("{path} edited online with Bitbucket")),
+            author: DEFAULT_AUTHOR.to_owned(),
+            parents: Some(base),
+            files: vec![(path, edit.content)],
+            deletes: Vec::new(),
+        };
+        Ok(self.commit_files(commit)?)
     }
 }
 

@@ -92,19 +92,12 @@ fn check_segment(field: &'static str, segment: &str) -> Result<(), BackupError> 
     Ok(())
 }
 
-/// Branch names as git allows them.
 fn check_branch(branch: &str) -> Result<(), BackupError> {
-    let bad_char = |c: char| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c);
-    let bad = branch.is_empty()
-        || branch.len() > 255
-        || branch.contains("..")
-        || branch.contains("//")
-        || branch.contains("@{")
-        || branch.starts_with(['/', '.', '-'])
-        || branch.ends_with(['/', '.'])
-        || branch.ends_with(".lock")
-        || branch.contains(bad_char);
-    if bad { Err(invalid("branch", "is not a valid git branch name")) } else { Ok(()) }
+    if crate::bitbucket::valid_branch_name(branch) {
+        Ok(())
+    } else {
+        Err(invalid("branch", "is not a valid git branch name"))
+    }
 }
 
 fn check_author(author: &str) -> Result<(), BackupError> {

@@ -1,0 +1,20 @@
+//! Lambda entry point: HTTP API routes and the state table's stream, one set of clients.
+
+use std::sync::Arc;
+
+use shared::bitbucket::Connector;
+use shared::domain::pipelines::Pipelines;
+
+#[tokio::main]
+async fn main() -> Result<(), shared::lambda::Error> {
+    shared::telemetry::init();
+    let backends = shared::backends::aws().await?;
+    let pipelines =
+        Arc::new(Pipelines { store: backends.store, secrets: backends.secrets, connector: Connector::default() });
+    let router = pipeline_trigger::app(pipelines.clone());
+    shared::lambda::serve(router, move |event| {
+        let pipelines = pipelines.clone();
+        async move { Ok(pipeline_trigger::on_stream(&pipelines, &event).await) }
+    })
+    .await
+}

@@ -1,0 +1,27 @@
+//! Lambda entry point: HTTP API routes and the EventBridge schedule, one set of clients.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use shared::bitbucket::Connector;
+use shared::domain::pipelines::Pipelines;
+
+#[tokio::main]
+async fn main() -> Result<(), shared::lambda::Error> {
+    shared::telemetry::init();
+    let backends = shared::backends::aws().await?;
+    let pipelines =
+        Arc::new(Pipelines { store: backends.store, secrets: backends.secrets, connector: Connector::default() });
+    let router = status_poller::app(pipelines.clone());
+    shared::lambda::serve(router, move |event| {
+        let pipelines = pipelines.clone();
+        async move {
+            if shared::lambda::is_schedule(&event) {
+                Ok(status_poller::on_schedule(&pipelines).await)
+            } else {
+                Ok(json!({"ignored": "not a schedule event"}))
+            }
+        }
+    })
+    .await
+}

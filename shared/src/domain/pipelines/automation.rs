@@ -1,0 +1,285 @@
+//! Automatic runs from recorded webhook events, as each integration's options say: a run for a
+//! pull request opened or given a new head commit (`build_pull_requests`), for a push to a
+//! branch matching `build_branches`; running runs of a merged or declined pull request are
+//! stopped; a `repo:commit_status_*` for a pipeline refreshes that run at once.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Origin, PipelineError, Pipelines, Run, integration, run_sort};
+use crate::bitbucket::{Bitbucket, PipelineRequest};
+use crate::domain::Delivery;
+use crate::domain::integration::{Integration, IntegrationStatus};
+use crate::store::{Condition, Index, Item, Key, Query, StoreError};
+use crate::webhook::{Flavor, PullRequest, RepoEvent};
+
+const ACTION_KIND: &str = "pipeline_action";
+const PR_HEAD_KIND: &str = "pull_request_head";
+/// A claim older than this whose run is unknown was abandoned (its worker died).
+const CLAIM_TIMEOUT: chrono::Duration = chrono::Duration::seconds(60);
+
+/// The claim on one (delivery, action).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ActionClaim {
+    claimed_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    run: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PrHead {
+    head: String,
+}
+
+/// What one delivery caused (for logs and tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Effects {
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub refreshed: Vec<String>,
+    /// Actions already done by an earlier processing of the same delivery.
+    pub repeated: Vec<String>,
+}
+
+/// The same commit, whether abbreviated (Cloud sends 12 characters) or full.
+fn same_commit(a: &str, b: &str) -> bool {
+    let n = a.len().min(b.len());
+    n >= 7 && a[..n].eq_ignore_ascii_case(&b[..n])
+}
+
+/// A full hash can pin a run; an abbreviation cannot, so the branch tip is built instead.
+fn full_hash(head: &Option<String>) -> Option<String> {
+    head.clone().filter(|h| h.len() == 40)
+}
+
+/// The build number in a Pipelines result link (`…/pipelines/results/12`, or Cloud's
+/// `…/addon/pipelines/home#!/results/12`).
+fn build_number_in(url: &str) -> Option<u64> {
+    let (_, rest) = url.rsplit_once("/results/")?;
+    rest.split(['/', '?', '#']).next()?.parse().ok()
+}
+
+impl Pipelines {
+    /// Acts on a recorded delivery. Safe to call more than once for the same delivery.
+    pub async fn on_delivery(&self, delivery: &Delivery) -> Result<Effects, PipelineError> {
+        let mut effects = Effects::default();
+        let Some((integration, _)) = integration::get(self.store.as_ref(), &delivery.integration_id).await? else {
+            return Ok(effects);
+        };
+        if integration.flavor() == Flavor::DataCenter || integration.status != IntegrationStatus::Active {
+            return Ok(effects);
+        }
+        let mut client: Option<std::sync::Arc<dyn Bitbucket>> = None;
+        for event in &delivery.events {
+            let wanted = self.wanted_action(&integration, event).await?;
+            let Some(action) = wanted else { continue };
+            if client.is_none() {
+                client = Some(self.client(&integration).await?);
+            }
+            let client = client.as_deref().expect("set above");
+            match action {
+                Action::Start { name, request, pull_request } => {
+                    let origin = Origin { delivery_id: delivery.delivery_id.clone(), action: name.clone() };
+                    match self.start_once(&integration, client, &origin, &request, pull_request).await? {
+                        Some(run) => effects.started.push(run.uuid),
+                        None => effects.repeated.push(name),
+                    }
+                }
+                Action::StopFor(pull_request) => {
+                    for open in self.open_runs(&integration.id).await? {
+                        if open.pull_request == Some(pull_request) {
+                            let _ = client.stop_pipeline(&open.uuid).await;
+                            if let Ok(fresh) = client.get_pipeline(&open.uuid).await {
+                                self.record(&integration, client, &fresh, "bitbucket").await?;
+                            }
+                            effects.stopped.push(open.uuid);
+                        }
+                    }
+                }
+                Action::Refresh(build_number) => {
+                    if let Some(run) = self.by_build_number(&integration.id, build_number).await?
+                        && let Ok(fresh) = client.get_pipeline(&run.uuid).await
+                    {
+                        self.record(&integration, client, &fresh, "bitbucket").await?;
+                        effects.refreshed.push(run.uuid);
+                    }
+                }
+            }
+        }
+        Ok(effects)
+    }
+
+    async fn wanted_action(
+        &self,
+        integration: &Integration,
+        event: &RepoEvent,
+    ) -> Result<Option<Action>, PipelineError> {
+        let options = &integration.options;
+        let pr_run = |pr: &PullRequest, why: &str| Action::Start {
+            name: format!("pr-{}-{why}-{}", pr.id, pr.head.as_deref().unwrap_or("tip")),
+            request: PipelineRequest {
+                branch: pr.source_branch.clone(),
+                commit: full_hash(&pr.head),
+                custom: None,
+                variables: Vec::new(),
+            },
+            pull_request: Some(pr.id),
+        };
+        Ok(match event {
+            RepoEvent::PullRequestOpened { pull_request: pr } if options.build_pull_requests => {
+                self.remember_head(&integration.id, pr).await?;
+                Some(pr_run(pr, "opened"))
+            }
+            RepoEvent::PullRequestUpdated { pull_request: pr } if options.build_pull_requests => {
+                // Only a new head commit builds; a title or description edit does not.
+                let Some(head) = &pr.head else { return Ok(None) };
+                let key = Key::new(integration::partition(&integration.id), format!("PRH#{}", pr.id));
+                let known: Option<PrHead> = self.store.get(&key).await?.map(|i| i.record()).transpose()?;
+                if known.is_some_and(|k| same_commit(&k.head, head)) {
+                    return Ok(None);
+                }
+                self.remember_head(&integration.id, pr).await?;
+                Some(pr_run(pr, "updated"))
+            }
+            RepoEvent::PullRequestMerged { pull_request: pr } | RepoEvent::PullRequestDeclined { pull_request: pr } => {
+                Some(Action::StopFor(pr.id))
+            }
+            RepoEvent::BranchCreated { branch, head } | RepoEvent::BranchUpdated { branch, head, .. }
+                if crate::glob::any_matches(&options.build_branches, branch) =>
+            {
+                Some(Action::Start {
+                    name: format!("push-{branch}-{}", head.as_deref().unwrap_or("tip")),
+                    request: PipelineRequest {
+                        branch: branch.clone(),
+                        commit: full_hash(head),
+                        custom: None,
+                        variables: Vec::new(),
+                    },
+                    pull_request: None,
+                })
+            }
+            RepoEvent::CommitStatus { url: Some(url), .. } => build_number_in(url).map(Action::Refresh),
+            _ => None,
+        })
+    }
+
+    async fn remember_head(&self, id: &str, pr: &PullRequest) -> Result<(), PipelineError> {
+        if let Some(head) = &pr.head {
+            let key = Key::new(integration::partition(id), format!("PRH#{}", pr.id));
+            self.store
+                .put(Item::from_record(key, PR_HEAD_KIND, &PrHead { head: head.clone() })?, Condition::None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the run for `origin` unless that (delivery, action) already has one. `None` when
+    /// it had. A claim left by a worker that died mid-way is taken over after checking that
+    /// Bitbucket has no run it started.
+    async fn start_once(
+        &self,
+        integration: &Integration,
+        client: &dyn Bitbucket,
+        origin: &Origin,
+        request: &PipelineRequest,
+        pull_request: Option<u64>,
+    ) -> Result<Option<Run>, PipelineError> {
+        let id = &integration.id;
+        let key = Key::new(integration::partition(id), format!("ACT#{}#{}", origin.delivery_id, origin.action));
+        let now = Utc::now();
+        let claim = ActionClaim { claimed_at: now, run: None };
+        match self.store.put(Item::from_record(key.clone(), ACTION_KIND, &claim)?, Condition::Absent).await {
+            Ok(_) => {}
+            Err(StoreError::ConditionFailed { current: Some(current) }) => {
+                let held: ActionClaim = current.record()?;
+                if held.run.is_some() || now - held.claimed_at < CLAIM_TIMEOUT {
+                    return Ok(None);
+                }
+                // Abandoned: did its run reach Bitbucket before the worker died?
+                let recent = client.list_pipelines(1, 30).await?;
+                let started = recent.into_iter().find(|r| {
+                    r.branch.as_deref() == Some(request.branch.as_str())
+                        && r.created_on.is_some_and(|t| t >= held.claimed_at - chrono::Duration::seconds(5))
+                        && request
+                            .commit
+                            .as_ref()
+                            .is_none_or(|c| r.commit.as_ref().is_some_and(|rc| same_commit(c, rc)))
+                });
+                if let Some(fresh) = started {
+                    self.finish_claim(&key, &fresh.uuid).await?;
+                    return Ok(None);
+                }
+                let retake = ActionClaim { claimed_at: now, run: None };
+                match self
+                    .store
+                    .put(Item::from_record(key.clone(), ACTION_KIND, &retake)?, Condition::Version(current.version))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(StoreError::ConditionFailed { .. }) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let fresh = match client.run_pipeline(request).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                // Nothing started: free the claim so a redelivery tries again.
+                let _ = self.store.delete(&key, Condition::None).await;
+                return Err(self.noted(id, e).await);
+            }
+        };
+        let trigger = if pull_request.is_some() { "pull_request" } else { "push" };
+        let mut run = Run::new(&fresh, &integration.target.html_url(), trigger);
+        run.pull_request = pull_request;
+        run.origin = Some(origin.clone());
+        self.save(id, &run).await?;
+        self.finish_claim(&key, &run.uuid).await?;
+        Ok(Some(run))
+    }
+
+    async fn finish_claim(&self, key: &Key, run: &str) -> Result<(), PipelineError> {
+        let done = ActionClaim { claimed_at: Utc::now(), run: Some(run.to_owned()) };
+        self.store.put(Item::from_record(key.clone(), ACTION_KIND, &done)?, Condition::None).await?;
+        Ok(())
+    }
+
+    pub(super) async fn by_build_number(&self, id: &str, build_number: u64) -> Result<Option<Run>, PipelineError> {
+        let page = self
+            .store
+            .query(&Query {
+                pk: integration::partition(id),
+                index: Index::Sorted { prefix: run_sort(build_number) },
+                descending: false,
+                limit: 1,
+                cursor: None,
+            })
+            .await?;
+        page.items.first().map(|i| i.record().map_err(PipelineError::from)).transpose()
+    }
+}
+
+enum Action {
+    Start { name: String, request: PipelineRequest, pull_request: Option<u64> },
+    StopFor(u64),
+    Refresh(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_and_result_links() {
+        assert!(same_commit("0123456789ab", "0123456789abcdef0123456789abcdef01234567"));
+        assert!(!same_commit("0123456789ab", "0123456789ac"));
+        assert!(!same_commit("01", "01"));
+        assert_eq!(build_number_in("https://bitbucket.org/w/r/addon/pipelines/home#!/results/12"), Some(12));
+        assert_eq!(
+            build_number_in("http://127.0.0.1:3000/sandbox/bitbucket/sandbox/demo/pipelines/results/7"),
+            Some(7)
+        );
+        assert_eq!(build_number_in("https://ci.example.com/job/1"), None);
+    }
+}

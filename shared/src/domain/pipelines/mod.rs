@@ -1,0 +1,438 @@
+//! Bitbucket Pipelines runs: started on request or from webhook events, stopped, polled, and
+//! kept as the builds view.
+//!
+//! Records in the integration's partition `INT#{id}`:
+//! - `RUN#{uuid}` a [`Run`], sorted on the LSI by `RUN#{build number}` (newest first);
+//! - `OPEN#{uuid}` while a run is not final, so a poll finds unfinished runs in one query;
+//! - `ACT#{delivery id}#{action}` the claim that makes automatic runs at most one per
+//!   (delivery, action);
+//! - `PRH#{pull request id}` the head commit last built for a pull request.
+
+mod automation;
+mod poll;
+
+pub use poll::PollReport;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::connection::{self, ConnectionError};
+use super::integration::{self, Integration, IntegrationStatus};
+use crate::bitbucket::{
+    Bitbucket, BitbucketError, Connector, NO_PIPELINES, PipelineRequest, PipelineRun, PipelineVariable, TestSummary,
+    valid_branch_name,
+};
+use crate::secrets::{SecretError, SecretStore};
+use crate::store::{Condition, Index, Item, Key, Query, StateStore, StoreError};
+use crate::webhook::Flavor;
+
+/// Bitbucket calls for one request or one integration's poll, retries included.
+const CALL_BUDGET: Duration = Duration::from_secs(20);
+const RUN_KIND: &str = "pipeline_run";
+const OPEN_KIND: &str = "pipeline_open";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("no pipeline run `{0}`")]
+    NotFound(String),
+    #[error("pipeline run #{build_number} has already finished ({status}); there is nothing to stop")]
+    AlreadyFinished { build_number: u64, status: String },
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    #[error("{0}")]
+    Bitbucket(#[from] BitbucketError),
+    #[error(transparent)]
+    Secrets(#[from] SecretError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> PipelineError {
+    PipelineError::Invalid { field, problem: problem.into() }
+}
+
+/// What caused an automatic run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub delivery_id: String,
+    pub action: String,
+}
+
+/// A run as the builds view shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub uuid: String,
+    pub build_number: u64,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    pub selector: Option<String>,
+    /// `manual` (this API), `pull_request` or `push` (automatic), else Bitbucket's trigger.
+    pub trigger: String,
+    pub status: String,
+    pub started: Option<DateTime<Utc>>,
+    pub completed: Option<DateTime<Utc>>,
+    pub duration_seconds: Option<u64>,
+    pub link: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// Variable names given to the run (values, secured or not, are never stored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestSummary>,
+    /// Whether the test reports of this (final) run were fetched; they are fetched once.
+    #[serde(default)]
+    pub tests_fetched: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Run {
+    pub fn is_final(&self) -> bool {
+        crate::bitbucket::pipelines::is_final(&self.status)
+    }
+
+    fn new(fresh: &PipelineRun, target_html: &str, trigger: &str) -> Run {
+        Run {
+            uuid: fresh.uuid.clone(),
+            build_number: fresh.build_number,
+            branch: fresh.branch.clone(),
+            commit: fresh.commit.clone(),
+            selector: fresh.selector.clone(),
+            trigger: trigger.to_owned(),
+            status: fresh.status.clone(),
+            started: fresh.created_on,
+            completed: fresh.completed_on,
+            duration_seconds: fresh.duration_seconds,
+            link: format!("{target_html}/pipelines/results/{}", fresh.build_number),
+            pull_request: None,
+            origin: None,
+            variables: Vec::new(),
+            tests: None,
+            tests_fetched: false,
+            updated_at: Utc::now(),
+        }
+    }
+
+    /// Bitbucket's view of the run, keeping what only we know (trigger, origin, tests).
+    fn refreshed(&self, fresh: &PipelineRun) -> Run {
+        Run {
+            status: fresh.status.clone(),
+            started: fresh.created_on.or(self.started),
+            completed: fresh.completed_on,
+            duration_seconds: fresh.duration_seconds,
+            commit: fresh.commit.clone().or_else(|| self.commit.clone()),
+            updated_at: Utc::now(),
+            ..self.clone()
+        }
+    }
+
+    fn differs_from(&self, fresh: &PipelineRun) -> bool {
+        self.status != fresh.status
+            || self.completed != fresh.completed_on
+            || self.duration_seconds != fresh.duration_seconds
+    }
+}
+
+pub(crate) fn run_key(id: &str, uuid: &str) -> Key {
+    Key::new(integration::partition(id), format!("RUN#{uuid}"))
+}
+
+fn open_key(id: &str, uuid: &str) -> Key {
+    Key::new(integration::partition(id), format!("OPEN#{uuid}"))
+}
+
+fn run_sort(build_number: u64) -> String {
+    format!("RUN#{build_number:012}")
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OpenRun {
+    uuid: String,
+    build_number: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pull_request: Option<u64>,
+}
+
+/// `POST /integrations/{id}/pipelines`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    pub branch: String,
+    pub commit: Option<String>,
+    pub selector: Option<Selector>,
+    #[serde(default)]
+    pub variables: Vec<PipelineVariable>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub pattern: String,
+}
+
+impl RunRequest {
+    fn validate(self) -> Result<PipelineRequest, PipelineError> {
+        let branch = self.branch.trim().to_owned();
+        if !valid_branch_name(&branch) {
+            return Err(invalid("branch", "is not a valid git branch name"));
+        }
+        let commit = self.commit.map(|c| c.trim().to_ascii_lowercase());
+        if let Some(c) = &commit
+            && !((7..=40).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(invalid("commit", "must be a commit hash (7 to 40 hex digits)"));
+        }
+        let custom = match self.selector {
+            None => None,
+            Some(s) if s.kind != "custom" => {
+                return Err(invalid("selector.type", "must be `custom` (omit the selector for the branch's pipeline)"));
+            }
+            Some(s) if s.pattern.trim().is_empty() || s.pattern.len() > 255 => {
+                return Err(invalid("selector.pattern", "must name the custom pipeline (1-255 characters)"));
+            }
+            Some(s) => Some(s.pattern.trim().to_owned()),
+        };
+        if self.variables.len() > 100 {
+            return Err(invalid("variables", "at most 100"));
+        }
+        for v in &self.variables {
+            let ok_key = !v.key.is_empty()
+                && v.key.len() <= 255
+                && !v.key.starts_with(|c: char| c.is_ascii_digit())
+                && v.key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !ok_key {
+                return Err(invalid("variables.key", "must be letters, digits and _, not starting with a digit"));
+            }
+        }
+        Ok(PipelineRequest { branch, commit, custom, variables: self.variables })
+    }
+}
+
+/// Filters of the builds view.
+#[derive(Debug, Default, Clone)]
+pub struct RunFilter {
+    pub branch: Option<String>,
+    pub status: Option<String>,
+}
+
+/// The pipelines service, built once per process.
+#[derive(Clone)]
+pub struct Pipelines {
+    pub store: Arc<dyn StateStore>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub connector: Connector,
+}
+
+impl Pipelines {
+    async fn integration(&self, id: &str) -> Result<Integration, PipelineError> {
+        Ok(integration::get(self.store.as_ref(), id).await?.ok_or_else(|| ConnectionError::NotFound(id.to_owned()))?.0)
+    }
+
+    /// The integration, if it may run builds now: Cloud (else `unsupported`, 409) and active.
+    async fn runnable(&self, id: &str, action: &'static str) -> Result<Integration, PipelineError> {
+        let integration = self.integration(id).await?;
+        if integration.flavor() == Flavor::DataCenter {
+            return Err(BitbucketError::Unsupported(NO_PIPELINES.into()).into());
+        }
+        if integration.status != IntegrationStatus::Active {
+            let status = integration.status;
+            return Err(ConnectionError::WrongState { id: id.to_owned(), status, action }.into());
+        }
+        Ok(integration)
+    }
+
+    async fn client(&self, integration: &Integration) -> Result<Arc<dyn Bitbucket>, PipelineError> {
+        let credential = connection::credential_of(self.secrets.as_ref(), integration).await?;
+        Ok(self.connector.connect(&integration.target, credential, CALL_BUDGET))
+    }
+
+    /// Keeps a credential Bitbucket refused on the integration, then passes the error on.
+    async fn noted(&self, id: &str, e: BitbucketError) -> PipelineError {
+        if e.is_credential_problem() {
+            connection::record_failure(self.store.as_ref(), id, &e).await;
+        }
+        e.into()
+    }
+
+    pub async fn run(&self, id: &str, request: RunRequest) -> Result<Run, PipelineError> {
+        let request = request.validate()?;
+        let integration = self.runnable(id, "run pipelines").await?;
+        let client = self.client(&integration).await?;
+        let fresh = match client.run_pipeline(&request).await {
+            Ok(run) => run,
+            Err(e) => return Err(self.noted(id, e).await),
+        };
+        let mut run = Run::new(&fresh, &integration.target.html_url(), "manual");
+        run.variables = request.variables.iter().map(|v| v.key.clone()).collect();
+        self.save(id, &run).await?;
+        Ok(run)
+    }
+
+    /// Stops a pending or running run; a finished one is `AlreadyFinished`.
+    pub async fn stop(&self, id: &str, uuid: &str) -> Result<Run, PipelineError> {
+        let integration = self.runnable(id, "stop pipelines").await?;
+        if let Some((run, _)) = self.stored(id, uuid).await?
+            && run.is_final()
+        {
+            return Err(PipelineError::AlreadyFinished { build_number: run.build_number, status: run.status });
+        }
+        let client = self.client(&integration).await?;
+        let stopped = client.stop_pipeline(uuid).await;
+        let fresh = match client.get_pipeline(uuid).await {
+            Ok(fresh) => fresh,
+            Err(BitbucketError::NotFound(_)) => return Err(PipelineError::NotFound(uuid.to_owned())),
+            Err(e) => return Err(self.noted(id, e).await),
+        };
+        let run = self.record(&integration, client.as_ref(), &fresh, "manual").await?;
+        match stopped {
+            Ok(()) => Ok(run),
+            // Bitbucket refuses to stop a run that completed meanwhile.
+            Err(BitbucketError::Rejected(_)) if run.is_final() => {
+                Err(PipelineError::AlreadyFinished { build_number: run.build_number, status: run.status })
+            }
+            Err(e) => Err(self.noted(id, e).await),
+        }
+    }
+
+    pub async fn get(&self, id: &str, uuid: &str) -> Result<Run, PipelineError> {
+        self.integration(id).await?;
+        Ok(self.stored(id, uuid).await?.ok_or_else(|| PipelineError::NotFound(uuid.to_owned()))?.0)
+    }
+
+    async fn stored(&self, id: &str, uuid: &str) -> Result<Option<(Run, u64)>, PipelineError> {
+        let valid = !uuid.is_empty() && uuid.len() <= 64 && !uuid.contains('#');
+        if !valid {
+            return Ok(None);
+        }
+        // Bitbucket writes uuids in braces; accept them with or without.
+        let braced = if uuid.starts_with('{') { uuid.to_owned() } else { format!("{{{uuid}}}") };
+        match self.store.get(&run_key(id, &braced)).await? {
+            Some(item) => Ok(Some((item.record()?, item.version))),
+            None => Ok(None),
+        }
+    }
+
+    async fn save(&self, id: &str, run: &Run) -> Result<(), PipelineError> {
+        let item = Item::from_record(run_key(id, &run.uuid), RUN_KIND, run)?.with_sort(run_sort(run.build_number));
+        self.store.put(item, Condition::None).await?;
+        let open = open_key(id, &run.uuid);
+        if run.is_final() {
+            self.store.delete(&open, Condition::None).await?;
+        } else {
+            let marker =
+                OpenRun { uuid: run.uuid.clone(), build_number: run.build_number, pull_request: run.pull_request };
+            self.store.put(Item::from_record(open, OPEN_KIND, &marker)?, Condition::None).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores Bitbucket's view of a run (new or known), fetching its test reports once when it
+    /// is final. Returns the stored run.
+    async fn record(
+        &self,
+        integration: &Integration,
+        client: &dyn Bitbucket,
+        fresh: &PipelineRun,
+        trigger: &str,
+    ) -> Result<Run, PipelineError> {
+        let id = &integration.id;
+        let mut run = match self.stored(id, &fresh.uuid).await? {
+            Some((known, _)) if !known.differs_from(fresh) && (known.tests_fetched || !known.is_final()) => {
+                return Ok(known);
+            }
+            Some((known, _)) => known.refreshed(fresh),
+            None => Run::new(fresh, &integration.target.html_url(), &trigger_name(fresh, trigger)),
+        };
+        if run.is_final() && !run.tests_fetched {
+            match client.test_summary(&run.uuid).await {
+                Ok(tests) => {
+                    run.tests = tests;
+                    run.tests_fetched = true;
+                }
+                // The status is still worth keeping; the reports are tried again next time.
+                Err(e) => tracing::warn!(run = %run.uuid, reason = e.reason(), "test reports not fetched"),
+            }
+        }
+        self.save(id, &run).await?;
+        Ok(run)
+    }
+
+    /// The builds view: newest first, exact filters, cursor paging. A page may hold fewer than
+    /// `limit` runs when filters skip many; `next_cursor` continues after what was examined.
+    pub async fn list(
+        &self,
+        id: &str,
+        filter: &RunFilter,
+        limit: usize,
+        mut cursor: Option<String>,
+    ) -> Result<(Vec<Run>, Option<String>), PipelineError> {
+        self.integration(id).await?;
+        let mut runs = Vec::new();
+        for _ in 0..10 {
+            let page = self
+                .store
+                .query(&Query {
+                    pk: integration::partition(id),
+                    index: Index::Sorted { prefix: "RUN#".into() },
+                    descending: true,
+                    limit: limit - runs.len(),
+                    cursor: cursor.take(),
+                })
+                .await?;
+            for item in &page.items {
+                let run: Run = item.record()?;
+                let branch_ok = filter.branch.as_ref().is_none_or(|b| run.branch.as_ref() == Some(b));
+                let status_ok = filter.status.as_ref().is_none_or(|s| s.eq_ignore_ascii_case(&run.status));
+                if branch_ok && status_ok {
+                    runs.push(run);
+                }
+            }
+            cursor = page.cursor;
+            if cursor.is_none() || runs.len() >= limit {
+                break;
+            }
+        }
+        Ok((runs, cursor))
+    }
+
+    async fn open_runs(&self, id: &str) -> Result<Vec<OpenRun>, PipelineError> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store
+                .query(&Query {
+                    pk: integration::partition(id),
+                    index: Index::Primary { sk_prefix: "OPEN#".into() },
+                    descending: false,
+                    limit: 100,
+                    cursor,
+                })
+                .await?;
+            for item in &page.items {
+                out.push(item.record()?);
+            }
+            match page.cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Our trigger word for a run we did not start, from Bitbucket's (`PUSH` → `push`).
+fn trigger_name(fresh: &PipelineRun, ours: &str) -> String {
+    if ours != "bitbucket" {
+        return ours.to_owned();
+    }
+    fresh.trigger.as_deref().unwrap_or("unknown").to_ascii_lowercase()
+}
