@@ -246,7 +246,10 @@ async fn polls_update_runs_fetch_tests_once_and_settle_to_one_request() {
     s.post(&format!("{PIPELINES}/refresh")).await;
     assert_eq!(numbers(&list(&s, "?status=SUCCESSFUL").await), [3, 1]);
 
-    // Nothing changes any more: a poll is exactly one Bitbucket request.
+    // Nothing changes any more: a poll is exactly one Bitbucket request (once the status
+    // webhooks' own refreshes are done).
+    sandbox.settle().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     sandbox.clear_requests();
     let (status, report) = s.post(&format!("{PIPELINES}/refresh")).await;
     assert_eq!((status, report["updated"].clone()), (200, json!(0)), "{report}");
