@@ -6,7 +6,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::pipelines::StepTests;
-use super::transport::{Body, Session};
+use super::refs::{self, BranchInfo, PullRequestInfo};
+use super::transport::{Body, Listing, Session};
 use super::{
     Access, Bitbucket, BitbucketError, FileCommit, PipelineRequest, PipelineRun, RepoTarget, TestSummary, Webhook,
     WebhookSpec, absent_as_none, segment, segments,
@@ -24,6 +25,11 @@ pub const EVENTS: &[&str] = &[
 ];
 
 const MAX_PAGES: usize = 50;
+/// 100 branches a page: 60 pages cover 6,000 branches.
+const BRANCH_PAGES: usize = 60;
+/// Cloud caps pull request pages at 50: 100 pages cover 5,000 pull requests.
+const PULL_REQUEST_PAGES: usize = 100;
+const RESTRICTION_PAGES: usize = 10;
 
 pub struct CloudClient {
     session: Session,
@@ -137,11 +143,7 @@ impl Bitbucket for CloudClient {
 
     async fn read_file(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, BitbucketError> {
         let url = format!("{}/src/{}/{}", self.repo_url, segment(rev), segments(path));
-        let Some(response) = absent_as_none(self.session.send(Method::GET, &url, &Body::Empty, false).await)? else {
-            return Ok(None);
-        };
-        let bytes = response.bytes().await.map_err(|e| BitbucketError::Unexpected(format!("file content: {e}")))?;
-        Ok(Some(bytes.to_vec()))
+        self.session.bytes(&url).await
     }
 
     /// `POST …/src` (multipart): the file under its path, plus `message`, `branch`, `author`
@@ -171,6 +173,41 @@ impl Bitbucket for CloudClient {
             .filter(|hash| !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_hexdigit()))
             .map(str::to_owned)
             .ok_or_else(|| BitbucketError::Unexpected("the commit answer named no commit".into()))
+    }
+
+    async fn list_branches(&self) -> Result<Listing<BranchInfo>, BitbucketError> {
+        let url = format!("{}/refs/branches?pagelen=100", self.repo_url);
+        let listing = self.session.list::<Value>(&url, BRANCH_PAGES, next_link).await?;
+        let items = listing.items.iter().map(refs::cloud_branch).collect::<Result<_, _>>()?;
+        Ok(Listing { items, complete: listing.complete })
+    }
+
+    async fn list_pull_requests(&self) -> Result<Listing<PullRequestInfo>, BitbucketError> {
+        let url = format!(
+            "{}/pullrequests?state=OPEN&state=MERGED&state=DECLINED&sort=-updated_on&pagelen=50",
+            self.repo_url
+        );
+        let listing = self.session.list::<Value>(&url, PULL_REQUEST_PAGES, next_link).await?;
+        let items = listing.items.iter().map(refs::cloud_pull_request).collect::<Result<_, _>>()?;
+        Ok(Listing { items, complete: listing.complete })
+    }
+
+    async fn delete_restricted_patterns(&self) -> Result<Vec<String>, BitbucketError> {
+        let url = format!("{}/branch-restrictions?kind=delete&pagelen=100", self.repo_url);
+        let listing = self.session.list::<Value>(&url, RESTRICTION_PAGES, next_link).await?;
+        if !listing.complete {
+            // A restriction not read could be the one protecting a branch.
+            return Err(BitbucketError::Unexpected("more branch restrictions than this client reads".into()));
+        }
+        Ok(listing.items.iter().map(refs::cloud_restriction_pattern).collect())
+    }
+
+    async fn delete_branch(&self, name: &str) -> Result<(), BitbucketError> {
+        let url = format!("{}/refs/branches/{}", self.repo_url, segments(name));
+        match self.session.send(Method::DELETE, &url, &Body::Empty, false).await {
+            Ok(_) | Err(BitbucketError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn run_pipeline(&self, request: &PipelineRequest) -> Result<PipelineRun, BitbucketError> {

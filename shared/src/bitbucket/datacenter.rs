@@ -5,7 +5,8 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::transport::{Body, Session};
+use super::refs::{self, BranchInfo, PullRequestInfo};
+use super::transport::{Body, Listing, Session};
 use super::{
     Access, Bitbucket, BitbucketError, FileCommit, RepoTarget, Webhook, WebhookSpec, absent_as_none, segment, segments,
 };
@@ -15,18 +16,31 @@ pub const EVENTS: &[&str] =
     &["repo:refs_changed", "pr:opened", "pr:from_ref_updated", "pr:modified", "pr:merged", "pr:declined", "pr:deleted"];
 
 const MAX_PAGES: usize = 50;
+/// 100 branches a page: 60 pages cover 6,000 branches.
+const BRANCH_PAGES: usize = 60;
+const PULL_REQUEST_PAGES: usize = 50;
+const RESTRICTION_PAGES: usize = 10;
 
 pub struct DataCenterClient {
     session: Session,
     repo_url: String,
+    /// `{base}/rest`, for the REST plugins beside `api` (branch-utils, branch-permissions).
+    rest: String,
+    /// `projects/{KEY}/repos/{slug}`, percent-encoded.
+    repo_path: String,
 }
 
 impl DataCenterClient {
     pub fn new(session: Session, target: &RepoTarget) -> Self {
-        let base = target.base_url.trim_end_matches('/');
-        let repo_url =
-            format!("{base}/rest/api/latest/projects/{}/repos/{}", segment(&target.owner), segment(&target.slug));
-        DataCenterClient { session, repo_url }
+        let rest = format!("{}/rest", target.base_url.trim_end_matches('/'));
+        let repo_path = format!("projects/{}/repos/{}", segment(&target.owner), segment(&target.slug));
+        let repo_url = format!("{rest}/api/latest/{repo_path}");
+        DataCenterClient { session, repo_url, rest, repo_path }
+    }
+
+    /// A repository URL of another REST plugin, e.g. `branch-utils/latest`.
+    fn plugin_url(&self, plugin: &str) -> String {
+        format!("{}/{plugin}/{}", self.rest, self.repo_path)
     }
 
     fn hook_body(spec: &WebhookSpec) -> Value {
@@ -145,11 +159,41 @@ impl Bitbucket for DataCenterClient {
 
     async fn read_file(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, BitbucketError> {
         let url = format!("{}/raw/{}?at={}", self.repo_url, segments(path), segment(rev));
-        let Some(response) = absent_as_none(self.session.send(Method::GET, &url, &Body::Empty, false).await)? else {
-            return Ok(None);
-        };
-        let bytes = response.bytes().await.map_err(|e| BitbucketError::Unexpected(format!("file content: {e}")))?;
-        Ok(Some(bytes.to_vec()))
+        self.session.bytes(&url).await
+    }
+
+    async fn list_branches(&self) -> Result<Listing<BranchInfo>, BitbucketError> {
+        let url = format!("{}/branches?details=true&limit=100", self.repo_url);
+        let listing = self.session.list::<Value>(&url, BRANCH_PAGES, next_start).await?;
+        let items = listing.items.iter().map(refs::dc_branch).collect::<Result<_, _>>()?;
+        Ok(Listing { items, complete: listing.complete })
+    }
+
+    async fn list_pull_requests(&self) -> Result<Listing<PullRequestInfo>, BitbucketError> {
+        let url = format!("{}/pull-requests?state=ALL&order=NEWEST&limit=100", self.repo_url);
+        let listing = self.session.list::<Value>(&url, PULL_REQUEST_PAGES, next_start).await?;
+        let items = listing.items.iter().map(refs::dc_pull_request).collect::<Result<_, _>>()?;
+        Ok(Listing { items, complete: listing.complete })
+    }
+
+    async fn delete_restricted_patterns(&self) -> Result<Vec<String>, BitbucketError> {
+        let url = format!("{}/restrictions?type=no-deletes&limit=100", self.plugin_url("branch-permissions/2.0"));
+        let listing = self.session.list::<Value>(&url, RESTRICTION_PAGES, next_start).await?;
+        if !listing.complete {
+            // A restriction not read could be the one protecting a branch.
+            return Err(BitbucketError::Unexpected("more ref restrictions than this client reads".into()));
+        }
+        Ok(listing.items.iter().map(refs::dc_restriction_pattern).collect())
+    }
+
+    /// `DELETE /rest/branch-utils/latest/…/branches` with `{"name": "refs/heads/…", "dryRun": false}`.
+    async fn delete_branch(&self, name: &str) -> Result<(), BitbucketError> {
+        let url = format!("{}/branches", self.plugin_url("branch-utils/latest"));
+        let body = json!({"name": format!("refs/heads/{name}"), "dryRun": false});
+        match self.session.send(Method::DELETE, &url, &Body::Json(body), false).await {
+            Ok(_) | Err(BitbucketError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// `PUT …/browse/{path}` (multipart): `content`, `branch`, `message`, and `sourceCommitId`

@@ -6,11 +6,13 @@ pub mod credentials;
 mod datacenter;
 mod error;
 pub mod pipelines;
+pub mod refs;
 mod transport;
 
 pub use credentials::{API_TOKEN_SCOPES, Credential};
 pub use error::BitbucketError;
 pub use pipelines::{PipelineRequest, PipelineRun, PipelineVariable, TestSummary};
+pub use refs::{BranchInfo, PullRequestInfo};
 pub use transport::{Listing, RetryPolicy, Transport};
 
 use std::sync::Arc;
@@ -130,6 +132,16 @@ pub trait Bitbucket: Send + Sync {
     async fn read_file(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, BitbucketError>;
     /// Makes `commit`; returns the new commit's hash. A moved branch is `Conflict`.
     async fn commit_file(&self, commit: &FileCommit) -> Result<String, BitbucketError>;
+    /// Every branch, all pages (bounded: `complete` is false when the bound stopped it).
+    async fn list_branches(&self) -> Result<Listing<BranchInfo>, BitbucketError>;
+    /// Open, merged and declined pull requests, newest first, all pages (bounded).
+    async fn list_pull_requests(&self) -> Result<Listing<PullRequestInfo>, BitbucketError>;
+    /// Globs of the branches a restriction forbids deleting (`refs/heads/` stripped); one that
+    /// cannot be read exactly is [`refs::EVERY_BRANCH`].
+    async fn delete_restricted_patterns(&self) -> Result<Vec<String>, BitbucketError>;
+    /// Deletes a branch; one already gone is `Ok`. The main branch or a restricted one is
+    /// refused (`Rejected` / `Forbidden`).
+    async fn delete_branch(&self, name: &str) -> Result<(), BitbucketError>;
 
     // Pipelines exist on Cloud only; Data Center keeps these defaults.
     async fn run_pipeline(&self, _request: &PipelineRequest) -> Result<PipelineRun, BitbucketError> {

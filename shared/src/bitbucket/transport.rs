@@ -321,6 +321,17 @@ impl Session {
             .map_err(|e| BitbucketError::Unexpected(format!("not the expected JSON: {}", short(&e.to_string()))))
     }
 
+    /// A raw body (file content); `None` for a 404.
+    pub async fn bytes(&self, url: &str) -> Result<Option<Vec<u8>>, BitbucketError> {
+        let response = match self.send(Method::GET, url, &Body::Empty, false).await {
+            Ok(response) => response,
+            Err(BitbucketError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bytes = response.bytes().await.map_err(|e| BitbucketError::Unexpected(format!("file content: {e}")))?;
+        Ok(Some(bytes.to_vec()))
+    }
+
     /// Follows a listing's pages up to `max_pages`. `next_url` reads the next page's URL out of
     /// a page (Cloud `next`, Data Center `nextPageStart`); only URLs on the same origin as the
     /// first are followed, so a credential is never sent elsewhere.

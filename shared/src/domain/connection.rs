@@ -251,7 +251,7 @@ impl Connections {
     }
 
     pub async fn get(&self, id: &str) -> Result<(Integration, u64), ConnectionError> {
-        integration::get(self.store.as_ref(), id).await?.ok_or_else(|| ConnectionError::NotFound(id.to_owned()))
+        existing(self.store.as_ref(), id).await
     }
 
     pub async fn credential(&self, integration: &Integration) -> Result<Credential, ConnectionError> {
@@ -517,6 +517,11 @@ impl Connections {
     }
 }
 
+/// The integration and its version, or `NotFound`.
+pub async fn existing(store: &dyn StateStore, id: &str) -> Result<(Integration, u64), ConnectionError> {
+    integration::get(store, id).await?.ok_or_else(|| ConnectionError::NotFound(id.to_owned()))
+}
+
 /// The integration's credential, read from the secret store.
 pub async fn credential_of(
     secrets: &dyn SecretStore,
@@ -539,8 +544,21 @@ fn note_error(integration: &mut Integration, e: &BitbucketError) {
 /// concurrent change wins and the failure is only logged.
 pub async fn record_failure(store: &dyn StateStore, id: &str, e: &BitbucketError) {
     tracing::warn!(integration = id, reason = e.reason(), error = %e, "Bitbucket call failed");
+    noted(store, id, |integration| note_error(integration, e)).await;
+}
+
+/// Keeps a problem of background work that is not a failed Bitbucket call (e.g. a listing cut
+/// short by its page bound) as the integration's last error; its status is left alone.
+pub async fn record_problem(store: &dyn StateStore, id: &str, reason: &str, message: &str) {
+    tracing::warn!(integration = id, reason, error = message, "background work refused to act");
+    let error = LastError { reason: reason.to_owned(), message: message.to_owned(), at: Utc::now() };
+    noted(store, id, move |integration| integration.last_error = Some(error)).await;
+}
+
+/// Best effort: a concurrent change wins.
+async fn noted(store: &dyn StateStore, id: &str, change: impl FnOnce(&mut Integration)) {
     if let Ok(Some((mut integration, version))) = integration::get(store, id).await {
-        note_error(&mut integration, e);
+        change(&mut integration);
         integration.updated_at = Utc::now();
         let _ = integration::put(store, &integration, Condition::Version(version)).await;
     }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::bitbucket::RepoTarget;
-use crate::store::{Condition, Index, Item, Key, Query, StateStore, StoreError};
+use crate::store::{Condition, Item, Key, StateStore, StoreError, query_all};
 
 pub const KIND: &str = "integration";
 const PARTITION: &str = "INTEGRATIONS";
@@ -47,6 +47,8 @@ pub struct Options {
     pub resync_pull_requests: bool,
     /// Branch globs (`main`, `release/*`) whose pushes start a pipeline run.
     pub build_branches: Vec<String>,
+    /// Which branches the stale-branch cleanup deletes from Bitbucket.
+    pub stale_branches: StalePolicy,
 }
 
 impl Default for Options {
@@ -57,6 +59,35 @@ impl Default for Options {
             build_pull_requests: true,
             resync_pull_requests: false,
             build_branches: Vec::new(),
+            stale_branches: StalePolicy::default(),
+        }
+    }
+}
+
+/// The stale-branch policy: a branch is deleted when a pull request from it was merged or
+/// declined `merged_days` ago, or its last commit is `inactive_days` old — never the main
+/// branch, a `protected` glob, a branch with an open pull request or under a delete
+/// restriction, and at most `max_deletions` per run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StalePolicy {
+    /// Whether scheduled runs delete; when false they only plan (a dry run).
+    pub enabled: bool,
+    pub merged_days: u32,
+    pub inactive_days: u32,
+    /// Branch globs never deleted (`*` within a path segment, `**` across).
+    pub protected: Vec<String>,
+    pub max_deletions: u32,
+}
+
+impl Default for StalePolicy {
+    fn default() -> Self {
+        StalePolicy {
+            enabled: false,
+            merged_days: 14,
+            inactive_days: 90,
+            protected: ["main", "master", "develop", "release/*", "hotfix/*"].map(String::from).to_vec(),
+            max_deletions: 20,
         }
     }
 }
@@ -136,24 +167,5 @@ pub async fn put(store: &dyn StateStore, integration: &Integration, condition: C
 }
 
 pub async fn list(store: &dyn StateStore) -> Result<Vec<Integration>, StoreError> {
-    let mut out = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = store
-            .query(&Query {
-                pk: PARTITION.into(),
-                index: Index::Primary { sk_prefix: "INT#".into() },
-                descending: false,
-                limit: 100,
-                cursor,
-            })
-            .await?;
-        for item in &page.items {
-            out.push(item.record()?);
-        }
-        match page.cursor {
-            Some(c) => cursor = Some(c),
-            None => return Ok(out),
-        }
-    }
+    query_all(store, PARTITION, "INT#").await?.iter().map(Item::record).collect()
 }

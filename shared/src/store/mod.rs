@@ -154,6 +154,28 @@ pub trait StateStore: Send + Sync {
     async fn query(&self, query: &Query) -> Result<Page, StoreError>;
 }
 
+/// Every item of `pk` whose `sk` starts with `sk_prefix`, in `sk` order, all pages read.
+pub async fn query_all(store: &dyn StateStore, pk: &str, sk_prefix: &str) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .query(&Query {
+                pk: pk.to_owned(),
+                index: Index::Primary { sk_prefix: sk_prefix.to_owned() },
+                descending: false,
+                limit: 100,
+                cursor,
+            })
+            .await?;
+        items.extend(page.items);
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(items),
+        }
+    }
+}
+
 /// Cursors are the last returned item's position, base64url-encoded so callers treat them as
 /// opaque; each adapter decides what the position holds.
 pub(crate) fn encode_cursor(position: &Value) -> String {

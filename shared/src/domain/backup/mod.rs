@@ -32,7 +32,7 @@ use super::connection::{self, ConnectionError};
 use super::integration::{self, Integration, IntegrationStatus};
 use crate::bitbucket::{Bitbucket, BitbucketError, Connector, FileCommit};
 use crate::secrets::{SecretError, SecretStore};
-use crate::store::{Condition, Index, Item, Key, Query, StateStore, StoreError};
+use crate::store::{Condition, Index, Item, Key, Query, StateStore, StoreError, query_all};
 use crate::webhook::Flavor;
 
 /// The largest canonical document committed (Lambda's 6 MB synchronous payload, base64
@@ -205,7 +205,7 @@ pub struct Backups {
 
 impl Backups {
     async fn integration(&self, id: &str) -> Result<Integration, BackupError> {
-        Ok(integration::get(self.store.as_ref(), id).await?.ok_or_else(|| ConnectionError::NotFound(id.to_owned()))?.0)
+        Ok(connection::existing(self.store.as_ref(), id).await?.0)
     }
 
     fn require(integration: &Integration, ok: bool, action: &'static str) -> Result<(), BackupError> {
@@ -250,31 +250,15 @@ impl Backups {
 
     pub async fn list_targets(&self, id: &str) -> Result<Vec<BackupTarget>, BackupError> {
         self.integration(id).await?;
-        let mut out = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = self.store.query(&query(id, "BKT#".into(), false, 100, cursor)).await?;
-            for item in &page.items {
-                out.push(item.record()?);
-            }
-            match page.cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(out),
-            }
-        }
+        let items = query_all(self.store.as_ref(), &integration::partition(id), "BKT#").await?;
+        Ok(items.iter().map(Item::record).collect::<Result<_, _>>()?)
     }
 
     /// Deletes the target, its head and its history (the commits stay in Bitbucket).
     pub async fn delete_target(&self, id: &str, name: &str) -> Result<(), BackupError> {
         self.target(id, name).await?;
-        loop {
-            let page = self.store.query(&query(id, history_prefix(name), false, 100, None)).await?;
-            for item in &page.items {
-                self.store.delete(&item.key, Condition::None).await?;
-            }
-            if page.cursor.is_none() {
-                break;
-            }
+        for item in query_all(self.store.as_ref(), &integration::partition(id), &history_prefix(name)).await? {
+            self.store.delete(&item.key, Condition::None).await?;
         }
         self.store.delete(&head_key(id, name), Condition::None).await?;
         self.store.delete(&target_key(id, name), Condition::None).await?;

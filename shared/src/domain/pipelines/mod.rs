@@ -26,7 +26,7 @@ use crate::bitbucket::{
     valid_branch_name,
 };
 use crate::secrets::{SecretError, SecretStore};
-use crate::store::{Condition, Index, Item, Key, Query, StateStore, StoreError};
+use crate::store::{Condition, Index, Item, Key, Query, StateStore, StoreError, query_all};
 use crate::webhook::Flavor;
 
 /// Bitbucket calls for one request or one integration's poll, retries included.
@@ -234,7 +234,7 @@ pub struct Pipelines {
 
 impl Pipelines {
     async fn integration(&self, id: &str) -> Result<Integration, PipelineError> {
-        Ok(integration::get(self.store.as_ref(), id).await?.ok_or_else(|| ConnectionError::NotFound(id.to_owned()))?.0)
+        Ok(connection::existing(self.store.as_ref(), id).await?.0)
     }
 
     /// The integration, if it may run builds now: Cloud (else `unsupported`, 409) and active.
@@ -405,27 +405,8 @@ impl Pipelines {
     }
 
     async fn open_runs(&self, id: &str) -> Result<Vec<OpenRun>, PipelineError> {
-        let mut out = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = self
-                .store
-                .query(&Query {
-                    pk: integration::partition(id),
-                    index: Index::Primary { sk_prefix: "OPEN#".into() },
-                    descending: false,
-                    limit: 100,
-                    cursor,
-                })
-                .await?;
-            for item in &page.items {
-                out.push(item.record()?);
-            }
-            match page.cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(out),
-            }
-        }
+        let items = query_all(self.store.as_ref(), &integration::partition(id), "OPEN#").await?;
+        Ok(items.iter().map(Item::record).collect::<Result<_, _>>()?)
     }
 }
 
