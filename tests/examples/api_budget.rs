@@ -37,7 +37,8 @@ async fn main() {
         "|---|---|---|---|---|".to_owned(),
     ];
 
-    let (status, _) = s.put("/integrations/sandbox/backup-targets/bench", json!({"filename": "b.json", "branch": "main"})).await;
+    let (status, _) =
+        s.put("/integrations/sandbox/backup-targets/bench", json!({"filename": "b.json", "branch": "main"})).await;
     assert_eq!(status, 201);
     let (st, r) = counted(sandbox, snapshot(&s, "sandbox", 1)).await;
     rows.push(row("Cloud backup, changed", st, &r));
