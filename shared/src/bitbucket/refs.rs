@@ -155,16 +155,18 @@ mod tests {
 
     #[test]
     fn cloud_items() {
-        let b = cloud_branch(&json!({"name": "feature/x", "target": {"hash": "abc", "date": "2026-01-02T03:04:05+00:00"}}))
-            .unwrap();
+        let b =
+            cloud_branch(&json!({"name": "feature/x", "target": {"hash": "abc", "date": "2026-01-02T03:04:05+00:00"}}))
+                .unwrap();
         assert_eq!((b.name.as_str(), b.head.as_str(), b.is_default), ("feature/x", "abc", false));
         assert_eq!(b.last_commit.unwrap().to_rfc3339(), "2026-01-02T03:04:05+00:00");
         assert!(cloud_branch(&json!({"target": {"hash": "abc"}})).is_err(), "a nameless branch is an error");
         assert!(cloud_branch(&json!({"name": "x", "target": {}})).unwrap_err().reason() == "unexpected_response");
 
-        let pr = cloud_pull_request(&json!({"id": 7, "state": "MERGED", "updated_on": "2026-01-02T03:04:05.123456+00:00",
+        let pr =
+            cloud_pull_request(&json!({"id": 7, "state": "MERGED", "updated_on": "2026-01-02T03:04:05.123456+00:00",
             "source": {"branch": {"name": "topic"}, "commit": {"hash": "0123456789ab"}}}))
-        .unwrap();
+            .unwrap();
         assert_eq!((pr.id, pr.source_branch.as_str(), pr.is_closed(), pr.is_open()), (7, "topic", true, false));
         assert_eq!(pr.head.as_deref(), Some("0123456789ab"));
         assert!(pr.updated.is_some());
