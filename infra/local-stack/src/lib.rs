@@ -18,6 +18,7 @@ use shared::bitbucket::Connector;
 use shared::domain::backup::Backups;
 use shared::domain::connection::Connections;
 use shared::domain::pipelines::Pipelines;
+use shared::domain::pruning::Pruner;
 use shared::http::{AdminToken, require_admin};
 use shared::secrets::Secret;
 use shared::store::{FeedStore, Item};
@@ -41,7 +42,8 @@ pub struct Config {
     pub retention: chrono::Duration,
     /// `PUBLIC_BASE_URL`: where Bitbucket reaches this process; default `http://127.0.0.1:{port}`.
     pub public_base_url: Option<String>,
-    /// `POLL_SECONDS`: how often the status poll runs (the schedule on AWS); `None`/0 = never.
+    /// `POLL_SECONDS`: how often the scheduled work runs — the status poll, then branch
+    /// reconciliation and the stale-branch cleanup (two schedules on AWS); `None`/0 = never.
     pub poll_interval: Option<Duration>,
     /// `SANDBOX_PIPELINE_SECONDS=pending,running`: sandbox runs advance by themselves (default
     /// `3,8`); `None` leaves them pending until driven through `/_admin/pipelines`.
@@ -101,6 +103,7 @@ pub struct Running {
     pub backends: Backends,
     pub sandbox: Sandbox,
     pub pipelines: Arc<Pipelines>,
+    pub pruner: Arc<Pruner>,
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
@@ -128,6 +131,7 @@ pub struct Services {
     pub connections: Connections,
     pub backups: Backups,
     pub pipelines: Arc<Pipelines>,
+    pub pruner: Arc<Pruner>,
 }
 
 /// The whole router: public webhook route, admin routes behind the bearer token, the sandbox
@@ -144,34 +148,42 @@ pub fn app(
         .merge(backup_committer::routes(Arc::new(services.backups)))
         .merge(pipeline_trigger::routes(services.pipelines.clone()))
         .merge(status_poller::routes(services.pipelines))
+        .merge(branch_pruner::routes(services.pruner))
         .route_layer(axum::middleware::from_fn_with_state(token, require_admin));
     let health = Router::new().route("/health", get(|| async { Json(json!({"status": "ok"})) }));
     shared::http::finish(health.merge(receiver).merge(admin)).nest(SANDBOX_MOUNT, sandbox.router())
 }
 
-/// The in-process worker: what the table's stream feeds the pipeline-trigger Lambda on AWS.
-/// A failed record is retried a few times, as Lambda retries a stream batch.
-fn worker(pipelines: Arc<Pipelines>, mut feed: mpsc::UnboundedReceiver<Item>) -> JoinHandle<()> {
+/// The in-process worker: what the table's stream feeds the pipeline-trigger and branch-pruner
+/// Lambdas on AWS, one consumer after the other for each item. A failed record is retried a
+/// few times per consumer, as Lambda retries a stream batch per function.
+fn worker(pipelines: Arc<Pipelines>, pruner: Arc<Pruner>, mut feed: mpsc::UnboundedReceiver<Item>) -> JoinHandle<()> {
+    async fn retried<F: Future<Output = Result<(), String>>>(mut consume: impl FnMut() -> F) {
+        for attempt in 1..=3u64 {
+            if consume().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+        }
+    }
     tokio::spawn(async move {
         while let Some(item) = feed.recv().await {
-            for attempt in 1..=3u64 {
-                if pipeline_trigger::on_item(&pipelines, &item).await.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-            }
+            retried(|| pipeline_trigger::on_item(&pipelines, &item)).await;
+            retried(|| branch_pruner::on_item(&pruner, &item)).await;
         }
     })
 }
 
-/// The status poll on a timer: what the EventBridge schedule does on AWS.
-fn poll_loop(pipelines: Arc<Pipelines>, every: Duration) -> JoinHandle<()> {
+/// The scheduled work on one timer: what the EventBridge schedules of status-poller and
+/// branch-pruner do on AWS (there each has its own rate).
+fn poll_loop(pipelines: Arc<Pipelines>, pruner: Arc<Pruner>, every: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
             status_poller::on_schedule(&pipelines).await;
+            branch_pruner::on_schedule(&pruner).await;
         }
     })
 }
@@ -202,6 +214,11 @@ pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Erro
         secrets: backends.secrets.clone(),
         connector: connector.clone(),
     });
+    let pruner = Arc::new(Pruner {
+        store: backends.store.clone(),
+        secrets: backends.secrets.clone(),
+        connector: connector.clone(),
+    });
     let services = Services {
         connections: connections(),
         backups: Backups {
@@ -210,11 +227,12 @@ pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Erro
             connector: connector.clone(),
         },
         pipelines: pipelines.clone(),
+        pruner: pruner.clone(),
     };
     let app = app(backends.clone(), services, &sandbox, AdminToken::new(&api_token), config.retention);
-    let mut background = vec![worker(pipelines.clone(), feed)];
+    let mut background = vec![worker(pipelines.clone(), pruner.clone(), feed)];
     if let Some(every) = config.poll_interval {
-        background.push(poll_loop(pipelines.clone(), every));
+        background.push(poll_loop(pipelines.clone(), pruner.clone(), every));
     }
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -238,7 +256,7 @@ pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Erro
             return Err(e);
         }
     };
-    Ok(Running { addr, base_url, seeded, backends, sandbox, pipelines, shutdown, server, background })
+    Ok(Running { addr, base_url, seeded, backends, sandbox, pipelines, pruner, shutdown, server, background })
 }
 
 async fn signal() {

@@ -5,8 +5,9 @@ pub mod connection;
 pub mod delivery;
 pub mod integration;
 pub mod pipelines;
+pub mod pruning;
 pub mod webhook_secret;
 
 pub use delivery::{Delivery, IngestError, Ingested, ingest, list_deliveries};
-pub use integration::{Integration, IntegrationStatus, Options};
+pub use integration::{Integration, IntegrationStatus, Options, StalePolicy};
 pub use webhook_secret::WebhookSecrets;

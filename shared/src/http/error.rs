@@ -11,6 +11,7 @@ use crate::domain::IngestError;
 use crate::domain::backup::{BackupError, MAX_DOCUMENT_BYTES};
 use crate::domain::connection::ConnectionError;
 use crate::domain::pipelines::PipelineError;
+use crate::domain::pruning::PrunerError;
 use crate::secrets::SecretError;
 use crate::store::StoreError;
 
@@ -175,6 +176,23 @@ impl From<PipelineError> for ApiError {
             PipelineError::Bitbucket(b) => ApiError::Bitbucket(b),
             PipelineError::Secrets(e) => e.into(),
             PipelineError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<PrunerError> for ApiError {
+    fn from(e: PrunerError) -> Self {
+        let message = e.to_string();
+        match e {
+            PrunerError::Invalid { .. } => ApiError::BadRequest(message),
+            PrunerError::NotMirrored(_) => ApiError::Conflict(message),
+            // Nothing was pruned; a later run (or a retry) may read the whole listing.
+            PrunerError::Incomplete(_) => ApiError::Unavailable(message),
+            PrunerError::Connection(e) => e.into(),
+            // 503 when Bitbucket is down or rate limiting, 422 when it refused.
+            PrunerError::Bitbucket(b) => ApiError::Bitbucket(b),
+            PrunerError::Secrets(e) => e.into(),
+            PrunerError::Store(e) => e.into(),
         }
     }
 }

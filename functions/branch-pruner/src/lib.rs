@@ -1,0 +1,127 @@
+//! branch-pruner: `POST /integrations/{id}/prune` (reconcile environments, or plan/delete stale
+//! branches), `GET /integrations/{id}/environments` and `GET /integrations/{id}/prune-audit`;
+//! environments follow each recorded delivery (the table's stream on AWS, the in-process feed
+//! locally); and the schedule reconciles every integration, then runs its stale-branch cleanup
+//! (a dry run unless its policy is enabled).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::domain::delivery::{self, Delivery};
+use shared::domain::pruning::{PruneAction, PruneRequest, Pruner};
+use shared::http::{ApiError, JsonBody, parse_limit};
+use shared::store::Item;
+
+pub fn app(pruner: Arc<Pruner>) -> Router {
+    shared::http::finish(routes(pruner))
+}
+
+pub fn routes(pruner: Arc<Pruner>) -> Router {
+    Router::new()
+        .route("/integrations/{id}/prune", post(prune))
+        .route("/integrations/{id}/environments", get(environments))
+        .route("/integrations/{id}/prune-audit", get(audit))
+        .with_state(pruner)
+}
+
+async fn prune(
+    State(p): State<Arc<Pruner>>,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<PruneRequest>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(match request.validate()? {
+        PruneAction::Reconcile => json!(p.reconcile(&id).await?),
+        PruneAction::StaleBranches { dry_run } => json!(p.stale_branches(&id, dry_run, Utc::now()).await?),
+    }))
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn environments(
+    State(p): State<Arc<Pruner>>,
+    Path(id): Path<String>,
+    Query(paging): Query<Paging>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = parse_limit(paging.limit.as_deref(), 100, 1000)?;
+    let (environments, next_cursor) = p.list_environments(&id, limit, paging.cursor).await?;
+    Ok(Json(json!({"environments": environments, "next_cursor": next_cursor})))
+}
+
+async fn audit(
+    State(p): State<Arc<Pruner>>,
+    Path(id): Path<String>,
+    Query(paging): Query<Paging>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = parse_limit(paging.limit.as_deref(), 20, 100)?;
+    let (entries, next_cursor) = p.list_audit(&id, limit, paging.cursor).await?;
+    Ok(Json(json!({"audit": entries, "next_cursor": next_cursor})))
+}
+
+/// Handles one new image from the table's change feed: deliveries only (the stream's event
+/// filter already selects them on AWS). An error means "retry this record".
+pub async fn on_item(pruner: &Pruner, item: &Item) -> Result<(), String> {
+    if item.kind != delivery::KIND {
+        return Ok(());
+    }
+    let delivery: Delivery = item.record().map_err(|e| e.to_string())?;
+    let span =
+        tracing::info_span!("delivery", delivery_id = %delivery.delivery_id, integration = %delivery.integration_id);
+    let _guard = span.enter();
+    match pruner.on_delivery(&delivery).await {
+        Ok(effects) => {
+            tracing::info!(?effects, "environments updated");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "environment update failed; it will be retried");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// A DynamoDB stream batch: each record processed; the failed ones reported for retry.
+pub async fn on_stream(pruner: &Pruner, batch: &Value) -> Value {
+    let mut failed = Vec::new();
+    for (sequence, item) in shared::lambda::stream_records(batch) {
+        let outcome = match item {
+            Ok(item) => on_item(pruner, &item).await,
+            Err(e) => {
+                // An image that cannot be read will not read better on retry.
+                tracing::error!(error = %e, sequence, "unreadable stream record skipped");
+                Ok(())
+            }
+        };
+        if outcome.is_err() {
+            failed.push(sequence);
+        }
+    }
+    shared::lambda::batch_failures(&failed)
+}
+
+/// The scheduled run: every eligible integration; failures are reported per integration.
+pub async fn on_schedule(pruner: &Pruner) -> Value {
+    match pruner.run_scheduled(Utc::now()).await {
+        Ok(reports) => {
+            for report in &reports {
+                let environments = report.environments.as_ref();
+                tracing::info!(integration = %report.integration,
+                    listed = environments.map_or(0, |r| r.listed), pruned = environments.map_or(0, |r| r.pruned.len()),
+                    errors = ?report.errors, "branches reconciled");
+            }
+            json!({"integrations": reports})
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "scheduled prune failed");
+            json!({"error": e.to_string()})
+        }
+    }
+}
