@@ -76,6 +76,16 @@ async fn main() {
     let (st, r) = counted(sandbox, s.post("/integrations/sandbox/pipelines/refresh")).await;
     rows.push(row("Pipelines poll, steady state", st, &r));
 
+    // Reconciliation of 250 branches (the 3 seeded plus 247 created without webhooks).
+    let names: Vec<String> = (0..247).map(|i| format!("bench/{i:03}")).collect();
+    sandbox.seed_branches(&names, "main").unwrap();
+    let (st, r) = counted(sandbox, s.post_json("/integrations/sandbox/prune", json!({"mode": "environments"}))).await;
+    rows.push(row("Reconcile 250 branches into environments", st, &r));
+    let (st, r) =
+        counted(sandbox, s.post_json("/integrations/sandbox/prune", json!({"mode": "stale-branches", "dry_run": true})))
+            .await;
+    rows.push(row("Stale-branch plan (dry run), 250 branches", st, &r));
+
     println!("{}", rows.join("\n"));
     s.stop().await;
 }
