@@ -81,9 +81,11 @@ async fn main() {
     sandbox.seed_branches(&names, "main").unwrap();
     let (st, r) = counted(sandbox, s.post_json("/integrations/sandbox/prune", json!({"mode": "environments"}))).await;
     rows.push(row("Reconcile 250 branches into environments", st, &r));
-    let (st, r) =
-        counted(sandbox, s.post_json("/integrations/sandbox/prune", json!({"mode": "stale-branches", "dry_run": true})))
-            .await;
+    let (st, r) = counted(
+        sandbox,
+        s.post_json("/integrations/sandbox/prune", json!({"mode": "stale-branches", "dry_run": true})),
+    )
+    .await;
     rows.push(row("Stale-branch plan (dry run), 250 branches", st, &r));
 
     println!("{}", rows.join("\n"));
