@@ -390,16 +390,7 @@ async fn targets_are_listed_replaced_and_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_center_commits_through_browse_with_the_tip_it_read() {
     let s = stack("backup").await;
-    let (status, dc) = s
-        .post_json(
-            "/integrations",
-            json!({"name": "DC", "flavor": "datacenter", "base_url": s.url("/sandbox/bitbucket"),
-                   "project_key": sb::DC_PROJECT, "repository": sb::REPOSITORY,
-                   "credential": {"kind": "http_token", "token": sb::DC_HTTP_TOKEN}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{dc}");
-    let id = dc["id"].as_str().unwrap();
+    let id = s.data_center_integration(json!({})).await;
     let targets = format!("/integrations/{id}/backup-targets");
     let (status, _) = s
         .put(&format!("{targets}/api"), json!({"directory": "dc", "filename": "api.json", "branch": "dc-backups"}))

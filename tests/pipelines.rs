@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use bitbucket_sandbox::{self as sb, Fault, FaultKind, TestCounts};
+use bitbucket_sandbox::{Fault, FaultKind, TestCounts};
 use cross_function_tests::stack::{Stack, stack};
 use serde_json::{Value, json};
 use shared::domain::delivery::{self, Delivery};
@@ -317,16 +317,7 @@ async fn commit_status_webhooks_update_a_run_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_center_and_inactive_integrations_run_nothing() {
     let s = stack("pipelines").await;
-    let (status, dc) = s
-        .post_json(
-            "/integrations",
-            json!({"name": "DC", "flavor": "datacenter", "base_url": s.url("/sandbox/bitbucket"),
-                   "project_key": sb::DC_PROJECT, "repository": sb::REPOSITORY, "register_webhook": false,
-                   "credential": {"kind": "http_token", "token": sb::DC_HTTP_TOKEN}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{dc}");
-    let id = dc["id"].as_str().unwrap();
+    let id = s.data_center_integration(json!({})).await;
     let (status, answer) = s.post_json(&format!("/integrations/{id}/pipelines"), json!({"branch": "main"})).await;
     assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("unsupported")), "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap().contains("Data Center has no Pipelines"));

@@ -518,17 +518,7 @@ async fn the_cap_holds_inactivity_follows_the_clock_and_schedules_honour_the_set
 async fn data_center_reconciles_and_deletes_through_branch_utils() {
     let s = stack("pruning").await;
     let sandbox = &s.running.sandbox;
-    let (status, dc) = s
-        .post_json(
-            "/integrations",
-            json!({"name": "DC", "flavor": "datacenter", "base_url": s.url("/sandbox/bitbucket"),
-                   "project_key": sb::DC_PROJECT, "repository": sb::REPOSITORY, "register_webhook": false,
-                   "credential": {"kind": "http_token", "token": sb::DC_HTTP_TOKEN},
-                   "options": {"stale_branches": {"merged_days": 0}}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{dc}");
-    let id = dc["id"].as_str().unwrap().to_owned();
+    let id = s.data_center_integration(json!({"options": {"stale_branches": {"merged_days": 0}}})).await;
     sandbox.create_branch("dc/topic", "main").await.unwrap();
     sandbox.add_branch_restriction("delete", "dc/locked");
     sandbox.create_branch("dc/locked", "main").await.unwrap();

@@ -2,6 +2,7 @@
 //! `lambda_http::run` would), anything else (a DynamoDB stream batch, a schedule) to the
 //! function's own handler. Also the reading of stream batches.
 
+use std::fmt::{Debug, Display};
 use std::future::Future;
 
 use lambda_http::lambda_runtime::{self, LambdaEvent};
@@ -9,6 +10,9 @@ use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+use tracing::Instrument;
+
+use crate::domain::delivery::{self, Delivery};
 use crate::store::{Item, StoreError, item_from_stream_image};
 
 pub type Error = lambda_http::Error;
@@ -50,6 +54,59 @@ pub fn stream_records(batch: &Value) -> Vec<(String, Result<Item, StoreError>)> 
             (sequence, item)
         })
         .collect()
+}
+
+/// A stream batch: `handle` for each record's new image; the records it fails are answered as
+/// `batchItemFailures`, so Lambda retries those alone. An image that cannot be read will not
+/// read better on retry: it is logged and skipped.
+pub async fn on_stream<F, Fut>(batch: &Value, handle: F) -> Value
+where
+    F: Fn(Item) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let mut failed = Vec::new();
+    for (sequence, item) in stream_records(batch) {
+        match item {
+            Ok(item) => {
+                if handle(item).await.is_err() {
+                    failed.push(sequence);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, sequence, "unreadable stream record skipped"),
+        }
+    }
+    batch_failures(&failed)
+}
+
+/// Hands `item` to `handle` when it is a delivery record (on AWS the stream's filter already
+/// selects only those), logging under the delivery's ids. `Err` means "retry this record".
+pub async fn on_delivery_item<T, E, F, Fut>(item: &Item, handle: F) -> Result<(), String>
+where
+    T: Debug,
+    E: Display,
+    F: FnOnce(Delivery) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    if item.kind != delivery::KIND {
+        return Ok(());
+    }
+    let delivery: Delivery = item.record().map_err(|e| e.to_string())?;
+    let span =
+        tracing::info_span!("delivery", delivery_id = %delivery.delivery_id, integration = %delivery.integration_id);
+    async move {
+        match handle(delivery).await {
+            Ok(effects) => {
+                tracing::info!(?effects, "delivery processed");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "delivery processing failed; it will be retried");
+                Err(e.to_string())
+            }
+        }
+    }
+    .instrument(span)
+    .await
 }
 
 /// The answer that makes Lambda retry only the failed records (`ReportBatchItemFailures`).

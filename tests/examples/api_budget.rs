@@ -47,16 +47,7 @@ async fn main() {
     let (st, r) = counted(sandbox, snapshot(&s, "sandbox", 2)).await;
     rows.push(row("Cloud backup, changed again", st, &r));
 
-    let (status, dc) = s
-        .post_json(
-            "/integrations",
-            json!({"name": "DC", "flavor": "datacenter", "base_url": s.url("/sandbox/bitbucket"),
-                   "project_key": "SANDBOX", "repository": "demo", "register_webhook": false,
-                   "credential": {"kind": "http_token", "token": bitbucket_sandbox::DC_HTTP_TOKEN}}),
-        )
-        .await;
-    assert_eq!(status, 201);
-    let dc = dc["id"].as_str().unwrap().to_owned();
+    let dc = s.data_center_integration(json!({})).await;
     s.put(&format!("/integrations/{dc}/backup-targets/bench"), json!({"filename": "dc.json", "branch": "main"})).await;
     let (st, r) = counted(sandbox, snapshot(&s, &dc, 1)).await;
     rows.push(row("Data Center backup, changed", st, &r));

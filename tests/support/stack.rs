@@ -88,6 +88,22 @@ impl Stack {
         self.call(reqwest::Method::DELETE, path, None).await
     }
 
+    /// A Data Center integration on the sandbox (`SANDBOX/demo`, HTTP token, no webhook), with
+    /// `extra` fields merged in; returns its id.
+    pub async fn data_center_integration(&self, extra: Value) -> String {
+        let mut body = json!({
+            "name": "DC", "flavor": "datacenter", "base_url": self.url("/sandbox/bitbucket"),
+            "project_key": sb::DC_PROJECT, "repository": sb::REPOSITORY, "register_webhook": false,
+            "credential": {"kind": "http_token", "token": sb::DC_HTTP_TOKEN},
+        });
+        for (k, v) in extra.as_object().expect("extra fields are an object") {
+            body[k] = v.clone();
+        }
+        let (status, created) = self.post_json("/integrations", body).await;
+        assert_eq!(status, 201, "{created}");
+        created["id"].as_str().expect("an id").to_owned()
+    }
+
     pub async fn stop(self) {
         self.running.stop().await.expect("the stack stops");
     }

@@ -12,7 +12,6 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::domain::delivery::{self, Delivery};
 use shared::domain::pruning::{PruneAction, PruneRequest, Pruner};
 use shared::http::{ApiError, JsonBody, parse_limit};
 use shared::store::Item;
@@ -66,45 +65,15 @@ async fn audit(
     Ok(Json(json!({"audit": entries, "next_cursor": next_cursor})))
 }
 
-/// Handles one new image from the table's change feed: deliveries only (the stream's event
-/// filter already selects them on AWS). An error means "retry this record".
+/// Handles one new image from the table's change feed (deliveries only). An error means
+/// "retry this record".
 pub async fn on_item(pruner: &Pruner, item: &Item) -> Result<(), String> {
-    if item.kind != delivery::KIND {
-        return Ok(());
-    }
-    let delivery: Delivery = item.record().map_err(|e| e.to_string())?;
-    let span =
-        tracing::info_span!("delivery", delivery_id = %delivery.delivery_id, integration = %delivery.integration_id);
-    let _guard = span.enter();
-    match pruner.on_delivery(&delivery).await {
-        Ok(effects) => {
-            tracing::info!(?effects, "environments updated");
-            Ok(())
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "environment update failed; it will be retried");
-            Err(e.to_string())
-        }
-    }
+    shared::lambda::on_delivery_item(item, |delivery| async move { pruner.on_delivery(&delivery).await }).await
 }
 
 /// A DynamoDB stream batch: each record processed; the failed ones reported for retry.
 pub async fn on_stream(pruner: &Pruner, batch: &Value) -> Value {
-    let mut failed = Vec::new();
-    for (sequence, item) in shared::lambda::stream_records(batch) {
-        let outcome = match item {
-            Ok(item) => on_item(pruner, &item).await,
-            Err(e) => {
-                // An image that cannot be read will not read better on retry.
-                tracing::error!(error = %e, sequence, "unreadable stream record skipped");
-                Ok(())
-            }
-        };
-        if outcome.is_err() {
-            failed.push(sequence);
-        }
-    }
-    shared::lambda::batch_failures(&failed)
+    shared::lambda::on_stream(batch, |item| async move { on_item(pruner, &item).await }).await
 }
 
 /// The scheduled run: every eligible integration; failures are reported per integration.

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use bitbucket_sandbox::{ACCESS_TOKEN, API_TOKEN, API_TOKEN_EMAIL, DC_HTTP_TOKEN, READONLY_ACCESS_TOKEN, Sandbox};
+use bitbucket_sandbox::{ACCESS_TOKEN, API_TOKEN, API_TOKEN_EMAIL, DC_HTTP_TOKEN, READONLY_ACCESS_TOKEN};
 use chrono::{DateTime, Duration, Utc};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, RequestBuilder};
@@ -16,33 +16,13 @@ use serde_json::{Value, json};
 use shared::webhook::{Flavor, RepoEvent, parse};
 use tokio::net::TcpListener;
 
-const MOUNT: &str = "/sandbox/bitbucket";
+mod common;
+
+use common::{Harness, start};
 const CONFLICT_EXCEPTION: &str = "com.atlassian.bitbucket.scm.git.GitCommitConflictException";
 const METADATA: &str = "com.atlassian.bitbucket.server.bitbucket-branch:latest-commit-metadata";
 
-struct Harness {
-    sandbox: Sandbox,
-    base: String,
-    http: reqwest::Client,
-}
-
-async fn start() -> Harness {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}{MOUNT}", listener.local_addr().unwrap());
-    let sandbox = Sandbox::new(base.clone());
-    let app = Router::new().nest(MOUNT, sandbox.router());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Harness { sandbox, base, http: reqwest::Client::new() }
-}
-
 impl Harness {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-    /// A Cloud URL of `sandbox/demo`.
-    fn repo(&self, rest: &str) -> String {
-        self.url(&format!("/2.0/repositories/sandbox/demo{rest}"))
-    }
     /// A Data Center URL of `SANDBOX/demo` under `/rest/{api}`.
     fn dc_api(&self, api: &str, rest: &str) -> String {
         self.url(&format!("/rest/{api}/projects/SANDBOX/repos/demo{rest}"))

@@ -10,42 +10,17 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use bitbucket_sandbox::{ACCESS_TOKEN, API_TOKEN, API_TOKEN_EMAIL, READONLY_ACCESS_TOKEN, Sandbox, TestCounts};
+use bitbucket_sandbox::{ACCESS_TOKEN, READONLY_ACCESS_TOKEN, TestCounts};
 use reqwest::RequestBuilder;
 use serde_json::{Value, json};
 use shared::webhook::{Flavor, RepoEvent, parse};
 use tokio::net::TcpListener;
 
-const MOUNT: &str = "/sandbox/bitbucket";
+mod common;
 
-struct Harness {
-    sandbox: Sandbox,
-    base: String,
-    http: reqwest::Client,
-}
-
-async fn start() -> Harness {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}{MOUNT}", listener.local_addr().unwrap());
-    let sandbox = Sandbox::new(base.clone());
-    let app = Router::new().nest(MOUNT, sandbox.router());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Harness { sandbox, base, http: reqwest::Client::new() }
-}
+use common::{Harness, start};
 
 impl Harness {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-    fn repo(&self, rest: &str) -> String {
-        self.url(&format!("/2.0/repositories/sandbox/demo{rest}"))
-    }
-    fn get(&self, url: &str) -> RequestBuilder {
-        self.http.get(url).basic_auth(API_TOKEN_EMAIL, Some(API_TOKEN))
-    }
-    fn post(&self, url: &str) -> RequestBuilder {
-        self.http.post(url).basic_auth(API_TOKEN_EMAIL, Some(API_TOKEN))
-    }
     async fn json(&self, url: &str) -> Value {
         let response = self.get(url).send().await.unwrap();
         assert_eq!(response.status(), 200, "{url}");

@@ -11,15 +11,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bitbucket_sandbox::{
-    ACCESS_TOKEN, API_TOKEN, API_TOKEN_EMAIL, APP_PASSWORD, APP_PASSWORD_USER, DC_HTTP_TOKEN, Fault, FaultKind,
-    OAUTH_CONSUMER_KEY, OAUTH_CONSUMER_SECRET, READONLY_ACCESS_TOKEN, Sandbox,
+    ACCESS_TOKEN, APP_PASSWORD, APP_PASSWORD_USER, DC_HTTP_TOKEN, Fault, FaultKind, OAUTH_CONSUMER_KEY,
+    OAUTH_CONSUMER_SECRET, READONLY_ACCESS_TOKEN,
 };
 use reqwest::RequestBuilder;
 use serde_json::{Value, json};
 use shared::webhook::{Flavor, RepoEvent, parse};
 use tokio::net::TcpListener;
 
-const MOUNT: &str = "/sandbox/bitbucket";
+mod common;
+
+use common::{Harness, start};
 
 async fn serve(app: Router) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -28,36 +30,7 @@ async fn serve(app: Router) -> String {
     format!("http://{addr}")
 }
 
-struct Harness {
-    sandbox: Sandbox,
-    base: String,
-    http: reqwest::Client,
-}
-
-async fn start() -> Harness {
-    // Bind first so the sandbox knows its own public URL.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}{MOUNT}", listener.local_addr().unwrap());
-    let sandbox = Sandbox::new(base.clone());
-    let app = Router::new().nest(MOUNT, sandbox.router());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Harness { sandbox, base, http: reqwest::Client::new() }
-}
-
 impl Harness {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-    fn repo(&self, rest: &str) -> String {
-        self.url(&format!("/2.0/repositories/sandbox/demo{rest}"))
-    }
-    /// With the API token: every scope.
-    fn get(&self, url: &str) -> RequestBuilder {
-        self.http.get(url).basic_auth(API_TOKEN_EMAIL, Some(API_TOKEN))
-    }
-    fn post(&self, url: &str) -> RequestBuilder {
-        self.http.post(url).basic_auth(API_TOKEN_EMAIL, Some(API_TOKEN))
-    }
     async fn tip(&self, branch: &str) -> String {
         let branch: Value =
             self.get(&self.repo(&format!("/refs/branches/{branch}"))).send().await.unwrap().json().await.unwrap();

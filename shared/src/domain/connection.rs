@@ -522,6 +522,26 @@ pub async fn existing(store: &dyn StateStore, id: &str) -> Result<(Integration, 
     integration::get(store, id).await?.ok_or_else(|| ConnectionError::NotFound(id.to_owned()))
 }
 
+/// The integration, if it is active — what every action that calls Bitbucket needs.
+pub async fn active(store: &dyn StateStore, id: &str, action: &'static str) -> Result<Integration, ConnectionError> {
+    let (integration, _) = existing(store, id).await?;
+    if integration.status != IntegrationStatus::Active {
+        return Err(ConnectionError::WrongState { id: id.to_owned(), status: integration.status, action });
+    }
+    Ok(integration)
+}
+
+/// A client acting with the integration's stored credential, giving up after `budget`.
+pub async fn client_for(
+    secrets: &dyn SecretStore,
+    connector: &Connector,
+    integration: &Integration,
+    budget: Duration,
+) -> Result<Arc<dyn Bitbucket>, ConnectionError> {
+    let credential = credential_of(secrets, integration).await?;
+    Ok(connector.connect(&integration.target, credential, budget))
+}
+
 /// The integration's credential, read from the secret store.
 pub async fn credential_of(
     secrets: &dyn SecretStore,

@@ -208,13 +208,6 @@ impl Backups {
         Ok(connection::existing(self.store.as_ref(), id).await?.0)
     }
 
-    fn require(integration: &Integration, ok: bool, action: &'static str) -> Result<(), BackupError> {
-        if ok {
-            return Ok(());
-        }
-        Err(ConnectionError::WrongState { id: integration.id.clone(), status: integration.status, action }.into())
-    }
-
     /// Creates or replaces a target; `true` when it was created.
     pub async fn put_target(
         &self,
@@ -223,7 +216,12 @@ impl Backups {
         spec: TargetSpec,
     ) -> Result<(BackupTarget, bool), BackupError> {
         let integration = self.integration(id).await?;
-        Self::require(&integration, integration.status != IntegrationStatus::Archived, "change backup targets")?;
+        if integration.status == IntegrationStatus::Archived {
+            let status = integration.status;
+            return Err(
+                ConnectionError::WrongState { id: id.to_owned(), status, action: "change backup targets" }.into()
+            );
+        }
         let mut target = spec.into_target(name, Utc::now())?;
         let existing = self.store.get(&target_key(id, name)).await?;
         let condition = match &existing {
@@ -300,8 +298,7 @@ impl Backups {
 
     /// Backs `snapshot` up to the target `name` (see the module docs for the ordering rules).
     pub async fn snapshot(&self, id: &str, name: &str, snapshot: Snapshot) -> Result<Outcome, BackupError> {
-        let integration = self.integration(id).await?;
-        Self::require(&integration, integration.status == IntegrationStatus::Active, "back up documents")?;
+        let integration = connection::active(self.store.as_ref(), id, "back up documents").await?;
         let (target, _) = self.target(id, name).await?;
         if !matches!(snapshot.document, Value::Object(_) | Value::Array(_)) {
             return Err(BackupError::Invalid { field: "document", problem: "must be a JSON object or array".into() });
@@ -368,7 +365,12 @@ impl Backups {
         };
 
         let message = target.commit_message(snapshot.message.as_deref(), key, &sha256);
-        let made = self.commit(&integration, &target, &content, &message).await;
+        let made = match connection::client_for(&*self.secrets, &self.connector, &integration, CALL_BUDGET).await {
+            Ok(client) => {
+                self.commit(client.as_ref(), &integration, &target, &content, &message).await.map_err(Into::into)
+            }
+            Err(e) => Err(BackupError::from(e)),
+        };
         // Record the outcome and release the lease, whatever happened in Bitbucket.
         let mut stored = Some(version);
         let committed = loop {
@@ -402,10 +404,12 @@ impl Backups {
         let commit = match made {
             Ok(commit) => commit,
             Err(e) => {
-                if e.is_credential_problem() {
-                    connection::record_failure(self.store.as_ref(), id, &e).await;
+                if let BackupError::Bitbucket(b) = &e
+                    && b.is_credential_problem()
+                {
+                    connection::record_failure(self.store.as_ref(), id, b).await;
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
         let Some(c) = committed else {
@@ -459,16 +463,12 @@ impl Backups {
     /// again — and if the branch already holds exactly this content, that is the commit.
     async fn commit(
         &self,
+        client: &dyn Bitbucket,
         integration: &Integration,
         target: &BackupTarget,
         content: &[u8],
         message: &str,
     ) -> Result<String, BitbucketError> {
-        let credential = connection::credential_of(self.secrets.as_ref(), integration).await.map_err(|e| match e {
-            ConnectionError::Bitbucket(b) => b,
-            other => BitbucketError::Unexpected(other.to_string()),
-        })?;
-        let client = self.connector.connect(&integration.target, credential, CALL_BUDGET);
         let path = target.path();
         let mut tip = client.branch_tip(&target.branch).await?;
         // Data Center names the branch a new one starts from; Cloud starts it from the main branch.
@@ -492,7 +492,7 @@ impl Backups {
                 Err(BitbucketError::Conflict(_)) if attempt < COMMIT_ATTEMPTS => {
                     tip = client.branch_tip(&target.branch).await?;
                     if let Some(tip) = &tip
-                        && already_there(client.as_ref(), tip, &path, content).await?
+                        && already_there(client, tip, &path, content).await?
                     {
                         return Ok(tip.clone());
                     }

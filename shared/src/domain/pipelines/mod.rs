@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::connection::{self, ConnectionError};
-use super::integration::{self, Integration, IntegrationStatus};
+use super::integration::{self, Integration};
 use crate::bitbucket::{
     Bitbucket, BitbucketError, Connector, NO_PIPELINES, PipelineRequest, PipelineRun, PipelineVariable, TestSummary,
     valid_branch_name,
@@ -239,20 +239,15 @@ impl Pipelines {
 
     /// The integration, if it may run builds now: Cloud (else `unsupported`, 409) and active.
     async fn runnable(&self, id: &str, action: &'static str) -> Result<Integration, PipelineError> {
-        let integration = self.integration(id).await?;
+        let integration = connection::active(self.store.as_ref(), id, action).await?;
         if integration.flavor() == Flavor::DataCenter {
             return Err(BitbucketError::Unsupported(NO_PIPELINES.into()).into());
-        }
-        if integration.status != IntegrationStatus::Active {
-            let status = integration.status;
-            return Err(ConnectionError::WrongState { id: id.to_owned(), status, action }.into());
         }
         Ok(integration)
     }
 
     async fn client(&self, integration: &Integration) -> Result<Arc<dyn Bitbucket>, PipelineError> {
-        let credential = connection::credential_of(self.secrets.as_ref(), integration).await?;
-        Ok(self.connector.connect(&integration.target, credential, CALL_BUDGET))
+        Ok(connection::client_for(&*self.secrets, &self.connector, integration, CALL_BUDGET).await?)
     }
 
     /// Keeps a credential Bitbucket refused on the integration, then passes the error on.

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::connection::{self, ConnectionError};
-use super::integration::{self, Integration, IntegrationStatus};
+use super::integration::{self, Integration};
 use crate::bitbucket::{Bitbucket, BitbucketError, Connector};
 use crate::secrets::{SecretError, SecretStore};
 use crate::store::{Condition, Index, Item, Key, Query, StateStore, StoreError, query_all};
@@ -192,19 +192,8 @@ impl Pruner {
         Ok(connection::existing(self.store.as_ref(), id).await?.0)
     }
 
-    /// The integration, if it may talk to Bitbucket now (active).
-    async fn usable(&self, id: &str, action: &'static str) -> Result<Integration, PrunerError> {
-        let integration = self.integration(id).await?;
-        if integration.status != IntegrationStatus::Active {
-            let status = integration.status;
-            return Err(ConnectionError::WrongState { id: id.to_owned(), status, action }.into());
-        }
-        Ok(integration)
-    }
-
     async fn client(&self, integration: &Integration) -> Result<Arc<dyn Bitbucket>, PrunerError> {
-        let credential = connection::credential_of(self.secrets.as_ref(), integration).await?;
-        Ok(self.connector.connect(&integration.target, credential, CALL_BUDGET))
+        Ok(connection::client_for(&*self.secrets, &self.connector, integration, CALL_BUDGET).await?)
     }
 
     /// Keeps a failed listing on the integration (a refused credential also moves it to

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{AuditAction, AuditEntry, Environment, Pruner, PrunerError, StaleReport, environment_key};
+use crate::domain::connection;
 use crate::domain::integration::{self, Integration, IntegrationStatus};
 use crate::store::{Condition, StoreError};
 
@@ -40,7 +41,7 @@ pub struct ScheduledReport {
 impl Pruner {
     /// `POST /integrations/{id}/prune` with `{"mode": "environments"}`.
     pub async fn reconcile(&self, id: &str) -> Result<ReconcileReport, PrunerError> {
-        let integration = self.usable(id, "reconcile environments").await?;
+        let integration = connection::active(self.store.as_ref(), id, "reconcile environments").await?;
         if !integration.options.fetch_branches {
             return Err(PrunerError::NotMirrored(id.to_owned()));
         }

@@ -54,7 +54,7 @@ impl Pruner {
         now: DateTime<Utc>,
     ) -> Result<StaleReport, PrunerError> {
         let action = if dry_run { "plan stale branches" } else { "delete stale branches" };
-        let integration = self.usable(id, action).await?;
+        let integration = connection::active(self.store.as_ref(), id, action).await?;
         self.stale_for(&integration, dry_run, now).await
     }
 
