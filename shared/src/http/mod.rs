@@ -13,7 +13,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue, header};
+use http_body_util::BodyExt;
 use tracing::Instrument;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -42,15 +44,36 @@ pub async fn request_context(request: Request, next: Next) -> Response {
     response
 }
 
-/// Reads a request body of at most `limit` bytes; a declared or actual larger one is 413
-/// before anything is parsed.
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// How much of an oversized body is still read (and dropped) before the 413: a client still
+/// sending then gets the answer instead of a reset connection. Larger ones are cut off.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Reads a request body of at most `limit` bytes; a declared or actual larger one is 413,
+/// and nothing of it is kept or parsed.
+pub async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
+    let declared_too_large = declared.is_some_and(|len| len > limit as u64);
+    if declared.is_some_and(|len| len > DRAIN_LIMIT) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))
+    let mut kept = BytesMut::new();
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("the body could not be read: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen += data.len() as u64;
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+        if !declared_too_large && seen <= limit as u64 {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if declared_too_large || seen > limit as u64 {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    Ok(kept.freeze())
 }
 
 /// True when the request says its body is JSON (`application/json`, optionally with
