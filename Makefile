@@ -7,7 +7,7 @@ CARGO ?= cargo
 TEST_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:$(MOTO_PORT) AWS_ACCESS_KEY_ID=testing \
 	AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 
-.PHONY: run test lint fmt moto-start moto-stop
+.PHONY: run test lint fmt moto-start moto-stop lambda-build sam-validate sam-build watch-seed bench bench-quick
 
 run:
 	$(CARGO) run -p local-stack
@@ -30,3 +30,44 @@ moto-start:
 
 moto-stop:
 	@MOTO_PORT=$(MOTO_PORT) infra/moto.sh stop
+
+# Every function as an arm64 Lambda zip (target/lambda/<function>/bootstrap.zip), sizes listed.
+FUNCTIONS := webhook-receiver integrations-api backup-committer pipeline-trigger status-poller branch-pruner
+# One package per build, as `sam build` does (`--bin <function>`): the same feature sets, so
+# `sam build` afterwards reuses every artifact instead of building again.
+lambda-build:
+	@for f in $(FUNCTIONS); do $(CARGO) lambda build --release --arm64 --output-format zip -p $$f || exit 1; done
+	@for f in $(FUNCTIONS); do stat -c "%n %s bytes" target/lambda/$$f/bootstrap.zip; done
+
+# SAM needs a region and credentials to validate, never an account: dummy ones do.
+SAM_ENV := AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=dummy AWS_SECRET_ACCESS_KEY=dummy \
+	SAM_CLI_TELEMETRY=0
+sam-validate:
+	$(SAM_ENV) sam validate --lint
+	cfn-lint template.yaml
+
+sam-build:
+	$(SAM_ENV) sam build
+
+# `cargo lambda watch` on the AWS emulator: start moto, create the table and the demo
+# integration the sample events under events/ are written for.
+watch-seed: moto-start
+	$(TEST_ENV) STATE_TABLE=bitbucket-automation-dev $(CARGO) run -q -p local-stack --bin seed-emulator
+
+# Cold start, memory and size of every function against the hello-world floor, then the
+# receiver's hot path against HMAC + serde_json (BENCHMARKS.md). bench-quick is CI's short run.
+# Two builds: with the benchmarks in the same one, cargo would unify features and give the
+# functions the local stack's SQLite.
+bench:
+	$(CARGO) build --release $(addprefix -p ,$(FUNCTIONS))
+	$(CARGO) build --release -p benchmarks --bin hello-floor --bin coldstart
+	@MOTO_PORT=$(MOTO_PORT) infra/moto.sh start
+	@status=0; $(TEST_ENV) target/release/coldstart $(BENCH_ARGS) || status=$$?; \
+	MOTO_PORT=$(MOTO_PORT) infra/moto.sh stop; exit $$status
+	$(CARGO) bench -p benchmarks --bench hot_path -- $(HOT_PATH_ARGS)
+
+# CI's run keeps the harness from rotting; its figures are not the published ones, so it trades
+# fat LTO for a build twice as fast.
+bench-quick:
+	CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+	$(MAKE) bench BENCH_ARGS="--runs 2 --warm 3" HOT_PATH_ARGS="--quick --noplot"

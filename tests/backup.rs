@@ -327,6 +327,9 @@ async fn bad_requests_are_refused_and_commit_nothing() {
     assert_eq!(status, 400, "{answer}");
     let (status, answer) = post_raw("application/json", b"{\"document\": {}, \"version\": -1}".to_vec()).await;
     assert_eq!(status, 400, "{answer}");
+    // Above 2^53 - 1 a version is refused: "one more than any seen" must always exist.
+    let (status, answer) = s.post_json(&snapshots("ok"), json!({"document": {}, "version": 1_u64 << 53})).await;
+    assert_eq!((status, answer["error"]["message"].as_str().map(|m| m.starts_with("version"))), (400, Some(true)));
     // Over the documented limit: refused before parsing.
     let big = format!("{{\"document\": {{\"blob\": \"{}\"}}}}", "x".repeat(5 * 1024 * 1024));
     let (status, answer) = post_raw("application/json", big.into_bytes()).await;

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod glob;
 pub mod http;
 pub mod lambda;
+pub mod objects;
 pub mod secrets;
 pub mod signature;
 pub mod store;

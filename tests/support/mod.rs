@@ -1,5 +1,6 @@
 //! Helpers the cross-function tests share: the fixture corpus, the AWS emulator, temp dirs.
 
+pub mod records;
 pub mod stack;
 
 use std::path::PathBuf;

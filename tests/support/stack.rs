@@ -108,3 +108,44 @@ impl Stack {
         self.running.stop().await.expect("the stack stops");
     }
 }
+
+/// Where a stack keeps its state: SQLite under its directory, or a DynamoDB table on the AWS
+/// emulator (secrets stay in the directory's file either way).
+#[derive(Clone)]
+pub enum StateBackend {
+    Sqlite,
+    DynamoDb(shared::store::DynamoStore),
+}
+
+impl StateBackend {
+    /// A fresh table on the emulator (`AWS_ENDPOINT_URL` must name it).
+    pub async fn dynamodb() -> Self {
+        StateBackend::DynamoDb(crate::emulator_table().await)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            StateBackend::Sqlite => "sqlite",
+            StateBackend::DynamoDb(_) => "dynamodb",
+        }
+    }
+
+    fn backends(&self, dir: &std::path::Path) -> shared::backends::Backends {
+        match self {
+            StateBackend::Sqlite => shared::backends::local(dir).expect("the SQLite state opens"),
+            StateBackend::DynamoDb(table) => shared::backends::Backends {
+                store: std::sync::Arc::new(table.clone()),
+                secrets: std::sync::Arc::new(shared::secrets::FileSecretStore::new(dir.join("secrets.json"))),
+            },
+        }
+    }
+}
+
+/// The local stack on a free port, on `dir` (token, secrets, SQLite) and `state`. Without its
+/// worker, deliveries are recorded and nothing acts on them (until a start with one).
+pub async fn stack_on(dir: std::path::PathBuf, state: &StateBackend, worker: bool) -> Stack {
+    let config = Config { worker, ..Config::for_tests(dir.clone()) };
+    let running = local_stack::start_with(config, state.backends(&dir), false).await.expect("local stack starts");
+    let token = running.seeded.api_token.expose().to_owned();
+    Stack { running, http: reqwest::Client::new(), token, dir }
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::domain::backup::{BackupTarget, Backups, Head, MAX_DOCUMENT_BYTES, Snapshot, TargetSpec};
-use shared::http::{ApiError, JsonBody, is_json, parse_limit, read_body};
+use shared::http::{ApiError, JsonBody, Path, Query, is_json, parse_limit, read_body};
 
 pub fn app(backups: Arc<Backups>) -> Router {
     shared::http::finish(routes(backups))

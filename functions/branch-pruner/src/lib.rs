@@ -6,14 +6,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::domain::pruning::{PruneAction, PruneRequest, Pruner};
-use shared::http::{ApiError, JsonBody, parse_limit};
+use shared::http::{ApiError, JsonBody, Path, Query, parse_limit};
 use shared::store::Item;
 
 pub fn app(pruner: Arc<Pruner>) -> Router {

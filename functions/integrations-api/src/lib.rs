@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::domain::connection::{Connections, IntegrationPatch, NewIntegration};
 use shared::domain::{Integration, list_deliveries};
-use shared::http::{ApiError, JsonBody, parse_limit};
+use shared::http::{ApiError, JsonBody, Path, Query, parse_limit};
 
 pub struct Api {
     pub connections: Connections,

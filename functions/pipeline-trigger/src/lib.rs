@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::Value;
 use shared::domain::pipelines::{Pipelines, RunRequest};
-use shared::http::{ApiError, JsonBody};
+use shared::http::{ApiError, JsonBody, Path};
 use shared::store::Item;
 
 pub fn app(pipelines: Arc<Pipelines>) -> Router {

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::domain::pipelines::{Pipelines, RunFilter};
-use shared::http::{ApiError, parse_limit};
+use shared::http::{ApiError, Path, Query, parse_limit};
 
 pub fn app(pipelines: Arc<Pipelines>) -> Router {
     shared::http::finish(routes(pipelines))

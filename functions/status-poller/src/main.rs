@@ -10,8 +10,7 @@ use shared::domain::pipelines::Pipelines;
 async fn main() -> Result<(), shared::lambda::Error> {
     shared::telemetry::init();
     let backends = shared::backends::aws().await?;
-    let pipelines =
-        Arc::new(Pipelines { store: backends.store, secrets: backends.secrets, connector: Connector::default() });
+    let pipelines = Arc::new(Pipelines::new(backends.store, backends.secrets, Connector::default()));
     let router = status_poller::app(pipelines.clone());
     shared::lambda::serve(router, move |event| {
         let pipelines = pipelines.clone();

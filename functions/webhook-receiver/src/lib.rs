@@ -7,14 +7,14 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
 use shared::backends::Backends;
 use shared::domain::{Ingested, ingest};
-use shared::http::{ApiError, is_json, read_body};
+use shared::http::{ApiError, Path, is_json, read_body};
 use shared::webhook::DeliveryHeaders;
 use tracing::Instrument;
 

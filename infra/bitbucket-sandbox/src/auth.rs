@@ -17,7 +17,7 @@ use serde_json::json;
 
 use crate::error::Error;
 use crate::{
-    ACCESS_TOKEN, API_TOKEN, API_TOKEN_EMAIL, APP_PASSWORD, APP_PASSWORD_USER, OAUTH_CONSUMER_KEY,
+    ACCESS_TOKEN, API_TOKEN, API_TOKEN_EMAIL, APP_PASSWORD, APP_PASSWORD_USER, ExtraCredential, OAUTH_CONSUMER_KEY,
     OAUTH_CONSUMER_SECRET, READONLY_ACCESS_TOKEN, Sandbox,
 };
 
@@ -30,7 +30,7 @@ const APP_PASSWORD_REFUSED: &str = "App passwords are no longer supported; use a
 /// Issued OAuth tokens and their expiry.
 pub struct OAuth {
     pub lifetime: Duration,
-    tokens: HashMap<String, Instant>,
+    pub(crate) tokens: HashMap<String, Instant>,
 }
 
 impl Default for OAuth {
@@ -75,6 +75,9 @@ fn authenticate(sandbox: &Sandbox, headers: &HeaderMap) -> Result<Caller, Error>
         return match (user.as_str(), secret.as_str()) {
             (API_TOKEN_EMAIL, API_TOKEN) => Ok(Caller { scopes: ALL_SCOPES }),
             (APP_PASSWORD_USER, APP_PASSWORD) => Err(Error::unauthorized(APP_PASSWORD_REFUSED)),
+            _ if sandbox.accepts(&ExtraCredential::ApiToken { email: user.clone(), token: secret.clone() }) => {
+                Ok(Caller { scopes: ALL_SCOPES })
+            }
             _ => Err(invalid()),
         };
     }
@@ -84,6 +87,7 @@ fn authenticate(sandbox: &Sandbox, headers: &HeaderMap) -> Result<Caller, Error>
     match credential {
         ACCESS_TOKEN => Ok(Caller { scopes: ALL_SCOPES }),
         READONLY_ACCESS_TOKEN => Ok(Caller { scopes: READONLY_SCOPES }),
+        token if sandbox.accepts(&ExtraCredential::AccessToken(token.to_owned())) => Ok(Caller { scopes: ALL_SCOPES }),
         token => {
             let oauth = sandbox.oauth();
             match oauth.tokens.get(token) {
@@ -120,7 +124,12 @@ pub async fn access_token(
         .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
         .and_then(|v| decode_basic(v.trim()));
     let client = basic.or_else(|| Some((form.get("client_id")?.clone(), form.get("client_secret")?.clone())));
-    if client.as_ref().map(|(k, s)| (k.as_str(), s.as_str())) != Some((OAUTH_CONSUMER_KEY, OAUTH_CONSUMER_SECRET)) {
+    let known = match client {
+        Some((key, secret)) if key == OAUTH_CONSUMER_KEY && secret == OAUTH_CONSUMER_SECRET => true,
+        Some((key, secret)) => sandbox.accepts(&ExtraCredential::OauthConsumer { key, secret }),
+        None => false,
+    };
+    if !known {
         return oauth_error("invalid_client", "Invalid OAuth client credentials");
     }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {

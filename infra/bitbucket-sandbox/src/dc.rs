@@ -1,5 +1,6 @@
 //! The Bitbucket Data Center (Server) REST subset under `/rest/api/latest`, over the same
-//! repository as the Cloud routes, seen as `SANDBOX/demo`: only `Bearer DC_HTTP_TOKEN` gets in.
+//! repository as the Cloud routes, seen as `SANDBOX/demo`: only `Bearer DC_HTTP_TOKEN` (or an
+//! accepted [`crate::ExtraCredential`]) gets in.
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -16,7 +17,7 @@ use crate::api::{check_events, check_url};
 use crate::error::{DcError, Error, PathParams, parse_json};
 use crate::paging::dc_paginate;
 use crate::state::{DC_HOOK_EVENTS, DC_USER, DcHook, default_branch_json};
-use crate::{DC_HTTP_TOKEN, DC_PROJECT, REPOSITORY, Sandbox};
+use crate::{DC_HTTP_TOKEN, DC_PROJECT, ExtraCredential, REPOSITORY, Sandbox};
 
 mod content;
 mod refs;
@@ -25,7 +26,7 @@ type Result<T> = std::result::Result<T, DcError>;
 type RepoPath = PathParams<(String, String)>;
 type HookPath = PathParams<(String, String, String)>;
 
-pub fn routes() -> Router<Sandbox> {
+pub fn routes(sandbox: Sandbox) -> Router<Sandbox> {
     let repo = |rest: &str| format!("/rest/api/latest/projects/{{project}}/repos/{{slug}}{rest}");
     Router::new()
         .route(&repo(""), get(repository))
@@ -36,7 +37,7 @@ pub fn routes() -> Router<Sandbox> {
         // behind the same token check.
         .merge(content::routes())
         .merge(refs::routes())
-        .route_layer(middleware::from_fn(authenticate))
+        .route_layer(middleware::from_fn_with_state(sandbox, authenticate))
 }
 
 /// [`Sandbox::apply`] for changes that fail in Data Center's shape (keeping the exception name).
@@ -57,7 +58,7 @@ fn apply_dc<T>(
 
 /// Refuses anything but the HTTP access token (Cloud credentials included); names the user in
 /// `X-AUSERNAME` on every answer to it, as Data Center does.
-async fn authenticate(request: Request, next: Next) -> Response {
+async fn authenticate(State(sandbox): State<Sandbox>, request: Request, next: Next) -> Response {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -65,7 +66,9 @@ async fn authenticate(request: Request, next: Next) -> Response {
         .and_then(|v| v.trim().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    if token != Some(DC_HTTP_TOKEN) {
+    let known =
+        token.is_some_and(|t| t == DC_HTTP_TOKEN || sandbox.accepts(&ExtraCredential::DcHttpToken(t.to_owned())));
+    if !known {
         return DcError::authentication_failed().into_response();
     }
     let mut response = next.run(request).await;

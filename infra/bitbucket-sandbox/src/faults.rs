@@ -33,6 +33,9 @@ pub enum FaultKind {
     Status { status: u16 },
     /// Waits, then answers normally.
     Latency { millis: u64 },
+    /// Answers normally but holds the answer back this long: the request took effect, the
+    /// caller has not heard (a lost answer, or a caller dying mid-request).
+    LatencyAfter { millis: u64 },
     /// Every credential answers 401 while active.
     Revoke,
 }
@@ -103,9 +106,11 @@ pub async fn middleware(State(sandbox): State<Sandbox>, request: Request, next: 
     let query = request.uri().query().unwrap_or_default().to_owned();
     let hits = take_matching(&mut sandbox.faults(), &method, &path);
     let mut answer = None;
+    let mut hold = Duration::ZERO;
     for kind in hits {
         match kind {
             FaultKind::Latency { millis } => tokio::time::sleep(Duration::from_millis(millis)).await,
+            FaultKind::LatencyAfter { millis } => hold += Duration::from_millis(millis),
             FaultKind::Status { status } => {
                 answer.get_or_insert_with(|| fault_response(status, dc));
             }
@@ -121,6 +126,9 @@ pub async fn middleware(State(sandbox): State<Sandbox>, request: Request, next: 
         Some(response) => response,
         None => next.run(request).await,
     };
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
     sandbox.record(RecordedRequest { method, path, query, status: response.status().as_u16() });
     response
 }

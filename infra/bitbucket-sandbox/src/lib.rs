@@ -66,6 +66,20 @@ pub const DC_PROJECT: &str = "SANDBOX";
 /// `/rest` routes accept.
 pub const DC_HTTP_TOKEN: &str = "sandbox-dc-token";
 
+/// A credential accepted (with every scope) besides the constants above: tests that look for
+/// secret values everywhere use random ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtraCredential {
+    /// `Basic base64(email:token)`.
+    ApiToken { email: String, token: String },
+    /// `Bearer`.
+    AccessToken(String),
+    /// A client-credentials consumer.
+    OauthConsumer { key: String, secret: String },
+    /// Data Center `Bearer`.
+    DcHttpToken(String),
+}
+
 /// The sandbox; clones share one state.
 #[derive(Clone)]
 pub struct Sandbox {
@@ -78,6 +92,7 @@ struct Inner {
     /// Pipelines runs; locked before `state` whenever both are.
     pipelines: Mutex<pipelines::Pipelines>,
     oauth: Mutex<OAuth>,
+    extra_credentials: Mutex<Vec<ExtraCredential>>,
     faults: Mutex<Vec<Fault>>,
     requests: Mutex<Vec<RecordedRequest>>,
     sent: Mutex<Vec<SentWebhook>>,
@@ -108,6 +123,7 @@ impl Sandbox {
                 public_base,
                 pipelines: Mutex::default(),
                 oauth: Mutex::default(),
+                extra_credentials: Mutex::default(),
                 faults: Mutex::default(),
                 requests: Mutex::default(),
                 sent: Mutex::default(),
@@ -123,7 +139,7 @@ impl Sandbox {
     pub fn router(&self) -> Router {
         Router::new()
             .merge(api::routes())
-            .merge(dc::routes())
+            .merge(dc::routes(self.clone()))
             .merge(admin::routes())
             .merge(pipelines::routes())
             .fallback(|| async { Error::not_found("Resource not found") })
@@ -146,6 +162,16 @@ impl Sandbox {
     /// carry the later time, so tests can age branches without waiting.
     pub fn advance_clock(&self, by: chrono::Duration) {
         self.state().advance_clock(by);
+    }
+
+    /// Accepts `credential` from now on, as the constants are.
+    pub fn accept_credential(&self, credential: ExtraCredential) {
+        lock(&self.inner.extra_credentials).push(credential);
+    }
+
+    /// Every OAuth access token issued and not yet swept (expired ones go at the next grant).
+    pub fn issued_oauth_tokens(&self) -> Vec<String> {
+        self.oauth().tokens.keys().cloned().collect()
     }
 
     pub fn inject_fault(&self, fault: Fault) {
@@ -285,6 +311,10 @@ impl Sandbox {
 
     pub(crate) fn oauth(&self) -> MutexGuard<'_, OAuth> {
         lock(&self.inner.oauth)
+    }
+
+    pub(crate) fn accepts(&self, credential: &ExtraCredential) -> bool {
+        lock(&self.inner.extra_credentials).contains(credential)
     }
 
     pub(crate) fn faults(&self) -> MutexGuard<'_, Vec<Fault>> {

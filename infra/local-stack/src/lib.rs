@@ -2,7 +2,9 @@
 //! embedded adapters (SQLite state, an owner-only secret file), seeded with a `sandbox`
 //! integration connected to the sandbox.
 
+pub mod demo;
 mod seed;
+mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,22 +16,27 @@ use axum::{Json, Router};
 use bitbucket_sandbox::Sandbox;
 use serde_json::json;
 use shared::backends::{self, Backends};
-use shared::bitbucket::Connector;
+use shared::bitbucket::{Connector, RetryPolicy};
 use shared::domain::backup::Backups;
 use shared::domain::connection::Connections;
 use shared::domain::pipelines::Pipelines;
 use shared::domain::pruning::Pruner;
 use shared::http::{AdminToken, require_admin};
 use shared::secrets::Secret;
-use shared::store::{FeedStore, Item};
+use shared::store::FeedStore;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use seed::{SANDBOX_ID, Seeded};
+pub use worker::is_processed;
 
 /// Where the sandbox Bitbucket is mounted.
 pub const SANDBOX_MOUNT: &str = "/sandbox/bitbucket";
+
+/// The OpenAPI 3.1 description of the whole API, served at `/openapi.json`; `docs/openapi.json`
+/// is the source of truth (tests/openapi.rs keeps it in step with the template).
+pub const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -48,6 +55,11 @@ pub struct Config {
     /// `SANDBOX_PIPELINE_SECONDS=pending,running`: sandbox runs advance by themselves (default
     /// `3,8`); `None` leaves them pending until driven through `/_admin/pipelines`.
     pub sandbox_pipeline_timing: Option<(Duration, Duration)>,
+    /// How Bitbucket calls are retried and timed out (tests shorten the per-request timeout).
+    pub bitbucket_retry: RetryPolicy,
+    /// Whether the in-process worker runs (default). Without it deliveries are recorded and
+    /// nothing acts on them until a start with the worker (tests of the startup sweep).
+    pub worker: bool,
 }
 
 impl Config {
@@ -63,6 +75,8 @@ impl Config {
             public_base_url: text("PUBLIC_BASE_URL"),
             poll_interval: Some(Duration::from_secs(env_or("POLL_SECONDS", 10)?)).filter(|d| !d.is_zero()),
             sandbox_pipeline_timing: pipeline_timing(&env_or("SANDBOX_PIPELINE_SECONDS", "3,8".to_owned())?)?,
+            bitbucket_retry: RetryPolicy::default(),
+            worker: true,
         })
     }
 
@@ -78,6 +92,8 @@ impl Config {
             public_base_url: None,
             poll_interval: None,
             sandbox_pipeline_timing: None,
+            bitbucket_retry: RetryPolicy::default(),
+            worker: true,
         }
     }
 }
@@ -135,7 +151,7 @@ pub struct Services {
 }
 
 /// The whole router: public webhook route, admin routes behind the bearer token, the sandbox
-/// Bitbucket, `/health`.
+/// Bitbucket, `/health` and `/openapi.json`.
 pub fn app(
     backends: Backends,
     services: Services,
@@ -150,28 +166,15 @@ pub fn app(
         .merge(status_poller::routes(services.pipelines))
         .merge(branch_pruner::routes(services.pruner))
         .route_layer(axum::middleware::from_fn_with_state(token, require_admin));
-    let health = Router::new().route("/health", get(|| async { Json(json!({"status": "ok"})) }));
-    shared::http::finish(health.merge(receiver).merge(admin)).nest(SANDBOX_MOUNT, sandbox.router())
+    let public = Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/openapi.json", get(openapi_json));
+    shared::http::finish(public.merge(receiver).merge(admin)).nest(SANDBOX_MOUNT, sandbox.router())
 }
 
-/// The in-process worker: what the table's stream feeds the pipeline-trigger and branch-pruner
-/// Lambdas on AWS, one consumer after the other for each item. A failed record is retried a
-/// few times per consumer, as Lambda retries a stream batch per function.
-fn worker(pipelines: Arc<Pipelines>, pruner: Arc<Pruner>, mut feed: mpsc::UnboundedReceiver<Item>) -> JoinHandle<()> {
-    async fn retried<F: Future<Output = Result<(), String>>>(mut consume: impl FnMut() -> F) {
-        for attempt in 1..=3u64 {
-            if consume().await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
-        }
-    }
-    tokio::spawn(async move {
-        while let Some(item) = feed.recv().await {
-            retried(|| pipeline_trigger::on_item(&pipelines, &item)).await;
-            retried(|| branch_pruner::on_item(&pruner, &item)).await;
-        }
-    })
+/// `GET /openapi.json`: unauthenticated, the document exactly as kept in the repository.
+async fn openapi_json() -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
 }
 
 /// The scheduled work on one timer: what the EventBridge schedules of status-poller and
@@ -192,15 +195,21 @@ fn poll_loop(pipelines: Arc<Pipelines>, pruner: Arc<Pruner>, every: Duration) ->
 /// registers the sandbox integration's webhook over HTTP, so the server must be up).
 pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Error> {
     let local = backends::local(&config.state_dir)?;
-    let (store, feed) = FeedStore::new(local.store);
-    let backends = Backends { store: Arc::new(store), secrets: local.secrets };
+    start_with(config, local, stop_on_signal).await
+}
+
+/// [`start`] on the given adapters (e.g. DynamoDB), `state_dir` still holding the generated
+/// token and secret.
+pub async fn start_with(config: Config, state: Backends, stop_on_signal: bool) -> Result<Running, Error> {
+    let (store, feed) = FeedStore::new(state.store.clone());
+    let backends = Backends { store: Arc::new(store), secrets: state.secrets };
     let listener = TcpListener::bind(("127.0.0.1", config.port)).await?;
     let addr = listener.local_addr()?;
     let base_url = config.public_base_url.clone().unwrap_or_else(|| format!("http://{addr}"));
     let sandbox = Sandbox::new(format!("http://{addr}{SANDBOX_MOUNT}"));
     sandbox.set_pipeline_timing(config.sandbox_pipeline_timing);
     // One HTTP client and OAuth token cache for the API and the seed alike.
-    let connector = Connector::default();
+    let connector = Connector::new(config.bitbucket_retry);
     let connections = || Connections {
         store: backends.store.clone(),
         secrets: backends.secrets.clone(),
@@ -209,11 +218,7 @@ pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Erro
         secret_prefix: "local".into(),
     };
     let api_token = seed::api_token(&config)?;
-    let pipelines = Arc::new(Pipelines {
-        store: backends.store.clone(),
-        secrets: backends.secrets.clone(),
-        connector: connector.clone(),
-    });
+    let pipelines = Arc::new(Pipelines::new(backends.store.clone(), backends.secrets.clone(), connector.clone()));
     let pruner = Arc::new(Pruner {
         store: backends.store.clone(),
         secrets: backends.secrets.clone(),
@@ -230,7 +235,7 @@ pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Erro
         pruner: pruner.clone(),
     };
     let app = app(backends.clone(), services, &sandbox, AdminToken::new(&api_token), config.retention);
-    let mut background = vec![worker(pipelines.clone(), pruner.clone(), feed)];
+    let mut background = Vec::new();
     if let Some(every) = config.poll_interval {
         background.push(poll_loop(pipelines.clone(), pruner.clone(), every));
     }
@@ -256,6 +261,11 @@ pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Erro
             return Err(e);
         }
     };
+    // Started once seeded, so the sweep's deliveries reach Bitbucket at this run's address;
+    // the feed holds what was written meanwhile. Without a worker the feed is dropped.
+    if config.worker {
+        background.push(worker::spawn(pipelines.clone(), pruner.clone(), state.store, feed));
+    }
     Ok(Running { addr, base_url, seeded, backends, sandbox, pipelines, pruner, shutdown, server, background })
 }
 

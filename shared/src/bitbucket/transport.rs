@@ -4,7 +4,7 @@
 //! [`BitbucketError`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -43,7 +43,7 @@ impl Default for RetryPolicy {
 /// Built once per process (cold start): the HTTP client with its connection pool and the
 /// OAuth token cache, shared by every connection.
 pub struct Transport {
-    http: reqwest::Client,
+    http: OnceLock<reqwest::Client>,
     policy: RetryPolicy,
     /// sha256(token URL, consumer key, consumer secret) → (access token, valid until).
     oauth_tokens: Mutex<HashMap<[u8; 32], (Secret, Instant)>>,
@@ -85,13 +85,25 @@ pub struct Listing<T> {
 
 impl Transport {
     pub fn new(policy: RetryPolicy) -> Self {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("bitbucket-automation/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .expect("static HTTP client configuration");
-        Transport { http, policy, oauth_tokens: Mutex::new(HashMap::new()) }
+        Transport { http: OnceLock::new(), policy, oauth_tokens: Mutex::new(HashMap::new()) }
+    }
+
+    /// The HTTP client, built at the first Bitbucket call rather than at cold start: building it
+    /// reads the system's certificate store (hundreds of files), which a function whose request
+    /// never reaches Bitbucket (a webhook, a listing) should not pay for.
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            // ring as rustls' provider, as for the AWS SDK's client (`backends::sdk_config`): one
+            // small crypto library in every function instead of aws-lc. A provider someone
+            // installed first wins; that is fine too.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::builder()
+                .user_agent(concat!("bitbucket-automation/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(5))
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build()
+                .expect("static HTTP client configuration")
+        })
     }
 }
 
@@ -237,7 +249,7 @@ impl Session {
             }
             let mut request = self
                 .transport
-                .http
+                .http()
                 .request(method.clone(), url)
                 .header(AUTHORIZATION, authorization)
                 .header("Accept", "application/json")
@@ -301,6 +313,13 @@ impl Session {
             StatusCode::CONFLICT => BitbucketError::Conflict(message),
             StatusCode::BAD_REQUEST if self.is_oauth_endpoint(&path) => BitbucketError::BadCredentials(message),
             StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => BitbucketError::Rejected(message),
+            // A server error on a request not safe to repeat: still Bitbucket failing (503 to
+            // callers, not a refusal), and it may have acted, so the caller checks before redoing.
+            s if s.is_server_error() => BitbucketError::Unavailable(format!(
+                "HTTP {}{} (not retried: the request may have taken effect)",
+                s.as_u16(),
+                message.map(|m| format!(": {m}")).unwrap_or_default()
+            )),
             s => BitbucketError::Unexpected(format!(
                 "HTTP {}{}",
                 s.as_u16(),

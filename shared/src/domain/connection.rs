@@ -49,14 +49,16 @@ pub struct NewIntegration {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    #[serde(deserialize_with = "crate::objects::name")]
     pub flavor: Flavor,
     pub base_url: Option<String>,
     pub workspace: Option<String>,
     pub project_key: Option<String>,
     pub repository: Option<String>,
     pub repository_url: Option<String>,
+    #[serde(deserialize_with = "crate::objects::object")]
     pub credential: Credential,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects::object")]
     pub options: Options,
     #[serde(default = "yes")]
     pub register_webhook: bool,
@@ -72,7 +74,9 @@ fn yes() -> bool {
 pub struct IntegrationPatch {
     pub name: Option<String>,
     pub description: Option<String>,
+    #[serde(default, deserialize_with = "crate::objects::optional_object")]
     pub options: Option<Options>,
+    #[serde(default, deserialize_with = "crate::objects::optional_object")]
     pub credential: Option<Credential>,
 }
 
@@ -92,8 +96,14 @@ fn check_description(description: &str) -> Result<String, ConnectionError> {
     Ok(description.trim().to_owned())
 }
 
+/// A workspace, project key or repository slug: it becomes a URL path segment, so `.` and `..`
+/// (which a URL resolves away, pointing the credential at another resource) are refused.
 fn slug_ok(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-~".contains(&b))
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-~".contains(&b))
+        && s != "."
+        && s != ".."
 }
 
 /// `https://…`, or `http://` to a loopback host (the local stack and its sandbox).
@@ -105,8 +115,9 @@ fn check_base_url(raw: &str) -> Result<String, ConnectionError> {
         "http" if loopback => {}
         _ => return Err(invalid("base_url", "must use https (plain http only to a loopback address)")),
     }
-    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
-        return Err(invalid("base_url", "must not carry credentials or a query"));
+    // API paths are appended to the base URL: a query or fragment would swallow them.
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("base_url", "must not carry credentials, a query or a fragment"));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
@@ -304,6 +315,17 @@ impl Connections {
             // Undo what was done so a failed create leaves nothing behind.
             if let Some(hook) = &integration.webhook {
                 let _ = client.delete_webhook(&hook.id).await;
+            } else if request.register_webhook
+                && matches!(e, ConnectionError::Bitbucket(BitbucketError::Unavailable(_) | BitbucketError::Network(_)))
+            {
+                // The registration's answer was lost (a timeout, a 5xx): Bitbucket may hold the
+                // webhook anyway. Only this never-stored integration's URL points at it.
+                let url = self.webhook_url(&integration.id);
+                if let Ok(hooks) = client.list_webhooks().await {
+                    for hook in hooks.iter().filter(|h| h.url == url) {
+                        let _ = client.delete_webhook(&hook.id).await;
+                    }
+                }
             }
             let _ = self.secrets.delete(&integration.webhook_secret_name).await;
             let _ = self.secrets.delete(&integration.credential_secret_name).await;
@@ -619,6 +641,23 @@ mod tests {
         assert_eq!(parse_repository_url(Flavor::DataCenter, "https://h/users/jo/repos/dots").unwrap().1, "~jo");
         assert!(parse_repository_url(Flavor::Cloud, "https://github.com/a/b").is_err());
         assert!(parse_repository_url(Flavor::Cloud, "https://bitbucket.org/ws").is_err());
+    }
+
+    #[test]
+    fn slugs_are_one_plain_path_segment() {
+        assert!(slug_ok("demo") && slug_ok("my.repo-1_x~") && slug_ok(".github") && slug_ok("a..b"));
+        for bad in ["", ".", "..", "a/b", "a%2Fb", "a b", &"x".repeat(129)] {
+            assert!(!slug_ok(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn base_url_fragment_is_refused() {
+        // Found by fuzz/admin_bodies: `#…` was kept, so every API path landed in the fragment.
+        for bad in ["http://127.0.0.1/#:7990", "https://git.example.com/ctx#x", "https://git.example.com/#"] {
+            assert!(matches!(check_base_url(bad), Err(ConnectionError::Invalid { field: "base_url", .. })), "{bad}");
+        }
+        assert_eq!(check_base_url("https://git.example.com/ctx/").unwrap(), "https://git.example.com/ctx");
     }
 
     #[test]

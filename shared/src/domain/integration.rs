@@ -48,6 +48,7 @@ pub struct Options {
     /// Branch globs (`main`, `release/*`) whose pushes start a pipeline run.
     pub build_branches: Vec<String>,
     /// Which branches the stale-branch cleanup deletes from Bitbucket.
+    #[serde(deserialize_with = "crate::objects::object")]
     pub stale_branches: StalePolicy,
 }
 

@@ -172,6 +172,7 @@ impl From<PipelineError> for ApiError {
             PipelineError::Invalid { .. } => ApiError::BadRequest(message),
             PipelineError::NotFound(_) => ApiError::NotFound(message),
             PipelineError::AlreadyFinished { .. } => ApiError::Conflict(message),
+            PipelineError::ActionInProgress(_) => ApiError::Unavailable(message),
             PipelineError::Connection(e) => e.into(),
             PipelineError::Bitbucket(b) => ApiError::Bitbucket(b),
             PipelineError::Secrets(e) => e.into(),

@@ -24,16 +24,42 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Deserializes `bytes`, reporting the path of the offending field.
+/// Deserializes `bytes` (one JSON object, nothing after it), reporting the path of the
+/// offending field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object: serde would also build a struct from an array of its fields.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadRequest("invalid JSON body: expected a JSON object".into()));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." || path.is_empty() {
             ApiError::BadRequest(format!("invalid JSON body: {inner}"))
         } else {
-            ApiError::BadRequest(format!("{path}: {inner}"))
+            ApiError::BadRequest(crate::objects::join_path(&path, &inner.to_string()))
         }
-    })
+    })?;
+    // `from_slice` would check this itself: trailing bytes make the body something else.
+    de.end().map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Body {
+        mode: String,
+    }
+
+    #[test]
+    fn one_object_and_nothing_else() {
+        assert!(parse::<Body>(br#" {"mode": "a"} "#).is_ok_and(|b| b.mode == "a"));
+        for bad in [&br#"{"mode": "a"} x"#[..], br#"{"mode": "a"}{"mode": "b"}"#, br#"["a"]"#, b"", b"null"] {
+            assert!(matches!(parse::<Body>(bad), Err(ApiError::BadRequest(_))), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -3,10 +3,12 @@
 
 mod auth;
 mod error;
+mod extract;
 mod json;
 
 pub use auth::{AdminToken, require_admin};
 pub use error::ApiError;
+pub use extract::{Path, Query};
 pub use json::{JsonBody, MAX_ADMIN_BODY, parse as parse_json};
 
 use axum::body::{Body, Bytes};

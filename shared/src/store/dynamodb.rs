@@ -90,6 +90,13 @@ pub fn item_from_stream_image(image: &Value) -> Result<Item, StoreError> {
     from_attrs(item.into())
 }
 
+/// The inverse: an item as a stream record's `NewImage` would carry it (for sample events and
+/// tests that replay the stream).
+pub fn stream_image_from_item(item: &Item) -> Result<Value, StoreError> {
+    let item: serde_dynamo::Item = to_attrs(item)?.into();
+    serde_json::to_value(item).map_err(|e| StoreError::Corrupt(format!("cannot encode stream image: {e}")))
+}
+
 /// The port's error for a failed condition, carrying the live item DynamoDB returned
 /// (`ReturnValuesOnConditionCheckFailure::AllOld`).
 fn condition_failed(old: Option<Attrs>, now: i64) -> StoreError {

@@ -12,11 +12,13 @@
 mod dynamodb;
 mod feed;
 mod memory;
+#[cfg(feature = "local")]
 mod sqlite;
 
-pub use dynamodb::{DynamoStore, item_from_stream_image};
+pub use dynamodb::{DynamoStore, item_from_stream_image, stream_image_from_item};
 pub use feed::FeedStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "local")]
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

@@ -86,6 +86,12 @@ pub struct ParsedPayload {
 /// Parses and normalizes a delivery body. Unknown event keys are accepted (as
 /// [`RepoEvent::Other`]) as long as the body is JSON; known keys must have their documented shape.
 pub fn parse(flavor: Flavor, event_key: &str, body: &[u8]) -> Result<ParsedPayload, PayloadError> {
+    // JSON is UTF-8 (RFC 8259); serde_json checks only the strings it keeps, so bytes in an
+    // ignored field would otherwise pass.
+    if let Err(e) = std::str::from_utf8(body) {
+        let problem = format!("the body is not UTF-8 (invalid byte at offset {})", e.valid_up_to());
+        return Err(PayloadError(serde::de::Error::custom(problem)));
+    }
     match flavor {
         Flavor::Cloud => cloud::normalize(event_key, body),
         Flavor::DataCenter => datacenter::normalize(event_key, body),
@@ -123,5 +129,15 @@ mod tests {
         let d = DeliveryHeaders::from_headers(&h);
         assert_eq!(d.flavor_hint, Some(Flavor::DataCenter));
         assert_eq!(d.event_key, None);
+    }
+
+    #[test]
+    fn bodies_must_be_utf8_even_in_ignored_fields() {
+        let body = b"{\"push\": {\"changes\": []}, \"ignored\": \"\xC3\x28\"}";
+        for flavor in [Flavor::Cloud, Flavor::DataCenter] {
+            let error = parse(flavor, "repo:push", body).unwrap_err().to_string();
+            assert!(error.contains("not UTF-8"), "{error}");
+        }
+        assert!(parse(Flavor::Cloud, "repo:push", br#"{"push": {"changes": []}, "ignored": "\u00e9"}"#).is_ok());
     }
 }

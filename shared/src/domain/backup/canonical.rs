@@ -64,4 +64,16 @@ mod tests {
         assert_ne!(canonical(&one), canonical(&json!({"info": {"name": "y", "id": 1}, "item": []})));
         assert_eq!(canonical(&json!([])), b"[]\n");
     }
+
+    #[test]
+    fn the_canonical_form_is_a_fixed_point() {
+        // Found by fuzz/admin_bodies: without correctly rounded float parsing, reading this back
+        // gave another float, so re-sending a committed file made a new commit.
+        for text in ["[122222222222222222222222222222222222222222222222222, 265]", "[1.2222222222222219e50, 0.1, -0.0]"]
+        {
+            let first = canonical(&serde_json::from_str(text).unwrap());
+            let again = canonical(&serde_json::from_slice(&first).unwrap());
+            assert_eq!(String::from_utf8(again).unwrap(), String::from_utf8(first).unwrap(), "{text}");
+        }
+    }
 }

@@ -102,6 +102,9 @@ struct Lease {
     until: DateTime<Utc>,
 }
 
+/// The highest snapshot version accepted: the largest integer every JSON client reads exactly.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+
 /// The newest version waiting for the lease; older snapshots step aside for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Claim {
@@ -300,6 +303,11 @@ impl Backups {
     pub async fn snapshot(&self, id: &str, name: &str, snapshot: Snapshot) -> Result<Outcome, BackupError> {
         let integration = connection::active(self.store.as_ref(), id, "back up documents").await?;
         let (target, _) = self.target(id, name).await?;
+        if snapshot.version.is_some_and(|v| v > MAX_VERSION) {
+            // Versions travel as JSON numbers; above 2^53 - 1 clients lose precision, and "one
+            // more than any seen" must always exist.
+            return Err(BackupError::Invalid { field: "version", problem: format!("must be at most {MAX_VERSION}") });
+        }
         if !matches!(snapshot.document, Value::Object(_) | Value::Array(_)) {
             return Err(BackupError::Invalid { field: "document", problem: "must be a JSON object or array".into() });
         }
@@ -404,9 +412,9 @@ impl Backups {
         let commit = match made {
             Ok(commit) => commit,
             Err(e) => {
-                if let BackupError::Bitbucket(b) = &e
-                    && b.is_credential_problem()
-                {
+                // Kept as the integration's last error (a refused credential also moves it to
+                // `error`), as every other Bitbucket failure on an integration is.
+                if let BackupError::Bitbucket(b) = &e {
                     connection::record_failure(self.store.as_ref(), id, b).await;
                 }
                 return Err(e);
@@ -496,6 +504,17 @@ impl Backups {
                     {
                         return Ok(tip.clone());
                     }
+                }
+                // The answer was lost (a timeout, a 5xx): the commit may have landed anyway, and
+                // committing again would make a second one.
+                Err(e @ (BitbucketError::Unavailable(_) | BitbucketError::Network(_))) => {
+                    if let Ok(Some(now)) = client.branch_tip(&target.branch).await
+                        && tip.as_deref() != Some(now.as_str())
+                        && already_there(client, &now, &path, content).await.unwrap_or(false)
+                    {
+                        return Ok(now);
+                    }
+                    return Err(e);
                 }
                 other => return other,
             }

@@ -132,7 +132,9 @@ impl TargetSpec {
     /// The target this spec describes, or the first problem by field name.
     pub fn into_target(self, name: &str, now: DateTime<Utc>) -> Result<BackupTarget, BackupError> {
         check_name(name)?;
-        let directory = self.directory.trim().trim_matches('/').to_owned();
+        // Spaces and slashes are trimmed together: one after the other could leave the first at
+        // an end (`"a /"` became `"a "`), and the target changed when defined again.
+        let directory = self.directory.trim_matches(|c: char| c == '/' || c.is_whitespace()).to_owned();
         if !directory.is_empty() {
             for segment in directory.split('/') {
                 check_segment("directory", segment)?;
@@ -217,6 +219,19 @@ mod tests {
         }
         for name in ["", ".", "..", "a/b", "a b", &"x".repeat(65)] {
             assert_eq!(field_of(spec("", "a.json", "main").into_target(name, now)), "name", "{name:?}");
+        }
+    }
+
+    #[test]
+    fn directories_are_normalised_once_and_for_all() {
+        // Found by fuzz/admin_bodies: `"a /"` was stored as `"a "`, which defined again became `"a"`.
+        let now = Utc::now();
+        for (directory, stored) in [("a /", "a"), ("/backups/postman   /  ", "backups/postman"), (" / a/ b /", "a/ b")]
+        {
+            let t = spec(directory, "f.json", "main").into_target("t", now).unwrap();
+            assert_eq!(t.directory, stored, "{directory:?}");
+            let again = spec(&t.directory, "f.json", "main").into_target("t", now).unwrap();
+            assert_eq!(again, t, "{directory:?}");
         }
     }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Origin, PipelineError, Pipelines, Run, integration, run_sort};
-use crate::bitbucket::{Bitbucket, PipelineRequest};
+use crate::bitbucket::{Bitbucket, BitbucketError, PipelineRequest, PipelineRun};
 use crate::domain::Delivery;
 use crate::domain::integration::{Integration, IntegrationStatus};
 use crate::store::{Condition, Index, Item, Key, Query, StoreError};
@@ -15,8 +15,9 @@ use crate::webhook::{Flavor, PullRequest, RepoEvent};
 
 const ACTION_KIND: &str = "pipeline_action";
 const PR_HEAD_KIND: &str = "pull_request_head";
-/// A claim older than this whose run is unknown was abandoned (its worker died).
-const CLAIM_TIMEOUT: chrono::Duration = chrono::Duration::seconds(60);
+/// A claim older than this whose run is unknown was abandoned (its worker died): longer than
+/// any function run, so a live worker is never overtaken. [`Pipelines::claim_timeout`] defaults to it.
+pub const CLAIM_TIMEOUT: chrono::Duration = chrono::Duration::seconds(60);
 
 /// The claim on one (delivery, action).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,6 +25,10 @@ struct ActionClaim {
     claimed_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     run: Option<String>,
+    /// The start request failed in a way that does not say whether Bitbucket started the run
+    /// (a 5xx, a timeout, a lost answer): the next processing looks in Bitbucket first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    outcome_unknown: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,7 +180,8 @@ impl Pipelines {
 
     /// Starts the run for `origin` unless that (delivery, action) already has one. `None` when
     /// it had. A claim left by a worker that died mid-way is taken over after checking that
-    /// Bitbucket has no run it started.
+    /// Bitbucket has no run it started; a claim still being worked on is an error, so the
+    /// record is retried later rather than counted as done.
     async fn start_once(
         &self,
         integration: &Integration,
@@ -187,36 +193,39 @@ impl Pipelines {
         let id = &integration.id;
         let key = Key::new(integration::partition(id), format!("ACT#{}#{}", origin.delivery_id, origin.action));
         let now = Utc::now();
-        let claim = ActionClaim { claimed_at: now, run: None };
+        let claim = ActionClaim { claimed_at: now, run: None, outcome_unknown: false };
         match self.store.put(Item::from_record(key.clone(), ACTION_KIND, &claim)?, Condition::Absent).await {
             Ok(_) => {}
             Err(StoreError::ConditionFailed { current: Some(current) }) => {
                 let held: ActionClaim = current.record()?;
-                if held.run.is_some() || now - held.claimed_at < CLAIM_TIMEOUT {
+                if held.run.is_some() {
                     return Ok(None);
                 }
-                // Abandoned: did its run reach Bitbucket before the worker died?
-                let recent = client.list_pipelines(1, 30).await?;
-                let started = recent.into_iter().find(|r| {
-                    r.branch.as_deref() == Some(request.branch.as_str())
-                        && r.created_on.is_some_and(|t| t >= held.claimed_at - chrono::Duration::seconds(5))
-                        && request
-                            .commit
-                            .as_ref()
-                            .is_none_or(|c| r.commit.as_ref().is_some_and(|rc| same_commit(c, rc)))
-                });
-                if let Some(fresh) = started {
+                if !held.outcome_unknown && now - held.claimed_at < self.claim_timeout {
+                    // Its worker is starting the run, or died moments ago. Answering "done" here
+                    // would lose the run for good when it died (the redelivery was the only
+                    // one); a retry after the timeout takes the claim over instead.
+                    return Err(PipelineError::ActionInProgress(origin.action.clone()));
+                }
+                // Abandoned, or its outcome unknown: did its run reach Bitbucket?
+                if let Some(fresh) = self.started_since(client, request, held.claimed_at).await? {
+                    // Started, but its worker never recorded it: record it now, or the builds
+                    // view would never show the run (a poll only refreshes runs it knows of).
+                    self.adopt(integration, &fresh, origin, pull_request).await?;
                     self.finish_claim(&key, &fresh.uuid).await?;
                     return Ok(None);
                 }
-                let retake = ActionClaim { claimed_at: now, run: None };
+                let retake = ActionClaim { claimed_at: now, run: None, outcome_unknown: false };
                 match self
                     .store
                     .put(Item::from_record(key.clone(), ACTION_KIND, &retake)?, Condition::Version(current.version))
                     .await
                 {
                     Ok(_) => {}
-                    Err(StoreError::ConditionFailed { .. }) => return Ok(None),
+                    // Another redelivery took it over first and is starting the run now.
+                    Err(StoreError::ConditionFailed { .. }) => {
+                        return Err(PipelineError::ActionInProgress(origin.action.clone()));
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -225,22 +234,61 @@ impl Pipelines {
         let fresh = match client.run_pipeline(request).await {
             Ok(fresh) => fresh,
             Err(e) => {
-                // Nothing started: free the claim so a redelivery tries again.
-                let _ = self.store.delete(&key, Condition::None).await;
+                if refused(&e) {
+                    // Nothing started: free the claim so a redelivery tries again.
+                    let _ = self.store.delete(&key, Condition::None).await;
+                } else {
+                    // The run may exist (freeing the claim here made a redelivery start a
+                    // second one): keep the claim, marked for the redelivery to check first.
+                    let unknown = ActionClaim { claimed_at: now, run: None, outcome_unknown: true };
+                    if let Ok(item) = Item::from_record(key.clone(), ACTION_KIND, &unknown) {
+                        let _ = self.store.put(item, Condition::None).await;
+                    }
+                }
                 return Err(self.noted(id, e).await);
             }
         };
-        let trigger = if pull_request.is_some() { "pull_request" } else { "push" };
-        let mut run = Run::new(&fresh, &integration.target.html_url(), trigger);
-        run.pull_request = pull_request;
-        run.origin = Some(origin.clone());
+        let run = automatic_run(integration, &fresh, origin, pull_request);
         self.save(id, &run).await?;
         self.finish_claim(&key, &run.uuid).await?;
         Ok(Some(run))
     }
 
+    /// The run a claim's worker started, if Bitbucket's recent runs hold one: same branch (and
+    /// commit, when pinned), created after the claim (less some clock skew).
+    async fn started_since(
+        &self,
+        client: &dyn Bitbucket,
+        request: &PipelineRequest,
+        claimed_at: DateTime<Utc>,
+    ) -> Result<Option<PipelineRun>, PipelineError> {
+        let recent = client.list_pipelines(1, 30).await?;
+        Ok(recent.into_iter().find(|r| {
+            r.branch.as_deref() == Some(request.branch.as_str())
+                && r.created_on.is_some_and(|t| t >= claimed_at - chrono::Duration::seconds(5))
+                && request.commit.as_ref().is_none_or(|c| r.commit.as_ref().is_some_and(|rc| same_commit(c, rc)))
+        }))
+    }
+
+    /// Records a run found in Bitbucket as the automatic run of `origin`, keeping what a poll
+    /// may have stored of it meanwhile.
+    async fn adopt(
+        &self,
+        integration: &Integration,
+        fresh: &PipelineRun,
+        origin: &Origin,
+        pull_request: Option<u64>,
+    ) -> Result<(), PipelineError> {
+        let ours = automatic_run(integration, fresh, origin, pull_request);
+        let run = match self.stored(&integration.id, &fresh.uuid).await? {
+            Some((known, _)) => Run { trigger: ours.trigger, pull_request, origin: ours.origin, ..known },
+            None => ours,
+        };
+        self.save(&integration.id, &run).await
+    }
+
     async fn finish_claim(&self, key: &Key, run: &str) -> Result<(), PipelineError> {
-        let done = ActionClaim { claimed_at: Utc::now(), run: Some(run.to_owned()) };
+        let done = ActionClaim { claimed_at: Utc::now(), run: Some(run.to_owned()), outcome_unknown: false };
         self.store.put(Item::from_record(key.clone(), ACTION_KIND, &done)?, Condition::None).await?;
         Ok(())
     }
@@ -258,6 +306,31 @@ impl Pipelines {
             .await?;
         page.items.first().map(|i| i.record().map_err(PipelineError::from)).transpose()
     }
+}
+
+/// A run started for `origin`, as the builds view keeps it.
+fn automatic_run(integration: &Integration, fresh: &PipelineRun, origin: &Origin, pull_request: Option<u64>) -> Run {
+    let trigger = if pull_request.is_some() { "pull_request" } else { "push" };
+    let mut run = Run::new(fresh, &integration.target.html_url(), trigger);
+    run.pull_request = pull_request;
+    run.origin = Some(origin.clone());
+    run
+}
+
+/// Whether Bitbucket answered that it did not start the run (so starting it again is safe).
+/// 5xx, timeouts, broken connections and unreadable answers leave it open.
+fn refused(e: &BitbucketError) -> bool {
+    matches!(
+        e,
+        BitbucketError::BadCredentials(_)
+            | BitbucketError::AppPasswordRemoved
+            | BitbucketError::Forbidden { .. }
+            | BitbucketError::NotFound(_)
+            | BitbucketError::Conflict(_)
+            | BitbucketError::Rejected(_)
+            | BitbucketError::RateLimited
+            | BitbucketError::Unsupported(_)
+    )
 }
 
 enum Action {

@@ -11,6 +11,7 @@
 mod automation;
 mod poll;
 
+pub use automation::CLAIM_TIMEOUT;
 pub use poll::PollReport;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ use crate::webhook::Flavor;
 
 /// Bitbucket calls for one request or one integration's poll, retries included.
 const CALL_BUDGET: Duration = Duration::from_secs(20);
+/// How far Bitbucket's clock may trail ours when matching a run started by a lost request.
+const START_CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(10);
 const RUN_KIND: &str = "pipeline_run";
 const OPEN_KIND: &str = "pipeline_open";
 
@@ -42,6 +45,9 @@ pub enum PipelineError {
     NotFound(String),
     #[error("pipeline run #{build_number} has already finished ({status}); there is nothing to stop")]
     AlreadyFinished { build_number: u64, status: String },
+    /// Another processing of the same delivery holds the action's claim; retry later.
+    #[error("the automatic action `{0}` is being started by another worker; retry later")]
+    ActionInProgress(String),
     #[error(transparent)]
     Connection(#[from] ConnectionError),
     #[error("{0}")]
@@ -166,8 +172,9 @@ struct OpenRun {
 pub struct RunRequest {
     pub branch: String,
     pub commit: Option<String>,
+    #[serde(default, deserialize_with = "crate::objects::optional_object")]
     pub selector: Option<Selector>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::objects::objects")]
     pub variables: Vec<PipelineVariable>,
 }
 
@@ -180,7 +187,8 @@ pub struct Selector {
 }
 
 impl RunRequest {
-    fn validate(self) -> Result<PipelineRequest, PipelineError> {
+    /// Checks the request and settles what is sent to Bitbucket; the first problem by field name.
+    pub fn validate(self) -> Result<PipelineRequest, PipelineError> {
         let branch = self.branch.trim().to_owned();
         if !valid_branch_name(&branch) {
             return Err(invalid("branch", "is not a valid git branch name"));
@@ -230,9 +238,16 @@ pub struct Pipelines {
     pub store: Arc<dyn StateStore>,
     pub secrets: Arc<dyn SecretStore>,
     pub connector: Connector,
+    /// When an automatic run's claim counts as abandoned ([`CLAIM_TIMEOUT`]; tests shorten it
+    /// instead of waiting).
+    pub claim_timeout: chrono::Duration,
 }
 
 impl Pipelines {
+    pub fn new(store: Arc<dyn StateStore>, secrets: Arc<dyn SecretStore>, connector: Connector) -> Self {
+        Pipelines { store, secrets, connector, claim_timeout: CLAIM_TIMEOUT }
+    }
+
     async fn integration(&self, id: &str) -> Result<Integration, PipelineError> {
         Ok(connection::existing(self.store.as_ref(), id).await?.0)
     }
@@ -250,11 +265,10 @@ impl Pipelines {
         Ok(connection::client_for(&*self.secrets, &self.connector, integration, CALL_BUDGET).await?)
     }
 
-    /// Keeps a credential Bitbucket refused on the integration, then passes the error on.
+    /// Keeps the failure as the integration's last error (a refused credential also moves it
+    /// to `error`), so a failed poll or automatic run is visible, then passes the error on.
     async fn noted(&self, id: &str, e: BitbucketError) -> PipelineError {
-        if e.is_credential_problem() {
-            connection::record_failure(self.store.as_ref(), id, &e).await;
-        }
+        connection::record_failure(self.store.as_ref(), id, &e).await;
         e.into()
     }
 
@@ -262,9 +276,13 @@ impl Pipelines {
         let request = request.validate()?;
         let integration = self.runnable(id, "run pipelines").await?;
         let client = self.client(&integration).await?;
+        let asked = Utc::now();
         let fresh = match client.run_pipeline(&request).await {
             Ok(run) => run,
-            Err(e) => return Err(self.noted(id, e).await),
+            Err(e) => match self.started_anyway(id, client.as_ref(), &request, asked, &e).await {
+                Some(run) => run,
+                None => return Err(self.noted(id, e).await),
+            },
         };
         let mut run = Run::new(&fresh, &integration.target.html_url(), "manual");
         run.variables = request.variables.iter().map(|v| v.key.clone()).collect();
@@ -272,15 +290,73 @@ impl Pipelines {
         Ok(run)
     }
 
+    /// After a start whose answer was lost (a timeout or a 5xx: Bitbucket may have started the
+    /// run), the run Bitbucket started for `request` since `asked`, if any and not already
+    /// stored — so the caller is not told to retry into a second run.
+    async fn started_anyway(
+        &self,
+        id: &str,
+        client: &dyn Bitbucket,
+        request: &PipelineRequest,
+        asked: DateTime<Utc>,
+        error: &BitbucketError,
+    ) -> Option<PipelineRun> {
+        if !matches!(error, BitbucketError::Unavailable(_) | BitbucketError::Network(_)) {
+            return None;
+        }
+        let selector = request.custom.as_ref().map(|pattern| format!("custom: {pattern}"));
+        let since = asked - START_CLOCK_SKEW;
+        let mut candidates: Vec<PipelineRun> = client
+            .list_pipelines(1, 30)
+            .await
+            .ok()?
+            .into_iter()
+            .filter(|r| {
+                r.branch.as_deref() == Some(request.branch.as_str())
+                    && r.trigger.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("MANUAL"))
+                    && r.created_on.is_some_and(|t| t >= since)
+                    && match &selector {
+                        Some(custom) => r.selector.as_ref() == Some(custom),
+                        None => r.selector.as_deref().is_none_or(|s| !s.starts_with("custom")),
+                    }
+                    && request
+                        .commit
+                        .as_ref()
+                        .is_none_or(|c| r.commit.as_ref().is_some_and(|rc| rc.starts_with(c.as_str())))
+            })
+            .collect();
+        candidates.sort_by_key(|r| r.build_number);
+        for run in candidates {
+            if matches!(self.stored(id, &run.uuid).await, Ok(None)) {
+                tracing::info!(run = %run.uuid, "the run started although its answer was lost");
+                return Some(run);
+            }
+        }
+        None
+    }
+
     /// Stops a pending or running run; a finished one is `AlreadyFinished`.
     pub async fn stop(&self, id: &str, uuid: &str) -> Result<Run, PipelineError> {
         let integration = self.runnable(id, "stop pipelines").await?;
-        if let Some((run, _)) = self.stored(id, uuid).await?
+        let Some(uuid) = braced_uuid(uuid) else { return Err(PipelineError::NotFound(uuid.to_owned())) };
+        let uuid = uuid.as_str();
+        let known = self.stored(id, uuid).await?;
+        if let Some((run, _)) = &known
             && run.is_final()
         {
-            return Err(PipelineError::AlreadyFinished { build_number: run.build_number, status: run.status });
+            let (build_number, status) = (run.build_number, run.status.clone());
+            return Err(PipelineError::AlreadyFinished { build_number, status });
         }
         let client = self.client(&integration).await?;
+        if known.is_none() {
+            // A run not seen yet (started in Bitbucket, not polled): it must exist before
+            // anything is asked to stop, so an unknown id never becomes a write.
+            match client.get_pipeline(uuid).await {
+                Ok(_) => {}
+                Err(BitbucketError::NotFound(_)) => return Err(PipelineError::NotFound(uuid.to_owned())),
+                Err(e) => return Err(self.noted(id, e).await),
+            }
+        }
         let stopped = client.stop_pipeline(uuid).await;
         let fresh = match client.get_pipeline(uuid).await {
             Ok(fresh) => fresh,
@@ -304,12 +380,7 @@ impl Pipelines {
     }
 
     async fn stored(&self, id: &str, uuid: &str) -> Result<Option<(Run, u64)>, PipelineError> {
-        let valid = !uuid.is_empty() && uuid.len() <= 64 && !uuid.contains('#');
-        if !valid {
-            return Ok(None);
-        }
-        // Bitbucket writes uuids in braces; accept them with or without.
-        let braced = if uuid.starts_with('{') { uuid.to_owned() } else { format!("{{{uuid}}}") };
+        let Some(braced) = braced_uuid(uuid) else { return Ok(None) };
         match self.store.get(&run_key(id, &braced)).await? {
             Some(item) => Ok(Some((item.record()?, item.version))),
             None => Ok(None),
@@ -405,10 +476,34 @@ impl Pipelines {
     }
 }
 
+/// A run id as Bitbucket writes it (`{uuid}`), from one given with or without braces; `None`
+/// when it is not a UUID, so it names no run and never becomes part of a Bitbucket URL (where
+/// `..` would climb out of `/pipelines/`).
+fn braced_uuid(uuid: &str) -> Option<String> {
+    let bare = uuid.strip_prefix('{').and_then(|u| u.strip_suffix('}')).unwrap_or(uuid);
+    let hyphenated = bare.len() == 36 && uuid::Uuid::try_parse(bare).is_ok();
+    hyphenated.then(|| format!("{{{bare}}}"))
+}
+
 /// Our trigger word for a run we did not start, from Bitbucket's (`PUSH` → `push`).
 fn trigger_name(fresh: &PipelineRun, ours: &str) -> String {
     if ours != "bitbucket" {
         return ours.to_owned();
     }
     fresh.trigger.as_deref().unwrap_or("unknown").to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_uuids_with_or_without_braces() {
+        let id = "0f4e5b1c-3d2a-4b6e-9c8d-7a6b5c4d3e2f";
+        assert_eq!(braced_uuid(id).as_deref(), Some("{0f4e5b1c-3d2a-4b6e-9c8d-7a6b5c4d3e2f}"));
+        assert_eq!(braced_uuid(&format!("{{{id}}}")), braced_uuid(id));
+        for bad in ["", "..", "../../hooks", "{..}", "not-a-uuid", "0f4e5b1c3d2a4b6e9c8d7a6b5c4d3e2f", "{0f4e5b1c}"] {
+            assert_eq!(braced_uuid(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -142,6 +142,7 @@ impl AuditEntry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PruneRequest {
+    #[serde(deserialize_with = "crate::objects::name")]
     pub mode: PruneMode,
     pub dry_run: Option<bool>,
 }

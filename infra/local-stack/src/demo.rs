@@ -1,0 +1,62 @@
+//! The `demo` integration the sample events under `events/` are written for. The same record
+//! and secrets go into whatever backends are given, so `cargo lambda watch` with
+//! `cargo lambda invoke` (on the AWS emulator), the sample-event tests (in memory) and the
+//! cold-start benchmark all answer the sample events the same way.
+
+use chrono::Utc;
+use shared::backends::Backends;
+use shared::bitbucket::{Credential, RepoTarget};
+use shared::domain::integration::Options;
+use shared::domain::{Integration, IntegrationStatus, WebhookSecrets, integration};
+use shared::secrets::Secret;
+use shared::store::Condition;
+use shared::webhook::Flavor;
+
+use crate::{Error, SANDBOX_MOUNT};
+
+pub const DEMO_ID: &str = "demo";
+
+/// `events/webhook-receiver/signed-push.json` carries the fixture
+/// `cloud/jenkins-bbs__signed_payload.json` with its published HMAC vector, so the demo
+/// webhook secret is that vector's. A public test value, never a real one.
+pub const DEMO_WEBHOOK_SECRET: &str = "Gkvl$k$wyNpQAF42";
+
+/// Where the demo integration's Bitbucket is: the sandbox of a local stack on its default port
+/// (`make run`), so sample events that call Bitbucket work when one is running.
+pub fn default_bitbucket_base() -> String {
+    format!("http://127.0.0.1:3000{SANDBOX_MOUNT}/2.0")
+}
+
+/// Writes (or overwrites) the demo integration, active, with its credential and webhook secret.
+pub async fn seed(backends: &Backends, bitbucket_base: &str, secret_prefix: &str) -> Result<Integration, Error> {
+    let credential = Credential::ApiToken {
+        email: bitbucket_sandbox::API_TOKEN_EMAIL.into(),
+        token: Secret::new(bitbucket_sandbox::API_TOKEN),
+    };
+    let now = Utc::now();
+    let demo = Integration {
+        id: DEMO_ID.into(),
+        name: "Demo".into(),
+        description: "The integration the sample events are written for".into(),
+        status: IntegrationStatus::Active,
+        target: RepoTarget {
+            flavor: Flavor::Cloud,
+            base_url: bitbucket_base.to_owned(),
+            owner: bitbucket_sandbox::WORKSPACE.into(),
+            slug: bitbucket_sandbox::REPOSITORY.into(),
+        },
+        options: Options { build_pull_requests: true, ..Options::default() },
+        credential: credential.summary(),
+        credential_secret_name: format!("{secret_prefix}/{DEMO_ID}/credential"),
+        webhook_secret_name: format!("{secret_prefix}/{DEMO_ID}/webhook"),
+        webhook: None,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let secrets = backends.secrets.as_ref();
+    secrets.put(&demo.credential_secret_name, &credential.to_secret()).await?;
+    secrets.put(&demo.webhook_secret_name, &WebhookSecrets::new(&Secret::new(DEMO_WEBHOOK_SECRET)).to_secret()).await?;
+    integration::put(backends.store.as_ref(), &demo, Condition::None).await?;
+    Ok(demo)
+}
