@@ -14,7 +14,7 @@ run:
 
 test:
 	@MOTO_PORT=$(MOTO_PORT) infra/moto.sh start
-	@status=0; $(TEST_ENV) $(CARGO) test --workspace --all-targets || status=$$?; \
+	@status=0; $(TEST_ENV) $(CARGO) test --workspace --all-targets --no-fail-fast || status=$$?; \
 	MOTO_PORT=$(MOTO_PORT) infra/moto.sh stop; exit $$status
 
 lint:

@@ -6,7 +6,8 @@
 # - Stable Rust only: cargo-fuzz passes nightly flags (-Zsanitizer=address), which stable rustc
 #   accepts under RUSTC_BOOTSTRAP=1.
 # - Builds into target/fuzz (FUZZ_TARGET_DIR overrides), apart from the main target dir.
-# - Inputs the short run finds go to a temporary directory: the kept corpus is only read.
+# - Inputs the short run finds go to a temporary directory: the kept corpus (corpus/<target>)
+#   and the inputs of fixed bugs (regressions/<target>) are only read.
 # - A crash, panic or hang (> 10 s for one input) fails the run; its input is copied to
 #   fuzz/artifacts/<target>/ (git-ignored) and can be replayed with
 #   `RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz <target> fuzz/artifacts/<target>/<file>`.
@@ -45,8 +46,11 @@ for t in "${targets[@]}"; do
     mkdir -p "$scratch/$t/new" "$scratch/$t/artifacts" "$fuzz_dir/corpus/$t"
     log=$scratch/$t.log
     rc=0
-    # The first corpus directory receives new inputs; the kept one is read only.
-    fuzz run "$t" "$scratch/$t/new" "$fuzz_dir/corpus/$t" -- \
+    # The first corpus directory receives new inputs; the kept corpus and the inputs of bugs
+    # found before (regressions/) are only read.
+    inputs=("$fuzz_dir/corpus/$t")
+    [[ -d $fuzz_dir/regressions/$t ]] && inputs+=("$fuzz_dir/regressions/$t")
+    fuzz run "$t" "$scratch/$t/new" "${inputs[@]}" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -dict="$fuzz_dir/dict/$t.dict" -artifact_prefix="$scratch/$t/artifacts/" >"$log" 2>&1 || rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)

@@ -29,9 +29,10 @@ fn numbers(page: &Value) -> Vec<u64> {
     page["pipelines"].as_array().unwrap().iter().map(|r| r["build_number"].as_u64().unwrap()).collect()
 }
 
-/// Waits (bounded) until the builds view satisfies `done`; webhooks and the worker are async.
+/// Waits (bounded, 20 s: the suite's stacks share two cores in CI) until the builds view
+/// satisfies `done`; webhooks and the worker are async.
 async fn eventually(s: &Stack, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..100 {
+    for _ in 0..400 {
         s.running.sandbox.settle().await;
         let page = list(s, "?limit=100").await;
         if done(&page) {

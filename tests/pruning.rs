@@ -35,9 +35,10 @@ fn find<'a>(items: &'a [Value], branch: &str) -> Option<&'a Value> {
     items.iter().find(|e| e["branch"] == branch)
 }
 
-/// Waits (bounded) until the environments satisfy `done`; webhooks and the worker are async.
+/// Waits (bounded, 20 s: the suite's stacks share two cores in CI) until the environments
+/// satisfy `done`; webhooks and the worker are async.
 async fn eventually(s: &Stack, id: &str, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    for _ in 0..100 {
+    for _ in 0..400 {
         s.running.sandbox.settle().await;
         let envs = environments(s, id).await;
         if done(&envs) {

@@ -9,15 +9,9 @@ pub fn matches(pattern: &str, name: &str) -> bool {
     let mut row = vec![false; name.len() + 1];
     row[0] = true;
     let mut next = vec![false; name.len() + 1];
-    let mut p = pattern.as_bytes();
-    while !p.is_empty() {
-        let token;
-        (token, p) = match p {
-            [b'*', b'*', rest @ ..] => (Token::AnyPath, rest),
-            [b'*', rest @ ..] => (Token::AnySegment, rest),
-            [c, rest @ ..] => (Token::Byte(*c), rest),
-            [] => unreachable!("the loop runs while the pattern is not empty"),
-        };
+    let mut pattern = pattern.as_bytes();
+    while let Some((token, rest)) = Token::first(pattern) {
+        pattern = rest;
         next[0] = match token {
             Token::Byte(_) => false,
             Token::AnySegment | Token::AnyPath => row[0],
@@ -40,6 +34,18 @@ enum Token {
     AnyPath,
     AnySegment,
     Byte(u8),
+}
+
+impl Token {
+    /// The pattern's first token and the rest (`***` is `**` then `*`).
+    fn first(pattern: &[u8]) -> Option<(Token, &[u8])> {
+        match pattern {
+            [] => None,
+            [b'*', b'*', rest @ ..] => Some((Token::AnyPath, rest)),
+            [b'*', rest @ ..] => Some((Token::AnySegment, rest)),
+            [c, rest @ ..] => Some((Token::Byte(*c), rest)),
+        }
+    }
 }
 
 pub fn any_matches(patterns: &[String], name: &str) -> bool {
