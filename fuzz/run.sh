@@ -32,8 +32,11 @@ fi
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
+# cargo fuzz <subcommand> with this fuzz dir and target dir (before any `--` libFuzzer args).
 fuzz() {
-    cargo fuzz "$@" --fuzz-dir "$fuzz_dir" --target-dir "$target_dir"
+    local subcommand=$1
+    shift
+    cargo fuzz "$subcommand" --fuzz-dir "$fuzz_dir" --target-dir "$target_dir" "$@"
 }
 
 started=$SECONDS
@@ -62,7 +65,7 @@ for t in "${targets[@]}"; do
         echo "fuzz target $t FAILED (exit $rc); inputs kept in fuzz/artifacts/$t/; log tail:" >&2
         tail -n 60 "$log" >&2
     else
-        grep -E '^#[0-9]+ +DONE' "$log" | tail -n 1 >&2 || true
+        grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 >&2 || true
     fi
 done
 
