@@ -75,6 +75,14 @@ async fn expired_items_are_absent(store: &dyn StateStore) {
         store.put(item("E", "x", json!({})), Condition::Version(1)).await,
         Err(StoreError::ConditionFailed { .. })
     ));
+    // Its version no longer matches anything, and an unconditional overwrite starts at 1 too.
+    store.put(item("E", "gone", json!({})).with_expiry(past), Condition::None).await.unwrap();
+    assert!(matches!(
+        store.put(item("E", "gone", json!({})), Condition::Version(1)).await,
+        Err(StoreError::ConditionFailed { current: None })
+    ));
+    assert_eq!(store.put(item("E", "gone", json!({"n": 2})), Condition::None).await.unwrap(), 1);
+    assert_eq!(store.put(item("E", "gone", json!({"n": 3})), Condition::None).await.unwrap(), 2);
 }
 
 async fn queries_order_filter_and_page(store: &dyn StateStore) {
