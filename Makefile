@@ -60,7 +60,7 @@ watch-seed: moto-start
 # functions the local stack's SQLite.
 bench:
 	$(CARGO) build --release $(addprefix -p ,$(FUNCTIONS))
-	$(CARGO) build --release -p benchmarks --bin hello-floor --bin coldstart
+	$(CARGO) build --release -p benchmarks --bin hello-floor --bin hello-floor-current-thread --bin coldstart
 	@MOTO_PORT=$(MOTO_PORT) infra/moto.sh start
 	@status=0; $(TEST_ENV) target/release/coldstart $(BENCH_ARGS) || status=$$?; \
 	MOTO_PORT=$(MOTO_PORT) infra/moto.sh stop; exit $$status

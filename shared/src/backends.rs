@@ -38,10 +38,9 @@ pub async fn aws() -> Result<Backends, ConfigError> {
     if let Some(endpoint) = service_endpoint("AWS_ENDPOINT_URL_SECRETS_MANAGER") {
         secretsmanager.set_endpoint_url(Some(endpoint));
     }
-    let (dynamodb, secretsmanager) = (dynamodb.build(), secretsmanager.build());
     Ok(Backends {
-        store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(dynamodb), table)),
-        secrets: Arc::new(SecretsManagerStore::new(aws_sdk_secretsmanager::Client::from_conf(secretsmanager), cache)),
+        store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(dynamodb.build()), table)),
+        secrets: Arc::new(SecretsManagerStore::lazy(secretsmanager, cache)),
     })
 }
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use shared::bitbucket::Connector;
 use shared::domain::backup::Backups;
 
-#[tokio::main]
+// Lambda hands an environment one event at a time: worker threads would only cost start time.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
     let backends = shared::backends::aws().await?;

@@ -7,7 +7,8 @@ use serde_json::json;
 use shared::bitbucket::Connector;
 use shared::domain::pruning::Pruner;
 
-#[tokio::main]
+// Lambda hands an environment one event at a time: worker threads would only cost start time.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), shared::lambda::Error> {
     shared::telemetry::init();
     let backends = shared::backends::aws().await?;

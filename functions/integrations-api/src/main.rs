@@ -7,7 +7,8 @@ use shared::bitbucket::Connector;
 use shared::config::{env_or, env_required};
 use shared::domain::connection::Connections;
 
-#[tokio::main]
+// Lambda hands an environment one event at a time: worker threads would only cost start time.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
     let backends = shared::backends::aws().await?;

@@ -2,6 +2,7 @@
 //! every delivery, and a warm Lambda should not pay a Secrets Manager round trip each time.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -11,8 +12,12 @@ use tokio::sync::RwLock;
 
 use super::*;
 
+/// The client, built when first used: a function that answers from its secret cache or never
+/// reads a secret (a list, a stream record it skips) need not build it at cold start.
+type LazyClient = LazyLock<Client, Box<dyn FnOnce() -> Client + Send>>;
+
 pub struct SecretsManagerStore {
-    client: Client,
+    client: LazyClient,
     ttl: Duration,
     recovery_window_days: i64,
     cache: RwLock<HashMap<String, (Instant, Option<Secret>)>>,
@@ -29,6 +34,15 @@ fn secret_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::f
 
 impl SecretsManagerStore {
     pub fn new(client: Client, ttl: Duration) -> Self {
+        Self::with_client(LazyLock::new(Box::new(move || client)), ttl)
+    }
+
+    /// Builds the client from `config` at its first use.
+    pub fn lazy(config: aws_sdk_secretsmanager::config::Builder, ttl: Duration) -> Self {
+        Self::with_client(LazyLock::new(Box::new(move || Client::from_conf(config.build()))), ttl)
+    }
+
+    fn with_client(client: LazyClient, ttl: Duration) -> Self {
         SecretsManagerStore { client, ttl, recovery_window_days: 7, cache: RwLock::new(HashMap::new()) }
     }
 
