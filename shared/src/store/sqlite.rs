@@ -57,7 +57,7 @@ impl SqliteStore {
     /// Runs SQLite work on the calling thread, under the connection's lock. Every call is one
     /// statement or one transaction that never spans an await — tens of microseconds, with WAL
     /// and no fsync per commit — so handing it to tokio's blocking pool cost more than the work
-    /// itself: two thread wake-ups per call made the receiver's hot path 2.8× its floor
+    /// itself: two thread wake-ups per call made the receiver's hot path 2.4–2.9× its floor
     /// (BENCHMARKS.md). The occasional WAL checkpoint (every 1,000 pages) does fsync; for the
     /// local stack that pause is acceptable.
     fn with_conn<T>(&self, work: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
