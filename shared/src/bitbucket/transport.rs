@@ -141,22 +141,28 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Describes a transport failure without the URL's query or any header.
+/// What kind of network failure `cause` (the innermost error's text) describes. TLS first: a
+/// certificate for the wrong host names the expected `DnsName`, which is no DNS failure.
+fn failure_kind(cause: &str, timed_out: bool) -> &'static str {
+    let lower = cause.to_lowercase();
+    if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        "TLS failed"
+    } else if lower.contains("dns") || lower.contains("resolve") || lower.contains("lookup") {
+        "DNS lookup failed"
+    } else if timed_out {
+        "timed out"
+    } else {
+        "connection failed"
+    }
+}
+
 fn network_error(e: &reqwest::Error) -> BitbucketError {
     let mut root: &dyn std::error::Error = e;
     while let Some(next) = root.source() {
         root = next;
     }
     let cause = root.to_string();
-    let lower = cause.to_lowercase();
-    let kind = if lower.contains("dns") || lower.contains("resolve") || lower.contains("lookup") {
-        "DNS lookup failed"
-    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-        "TLS failed"
-    } else if e.is_timeout() {
-        "timed out"
-    } else {
-        "connection failed"
-    };
+    let kind = failure_kind(&cause, e.is_timeout());
     if e.is_timeout() {
         BitbucketError::Unavailable(format!("{kind}: {}", short(&cause)))
     } else {
@@ -387,6 +393,25 @@ fn origin(url: &str) -> Option<(String, String, Option<u16>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_failures_are_named_by_their_innermost_cause() {
+        let cases = [
+            // rustls, a certificate for another host: it names the expected DnsName.
+            (
+                r#"invalid peer certificate: certificate not valid for name "bitbucket.example.com"; certificate is only valid for DnsName("other.example.com")"#,
+                "TLS failed",
+            ),
+            ("invalid peer certificate: UnknownIssuer", "TLS failed"),
+            ("received fatal alert: HandshakeFailure", "TLS failed"),
+            ("failed to lookup address information: Name or service not known", "DNS lookup failed"),
+            ("Connection refused (os error 111)", "connection failed"),
+        ];
+        for (cause, kind) in cases {
+            assert_eq!(failure_kind(cause, false), kind, "{cause}");
+        }
+        assert_eq!(failure_kind("deadline has elapsed", true), "timed out");
+    }
 
     #[test]
     fn backoff_is_bounded_and_messages_are_short() {
