@@ -52,11 +52,12 @@ fn policy() -> RetryPolicy {
 /// The local stack with the short per-request timeout; its seeded integration is disconnected
 /// (its webhook turned off) so no background delivery work touches the sandbox during a case.
 async fn fast_stack() -> Stack {
-    let dir = temp_dir("faults");
+    let temp = temp_dir("faults");
+    let dir = temp.path().to_path_buf();
     let config = Config { bitbucket_retry: policy(), ..Config::for_tests(dir.clone()) };
     let running = start(config, false).await.expect("local stack starts");
     let token = running.seeded.api_token.expose().to_owned();
-    let s = Stack { running, http: reqwest::Client::new(), token, dir };
+    let s = Stack { running, http: reqwest::Client::new(), token, dir, temp: Some(temp) };
     let (status, answer) = s.post("/integrations/sandbox/disconnect").await;
     assert_eq!(status, 200, "{answer}");
     s
@@ -633,7 +634,7 @@ async fn a_missing_table_makes_the_receiver_answer_503() {
     let dir = temp_dir("faults-receiver");
     let backends = shared::backends::Backends {
         store: Arc::new(store),
-        secrets: Arc::new(shared::secrets::FileSecretStore::new(dir.join("secrets.json"))),
+        secrets: Arc::new(shared::secrets::FileSecretStore::new(dir.path().join("secrets.json"))),
     };
     let receiver = webhook_receiver::Receiver { backends, retention: chrono::Duration::days(30) };
     let router = webhook_receiver::app(Arc::new(receiver));

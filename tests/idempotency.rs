@@ -125,7 +125,8 @@ async fn processed(s: &Stack, delivery_id: &str) -> bool {
 /// 100 concurrent copies of one delivery (one delivery id): one record, every answer 2xx (one
 /// `recorded`, the rest `duplicate` with the same event id), one run in Bitbucket and the view.
 async fn webhooks(state: StateBackend) {
-    let s = stack_on(temp_dir("idempotency"), &state, true).await;
+    let temp = temp_dir("idempotency");
+    let s = stack_on(temp.path(), &state, true).await;
     let body = pull_request_opened();
     let mut copies = JoinSet::new();
     for _ in 0..COPIES {
@@ -167,7 +168,8 @@ async fn webhooks(state: StateBackend) {
 /// 100 concurrent identical snapshots (same document, same version): one commit, the others
 /// answered `unchanged` (or `superseded`) with 200, one history entry.
 async fn snapshots(state: StateBackend) {
-    let s = stack_on(temp_dir("idempotency"), &state, true).await;
+    let temp = temp_dir("idempotency");
+    let s = stack_on(temp.path(), &state, true).await;
     let target = "/integrations/sandbox/backup-targets/orders";
     let (status, answer) =
         s.put(target, json!({"directory": "collections", "filename": "orders.json", "branch": "backups"})).await;
@@ -211,7 +213,8 @@ async fn snapshots(state: StateBackend) {
 /// One stream record handed to both consumers twice at once and then once more (a retry): one
 /// run, one environment write; then a branch deletion the same way: one prune audit entry.
 async fn stream_redelivery(state: StateBackend) {
-    let s = stack_on(temp_dir("idempotency"), &state, false).await;
+    let temp = temp_dir("idempotency");
+    let s = stack_on(temp.path(), &state, false).await;
     let (pipelines, pruner) = (s.running.pipelines.clone(), s.running.pruner.clone());
     let consume_twice_at_once = async |batch: &Value| {
         let mut consumers = JoinSet::new();
@@ -283,7 +286,8 @@ fn after_claim_timeout(s: &Stack) -> Pipelines {
 /// the answer; a task abort writes nothing more, as a dead process would): the redelivery
 /// after the claim timeout finds that run, records it, and starts no second one.
 async fn crash_after_start(state: StateBackend) {
-    let s = stack_on(temp_dir("idempotency"), &state, false).await;
+    let temp = temp_dir("idempotency");
+    let s = stack_on(temp.path(), &state, false).await;
     let item = recorded(&s, "pullrequest:created", "crash-after", &pull_request_opened()).await;
     s.running.sandbox.inject_fault(Fault {
         method: Some("POST".into()),
@@ -328,7 +332,8 @@ async fn crash_after_start(state: StateBackend) {
 /// request is held before it reaches the handler, then cut): the redelivery after the claim
 /// timeout starts exactly one run.
 async fn crash_before_start(state: StateBackend) {
-    let s = stack_on(temp_dir("idempotency"), &state, false).await;
+    let temp = temp_dir("idempotency");
+    let s = stack_on(temp.path(), &state, false).await;
     let item = recorded(&s, "pullrequest:created", "crash-before", &pull_request_opened()).await;
     s.running.sandbox.inject_fault(Fault {
         method: Some("POST".into()),
@@ -371,14 +376,15 @@ async fn crash_before_start(state: StateBackend) {
 /// A delivery recorded while no worker ran is processed by the next start's sweep, exactly
 /// once; a further restart processes nothing again.
 async fn restart(state: StateBackend) {
-    let dir = temp_dir("idempotency");
-    let first = stack_on(dir.clone(), &state, false).await;
+    let temp = temp_dir("idempotency");
+    let dir = temp.path();
+    let first = stack_on(dir, &state, false).await;
     recorded(&first, "pullrequest:created", "restart-opened", &pull_request_opened()).await;
     let runs_first = sandbox_runs(&first);
     assert_eq!(runs_first, 0, "no worker, no run");
     first.stop().await;
 
-    let second = stack_on(dir.clone(), &state, true).await;
+    let second = stack_on(dir, &state, true).await;
     wait_until("the sweep processed the delivery", async || processed(&second, "restart-opened").await).await;
     let runs_second = sandbox_runs(&second);
     assert_eq!((runs_second, view(&second).await.len()), (1, 1));

@@ -14,7 +14,8 @@ fn config(state_dir: std::path::PathBuf, token: Option<&str>) -> Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_fixtures_are_recorded_once_listed_and_survive_a_restart() {
-    let dir = temp_dir("local-stack");
+    let temp = temp_dir("local-stack");
+    let dir = temp.path().to_path_buf();
     let running = start(config(dir.clone(), None), false).await.unwrap();
     let base = format!("http://{}", running.addr);
     let secret = running.seeded.sandbox_webhook_secret.clone();

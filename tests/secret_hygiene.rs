@@ -454,7 +454,7 @@ async fn no_secret_value_reaches_a_log_an_answer_or_a_state_record() {
     // The files while the database is open (its WAL holds the latest pages) and after it
     // closed (the WAL checkpointed into the main file, then removed).
     let mut files = state_files(&dir);
-    s.stop().await;
+    let _dir = s.stop().await;
     files.extend(state_files(&dir));
 
     let mut all = vec![

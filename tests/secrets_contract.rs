@@ -26,7 +26,8 @@ async fn contract(store: Arc<dyn SecretStore>) {
 
 #[tokio::test]
 async fn file_store() {
-    contract(Arc::new(FileSecretStore::new(temp_dir("secrets").join("secrets.json")))).await
+    let dir = temp_dir("secrets");
+    contract(Arc::new(FileSecretStore::new(dir.path().join("secrets.json")))).await
 }
 
 #[tokio::test]

@@ -7,8 +7,37 @@ use chrono::Utc;
 use cross_function_tests::{emulator_table, temp_dir};
 use serde_json::{Value, json};
 use shared::domain::delivery::{self, Delivery, Ingested};
-use shared::store::{Condition, Index, Item, Key, MemoryStore, Query, SqliteStore, StateStore, StoreError};
+use shared::store::{Condition, Index, Item, Key, MemoryStore, Page, Query, SqliteStore, StateStore, StoreError};
 use shared::webhook::{Flavor, RepoEvent};
+
+/// A SQLite store in a temp dir that lives (and is removed) with it.
+struct InDir {
+    store: SqliteStore,
+    _dir: tempfile::TempDir,
+}
+
+impl InDir {
+    fn sqlite() -> Self {
+        let dir = temp_dir("sqlite");
+        InDir { store: SqliteStore::open(&dir.path().join("state.sqlite3")).unwrap(), _dir: dir }
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for InDir {
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        self.store.get(key).await
+    }
+    async fn put(&self, item: Item, condition: Condition) -> Result<u64, StoreError> {
+        self.store.put(item, condition).await
+    }
+    async fn delete(&self, key: &Key, condition: Condition) -> Result<(), StoreError> {
+        self.store.delete(key, condition).await
+    }
+    async fn query(&self, query: &Query) -> Result<Page, StoreError> {
+        self.store.query(query).await
+    }
+}
 
 fn item(pk: &str, sk: &str, attrs: Value) -> Item {
     Item::from_record(Key::new(pk, sk), "test", &attrs).unwrap()
@@ -56,6 +85,25 @@ async fn records_round_trip(store: &dyn StateStore) {
     assert_eq!(Value::Object(got.attrs), attrs);
     assert!(Item::from_record(Key::new("R", "y"), "t", &json!({"version": 1})).is_err(), "reserved names are refused");
     assert!(Item::from_record(Key::new("R", "y"), "t", &json!([1])).is_err(), "records are objects");
+}
+
+/// A prefix query is exact on every store, whatever characters follow the prefix — up to the
+/// highest code point (U+10FFFF), which a range query ending at `prefix + U+10FFFF` missed.
+async fn prefixes_are_exact(store: &dyn StateStore) {
+    let keys = ["ENV#", "ENV#a", "ENV#\u{10FFFF}", "ENV#\u{10FFFF}x", "ENV#\u{10FFFF}\u{10FFFF}", "ENV#\u{FFFF}"];
+    for sk in keys.iter().chain(&["ENV$", "ENU#", "EN", "ENW"]) {
+        store.put(item("X", sk, json!({})).with_sort(format!("S{sk}")), Condition::None).await.unwrap();
+    }
+    for (index, strip) in
+        [(Index::Primary { sk_prefix: "ENV#".into() }, ""), (Index::Sorted { prefix: "SENV#".into() }, "S")]
+    {
+        let page = store.query(&query("X", index, false, 100, None)).await.unwrap();
+        let mut found: Vec<&str> = page.items.iter().map(|i| i.key.sk.as_str()).collect();
+        found.sort_unstable();
+        let mut expected = keys.to_vec();
+        expected.sort_unstable();
+        assert_eq!(found, expected, "sort-key prefix {strip:?}");
+    }
 }
 
 async fn expired_items_are_absent(store: &dyn StateStore) {
@@ -142,6 +190,7 @@ fn delivery(integration: &str, delivery_id: &str) -> Delivery {
         repository: Some("ws/repo".into()),
         events: vec![RepoEvent::BranchCreated { branch: "main".into(), head: Some("abc".into()) }],
         summary: "branch main created".into(),
+        body_sha256: None,
     }
 }
 
@@ -197,6 +246,11 @@ macro_rules! contract {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn prefixes_are_exact() {
+                super::prefixes_are_exact(store().await.as_ref()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn expired_items_are_absent() {
                 super::expired_items_are_absent(store().await.as_ref()).await
             }
@@ -215,5 +269,5 @@ macro_rules! contract {
 }
 
 contract!(memory, Arc::new(MemoryStore::new()));
-contract!(sqlite, Arc::new(SqliteStore::open(&temp_dir("sqlite").join("state.sqlite3")).unwrap()));
+contract!(sqlite, Arc::new(InDir::sqlite()));
 contract!(dynamodb, Arc::new(emulator_table().await));

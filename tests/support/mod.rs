@@ -80,9 +80,8 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-/// A new empty directory under the system temp dir.
-pub fn temp_dir(prefix: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(prefix));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+/// A new empty directory under the system temp dir, removed (with what a test put in it) when
+/// the guard is dropped: a test run leaves nothing behind.
+pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("{prefix}-")).tempdir().expect("temp dir")
 }

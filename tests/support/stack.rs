@@ -12,15 +12,18 @@ pub struct Stack {
     pub http: reqwest::Client,
     pub token: String,
     pub dir: std::path::PathBuf,
+    /// The state directory's guard when the stack owns it (removed with the stack).
+    pub temp: Option<tempfile::TempDir>,
 }
 
 /// The local stack on a free port with its own state directory.
 pub async fn stack(prefix: &str) -> Stack {
-    let dir = temp_dir(prefix);
+    let temp = temp_dir(prefix);
+    let dir = temp.path().to_path_buf();
     let config = Config::for_tests(dir.clone());
     let running = start(config, false).await.expect("local stack starts");
     let token = running.seeded.api_token.expose().to_owned();
-    Stack { running, http: reqwest::Client::new(), token, dir }
+    Stack { running, http: reqwest::Client::new(), token, dir, temp: Some(temp) }
 }
 
 impl Stack {
@@ -104,8 +107,11 @@ impl Stack {
         created["id"].as_str().expect("an id").to_owned()
     }
 
-    pub async fn stop(self) {
+    /// Stops the stack; its state directory's guard comes back, for a test that reads the
+    /// directory after the stop (dropping it removes the directory).
+    pub async fn stop(self) -> Option<tempfile::TempDir> {
         self.running.stop().await.expect("the stack stops");
+        self.temp
     }
 }
 
@@ -141,11 +147,12 @@ impl StateBackend {
     }
 }
 
-/// The local stack on a free port, on `dir` (token, secrets, SQLite) and `state`. Without its
-/// worker, deliveries are recorded and nothing acts on them (until a start with one).
-pub async fn stack_on(dir: std::path::PathBuf, state: &StateBackend, worker: bool) -> Stack {
-    let config = Config { worker, ..Config::for_tests(dir.clone()) };
-    let running = local_stack::start_with(config, state.backends(&dir), false).await.expect("local stack starts");
+/// The local stack on a free port, on `dir` (token, secrets, SQLite; the caller keeps it, so
+/// a second start can reuse it) and `state`. Without its worker, deliveries are recorded and
+/// nothing acts on them (until a start with one).
+pub async fn stack_on(dir: &std::path::Path, state: &StateBackend, worker: bool) -> Stack {
+    let config = Config { worker, ..Config::for_tests(dir.to_path_buf()) };
+    let running = local_stack::start_with(config, state.backends(dir), false).await.expect("local stack starts");
     let token = running.seeded.api_token.expose().to_owned();
-    Stack { running, http: reqwest::Client::new(), token, dir }
+    Stack { running, http: reqwest::Client::new(), token, dir: dir.to_path_buf(), temp: None }
 }

@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::domain::connection::{Connections, IntegrationPatch, NewIntegration};
-use shared::domain::{Integration, list_deliveries};
+use shared::domain::{Integration, list_deliveries, parked};
 use shared::http::{ApiError, JsonBody, Path, Query, parse_limit};
 
 pub struct Api {
@@ -30,6 +30,7 @@ pub fn routes(api: Arc<Api>) -> Router {
         .route("/integrations/{id}/test", post(test))
         .route("/integrations/{id}/{action}", post(lifecycle))
         .route("/integrations/{id}/events", get(list_events))
+        .route("/integrations/{id}/parked", get(list_parked))
         .with_state(api)
 }
 
@@ -131,4 +132,31 @@ async fn list_events(
     api.connections.get(&id).await?;
     let (events, next_cursor) = list_deliveries(api.connections.store.as_ref(), &id, limit, paging.cursor).await?;
     Ok(Json(json!({"events": events, "next_cursor": next_cursor})))
+}
+
+/// Deliveries a consumer could not act on yet (the integration was disconnected, or its
+/// credential refused, when they reached it), with the reason; newest first.
+async fn list_parked(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Query(paging): Query<Paging>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = parse_limit(paging.limit.as_deref(), 20, 100)?;
+    api.connections.get(&id).await?;
+    let (parked, next_cursor) = parked::list(api.connections.store.as_ref(), &id, limit, paging.cursor).await?;
+    let parked: Vec<Value> = parked
+        .iter()
+        .map(|p| {
+            json!({
+                "consumer": p.consumer,
+                "reason": p.reason,
+                "parked_at": p.parked_at,
+                "delivery_id": p.delivery.delivery_id,
+                "event_key": p.delivery.event_key,
+                "summary": p.delivery.summary,
+                "received_at": p.delivery.received_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"parked": parked, "next_cursor": next_cursor})))
 }

@@ -13,7 +13,7 @@ use axum::routing::post;
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
 use shared::backends::Backends;
-use shared::domain::{Ingested, ingest};
+use shared::domain::{IngestError, Ingested, ingest};
 use shared::http::{ApiError, Path, is_json, read_body};
 use shared::webhook::DeliveryHeaders;
 use tracing::Instrument;
@@ -46,7 +46,7 @@ async fn receive(
     if !is_json(&headers) {
         return Err(ApiError::UnsupportedMediaType("webhook bodies must be sent as application/json".into()));
     }
-    let delivery = DeliveryHeaders::from_headers(&headers);
+    let delivery = DeliveryHeaders::from_headers(&headers).map_err(IngestError::from)?;
     let span = tracing::info_span!(
         "delivery",
         integration_id = %integration_id,

@@ -23,15 +23,15 @@ const PUSH: &str = r#"{"push":{"changes":[{"new":{"type":"branch","name":"main",
 struct Harness {
     router: axum::Router,
     backends: Backends,
+    /// Holds the secret file; removed with the harness.
+    _dir: tempfile::TempDir,
 }
 
 async fn harness() -> Harness {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let dir = std::env::temp_dir().join(format!("receiver-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let backends = Backends {
         store: Arc::new(MemoryStore::new()),
-        secrets: Arc::new(FileSecretStore::new(dir.join("secrets.json"))),
+        secrets: Arc::new(FileSecretStore::new(dir.path().join("secrets.json"))),
     };
     for (id, status) in [
         ("live", IntegrationStatus::Active),
@@ -65,7 +65,7 @@ async fn harness() -> Harness {
         integration::put(backends.store.as_ref(), &i, Condition::Absent).await.unwrap();
     }
     let receiver = Receiver { backends: backends.clone(), retention: chrono::Duration::days(30) };
-    Harness { router: app(Arc::new(receiver)), backends }
+    Harness { router: app(Arc::new(receiver)), backends, _dir: dir }
 }
 
 /// A Function URL event (payload format 2.0) as Lambda delivers it.

@@ -148,6 +148,7 @@ fn original_delivery_item() -> Item {
         repository: Some("ws/repo".into()),
         events: Vec::new(),
         summary: "push".into(),
+        body_sha256: None,
     };
     let mut item = Item::from_record(delivery::key(ID, "d-1"), delivery::KIND, &delivery)
         .expect("an item")
@@ -198,15 +199,14 @@ fn mocked_client(rules: &[&Rule]) -> Client {
     })
 }
 
-async fn receiver(client: Client) -> axum::Router {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("a clock").as_nanos();
-    let dir = std::env::temp_dir().join(format!("store-faults-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let secrets = FileSecretStore::new(dir.join("secrets.json"));
+/// The receiver, and the temp dir holding its secret file (removed when dropped).
+async fn receiver(client: Client) -> (axum::Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let secrets = FileSecretStore::new(dir.path().join("secrets.json"));
     let name = integration_record().webhook_secret_name;
     secrets.put(&name, &WebhookSecrets::new(&Secret::new(SECRET)).to_secret()).await.expect("a secret");
     let backends = Backends { store: Arc::new(DynamoStore::new(client, "state")), secrets: Arc::new(secrets) };
-    app(Arc::new(Receiver { backends, retention: chrono::Duration::days(30) }))
+    (app(Arc::new(Receiver { backends, retention: chrono::Duration::days(30) })), dir)
 }
 
 /// A signed Cloud push delivery, as Bitbucket sends it.
@@ -336,7 +336,8 @@ async fn a_delivery_is_never_acknowledged_unless_it_is_recorded() {
     for case in CASES {
         let get = rule!(Client::get_item, case.get);
         let put = rule!(Client::put_item, case.put);
-        let (status, answer) = deliver(receiver(mocked_client(&[&get, &put])).await).await;
+        let (router, _dir) = receiver(mocked_client(&[&get, &put])).await;
+        let (status, answer) = deliver(router).await;
         operations += 1;
         let name = case.name;
         assert_eq!(status, case.status, "{name}: {answer}");

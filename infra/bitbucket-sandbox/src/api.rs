@@ -1,17 +1,18 @@
 //! The Bitbucket Cloud 2.0 routes, plus the OAuth token endpoint under `/site`.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use crate::auth::{self, Caller};
 use crate::error::{Error, PathParams, parse_json};
-use crate::paging::{paginate, param, params, percent_decode};
+use crate::form::{FormField, form_fields};
+use crate::paging::{paginate, param, params};
 use crate::state::{self, DEFAULT_AUTHOR, HOOK_EVENTS, Hook, MAIN, NewCommit, PrState, StatusInput};
 use crate::{REPOSITORY, Sandbox, WORKSPACE};
 
@@ -323,50 +324,11 @@ async fn get_branch_restriction(
 
 // ---- source and commits ---------------------------------------------------------------------
 
-/// The fields of a `POST …/src` form, multipart or URL-encoded, in order.
-pub(crate) async fn form_fields(request: Request) -> Result<Vec<(String, Vec<u8>)>, Error> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if content_type.starts_with("multipart/form-data") {
-        let bad = |e: axum::extract::multipart::MultipartError| Error::bad_request(e.body_text());
-        let mut multipart =
-            Multipart::from_request(request, &()).await.map_err(|e| Error::bad_request(e.body_text()))?;
-        let mut fields = Vec::new();
-        while let Some(field) = multipart.next_field().await.map_err(bad)? {
-            let name = field
-                .name()
-                .map(str::to_owned)
-                .or_else(|| extended_name(field.headers()))
-                .ok_or_else(|| Error::bad_request("A form field has no name"))?;
-            fields.push((name, field.bytes().await.map_err(bad)?.to_vec()));
-        }
-        Ok(fields)
-    } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        let Form(pairs) = Form::<Vec<(String, String)>>::from_request(request, &())
-            .await
-            .map_err(|e| Error::bad_request(e.body_text()))?;
-        Ok(pairs.into_iter().map(|(name, value)| (name, value.into_bytes())).collect())
-    } else {
-        Err(Error::bad_request("Expected multipart/form-data or application/x-www-form-urlencoded"))
-    }
-}
-
-/// The RFC 5987 form of a part's name, `name*=utf-8''docs%2Fa.md`, which reqwest (by default)
-/// sends for names with a `/`: the multipart parser only reads plain `name="…"`.
-fn extended_name(headers: &axum::http::HeaderMap) -> Option<String> {
-    let disposition = headers.get(header::CONTENT_DISPOSITION)?.to_str().ok()?;
-    let value = disposition.split(';').find_map(|p| p.trim().strip_prefix("name*="))?;
-    let (charset, rest) = value.trim().trim_matches('"').split_once('\'')?;
-    let (_language, encoded) = rest.split_once('\'')?;
-    charset.eq_ignore_ascii_case("utf-8").then(|| percent_decode(encoded))
-}
-
-/// Reads a form into a commit: the known fields, and every other field as a file to write.
-fn new_commit(fields: Vec<(String, Vec<u8>)>) -> Result<NewCommit, Error> {
+/// Reads a form into a commit as Bitbucket does: a file field (one with a `filename`) is
+/// always a file; otherwise `message`, `author`, `branch`, `parents` and `files` are the
+/// commit's metadata and every other name is a file's path. A path is absolute with or without
+/// its leading `/`, and with one it is never metadata (`/message` is a file named `message`).
+fn new_commit(fields: Vec<FormField>) -> Result<NewCommit, Error> {
     let text = |name: &str, value: Vec<u8>| {
         String::from_utf8(value).map_err(|_| Error::bad_request(format!("{name}: expected UTF-8 text")))
     };
@@ -378,8 +340,9 @@ fn new_commit(fields: Vec<(String, Vec<u8>)>) -> Result<NewCommit, Error> {
         files: Vec::new(),
         deletes: Vec::new(),
     };
-    for (name, value) in fields {
+    for FormField { name, value, is_file } in fields {
         match name.as_str() {
+            _ if is_file => commit.files.push((name, value)),
             "message" => commit.message = text(&name, value)?,
             "author" => commit.author = text(&name, value)?,
             "branch" => commit.branch = text(&name, value)?,

@@ -25,6 +25,7 @@ mod auth;
 mod dc;
 mod error;
 mod faults;
+mod form;
 mod paging;
 mod pipelines;
 mod state;

@@ -11,6 +11,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bitbucket_sandbox::Sandbox;
@@ -21,7 +27,7 @@ use shared::domain::backup::Backups;
 use shared::domain::connection::Connections;
 use shared::domain::pipelines::Pipelines;
 use shared::domain::pruning::Pruner;
-use shared::http::{AdminToken, require_admin};
+use shared::http::{AdminToken, ApiError, require_admin};
 use shared::secrets::Secret;
 use shared::store::FeedStore;
 use tokio::net::TcpListener;
@@ -150,6 +156,56 @@ pub struct Services {
     pub pruner: Arc<Pruner>,
 }
 
+/// Whether the stack has finished starting (the seed done). Until then the system's own routes
+/// answer 503 — only the sandbox (which the seed calls), `/health` and `/openapi.json` serve —
+/// so no request can race the seed, and `/health` says `starting`.
+#[derive(Clone, Default)]
+pub struct Ready(Arc<AtomicBool>);
+
+impl Ready {
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+async fn until_ready(State(ready): State<Ready>, request: Request, next: Next) -> Response {
+    if ready.is_ready() {
+        next.run(request).await
+    } else {
+        ApiError::Unavailable("the local stack is starting; retry shortly".into()).into_response()
+    }
+}
+
+async fn health(State(ready): State<Ready>) -> Response {
+    if ready.is_ready() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "starting"}))).into_response()
+    }
+}
+
+/// The services behind the system's routes, on `backends`, with one Bitbucket client and OAuth
+/// token cache for all of them; `public_base_url` is where Bitbucket reaches the receiver.
+pub fn services(backends: &Backends, connector: &Connector, public_base_url: &str) -> Services {
+    let (store, secrets) = (backends.store.clone(), backends.secrets.clone());
+    Services {
+        connections: Connections {
+            store: store.clone(),
+            secrets: secrets.clone(),
+            connector: connector.clone(),
+            public_base_url: public_base_url.to_owned(),
+            secret_prefix: "local".into(),
+        },
+        backups: Backups { store: store.clone(), secrets: secrets.clone(), connector: connector.clone() },
+        pipelines: Arc::new(Pipelines::new(store.clone(), secrets.clone(), connector.clone())),
+        pruner: Arc::new(Pruner { store, secrets, connector: connector.clone() }),
+    }
+}
+
 /// The whole router: public webhook route, admin routes behind the bearer token, the sandbox
 /// Bitbucket, `/health` and `/openapi.json`.
 pub fn app(
@@ -158,6 +214,7 @@ pub fn app(
     sandbox: &Sandbox,
     token: AdminToken,
     retention: chrono::Duration,
+    ready: Ready,
 ) -> Router {
     let receiver = webhook_receiver::routes(Arc::new(webhook_receiver::Receiver { backends, retention }));
     let admin = integrations_api::routes(Arc::new(integrations_api::Api { connections: services.connections }))
@@ -166,10 +223,10 @@ pub fn app(
         .merge(status_poller::routes(services.pipelines))
         .merge(branch_pruner::routes(services.pruner))
         .route_layer(axum::middleware::from_fn_with_state(token, require_admin));
-    let public = Router::new()
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/openapi.json", get(openapi_json));
-    shared::http::finish(public.merge(receiver).merge(admin)).nest(SANDBOX_MOUNT, sandbox.router())
+    let system = receiver.merge(admin).route_layer(axum::middleware::from_fn_with_state(ready.clone(), until_ready));
+    let public =
+        Router::new().route("/health", get(health)).with_state(ready).route("/openapi.json", get(openapi_json));
+    shared::http::finish(public.merge(system)).nest(SANDBOX_MOUNT, sandbox.router())
 }
 
 /// `GET /openapi.json`: unauthenticated, the document exactly as kept in the repository.
@@ -210,31 +267,12 @@ pub async fn start_with(config: Config, state: Backends, stop_on_signal: bool) -
     sandbox.set_pipeline_timing(config.sandbox_pipeline_timing);
     // One HTTP client and OAuth token cache for the API and the seed alike.
     let connector = Connector::new(config.bitbucket_retry);
-    let connections = || Connections {
-        store: backends.store.clone(),
-        secrets: backends.secrets.clone(),
-        connector: connector.clone(),
-        public_base_url: base_url.clone(),
-        secret_prefix: "local".into(),
-    };
     let api_token = seed::api_token(&config)?;
-    let pipelines = Arc::new(Pipelines::new(backends.store.clone(), backends.secrets.clone(), connector.clone()));
-    let pruner = Arc::new(Pruner {
-        store: backends.store.clone(),
-        secrets: backends.secrets.clone(),
-        connector: connector.clone(),
-    });
-    let services = Services {
-        connections: connections(),
-        backups: Backups {
-            store: backends.store.clone(),
-            secrets: backends.secrets.clone(),
-            connector: connector.clone(),
-        },
-        pipelines: pipelines.clone(),
-        pruner: pruner.clone(),
-    };
-    let app = app(backends.clone(), services, &sandbox, AdminToken::new(&api_token), config.retention);
+    let services = services(&backends, &connector, &base_url);
+    let (pipelines, pruner) = (services.pipelines.clone(), services.pruner.clone());
+    let seeding = services.connections.clone();
+    let ready = Ready::default();
+    let app = app(backends.clone(), services, &sandbox, AdminToken::new(&api_token), config.retention, ready.clone());
     let mut background = Vec::new();
     if let Some(every) = config.poll_interval {
         background.push(poll_loop(pipelines.clone(), pruner.clone(), every));
@@ -252,7 +290,7 @@ pub async fn start_with(config: Config, state: Backends, stop_on_signal: bool) -
             .await
     });
     let sandbox_base = format!("http://{addr}{SANDBOX_MOUNT}/2.0");
-    let seeded = match seed::sandbox_integration(&connections(), &config, &sandbox_base, api_token).await {
+    let seeded = match seed::sandbox_integration(&seeding, &config, &sandbox_base, api_token).await {
         Ok(seeded) => seeded,
         Err(e) => {
             background.iter().for_each(JoinHandle::abort);
@@ -266,6 +304,7 @@ pub async fn start_with(config: Config, state: Backends, stop_on_signal: bool) -
     if config.worker {
         background.push(worker::spawn(pipelines.clone(), pruner.clone(), state.store, feed));
     }
+    ready.set();
     Ok(Running { addr, base_url, seeded, backends, sandbox, pipelines, pruner, shutdown, server, background })
 }
 

@@ -12,7 +12,7 @@ use shared::domain::connection::{CALL_BUDGET, Connections};
 use shared::domain::integration::{Options, RegisteredWebhook};
 use shared::domain::{Integration, IntegrationStatus, WebhookSecrets, integration};
 use shared::secrets::Secret;
-use shared::store::Condition;
+use shared::store::{Condition, StoreError};
 use shared::webhook::Flavor;
 
 use crate::{Config, Error};
@@ -102,7 +102,7 @@ pub async fn sandbox_integration(
         }
     };
     // The sandbox listens on this run's port; keep the record pointing at it.
-    sandbox.target = target;
+    sandbox.target = target.clone();
     secrets.put(&sandbox.credential_secret_name, &credential.to_secret()).await?;
     secrets.put(&sandbox.webhook_secret_name, &WebhookSecrets::new(&webhook).to_secret()).await?;
     let client = connections.connector.connect(&sandbox.target, credential, CALL_BUDGET);
@@ -114,8 +114,22 @@ pub async fn sandbox_integration(
         description: "bitbucket-automation: Sandbox".into(),
     };
     let hook = client.create_webhook(&spec).await?;
-    sandbox.webhook = Some(RegisteredWebhook { id: hook.id, url: hook.url, active });
-    sandbox.updated_at = Utc::now();
-    integration::put(store, &sandbox, Condition::Version(version)).await?;
+    let webhook_record = RegisteredWebhook { id: hook.id, url: hook.url, active };
+    // Nothing else writes while the stack starts (its routes answer 503 until seeded); still,
+    // a write that finds the record changed applies the seed to what is there, never exits.
+    let mut version = version;
+    loop {
+        sandbox.target = target.clone();
+        sandbox.webhook = Some(webhook_record.clone());
+        sandbox.updated_at = Utc::now();
+        match integration::put(store, &sandbox, Condition::Version(version)).await {
+            Ok(_) => break,
+            Err(StoreError::ConditionFailed { .. }) => match integration::get(store, SANDBOX_ID).await? {
+                Some((current, current_version)) => (sandbox, version) = (current, current_version),
+                None => return Err("the sandbox integration was deleted while the stack started".into()),
+            },
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(Seeded { api_token, sandbox_webhook_secret: webhook })
 }

@@ -7,10 +7,10 @@ use serde_json::{Value, json};
 
 use super::pipelines::StepTests;
 use super::refs::{self, BranchInfo, PullRequestInfo};
-use super::transport::{Body, Listing, Session};
+use super::transport::{Body, FormPart, Listing, Session};
 use super::{
     Access, Bitbucket, BitbucketError, FileCommit, PipelineRequest, PipelineRun, RepoTarget, TestSummary, Webhook,
-    WebhookSpec, absent_as_none, segment, segments,
+    WebhookSpec, absent_as_none, form_safe, segment, segments,
 };
 
 /// The events this project acts on (no comments or approvals).
@@ -146,22 +146,33 @@ impl Bitbucket for CloudClient {
         self.session.bytes(&url).await
     }
 
-    /// `POST …/src` (multipart): the file under its path, plus `message`, `branch`, `author`
-    /// and `parents`. Cloud answers 201 with the new commit in `Location`.
+    /// `POST …/src` (multipart): the file, plus `message`, `branch`, `author` and `parents`.
+    /// Bitbucket reads a field's name as the file's path, and those four (and `files`) as the
+    /// commit's metadata, so the path goes with a leading `/` and as a file field (with a
+    /// `filename`) — the two ways its description gives to tell a file from metadata — and a
+    /// path that would end or change the quoted field name is refused before anything is sent.
+    /// Cloud answers 201 with the new commit in `Location`.
     async fn commit_file(&self, commit: &FileCommit) -> Result<String, BitbucketError> {
+        if !form_safe(&commit.path) {
+            return Err(BitbucketError::Rejected(Some(format!(
+                "the path {:?} cannot be sent as a form field name (it holds a `\"`, `\\` or control character)",
+                commit.path
+            ))));
+        }
+        let file_name = commit.path.rsplit('/').next().unwrap_or(&commit.path).to_owned();
         let mut parts = vec![
-            (commit.path.clone(), commit.content.clone()),
-            ("message".to_owned(), commit.message.clone().into_bytes()),
-            ("branch".to_owned(), commit.branch.clone().into_bytes()),
+            FormPart { name: format!("/{}", commit.path), bytes: commit.content.clone(), file_name: Some(file_name) },
+            FormPart::text("message", &commit.message),
+            FormPart::text("branch", &commit.branch),
         ];
         if let Some(author) = &commit.author {
-            parts.push(("author".to_owned(), author.clone().into_bytes()));
+            parts.push(FormPart::text("author", author));
         }
         // With a parent the commit is guarded (a repeat after a lost answer is a 409, never a
         // second commit), so it may be retried; without one it is created from the main branch.
         let guarded = commit.parent.is_some();
         if let Some(parent) = &commit.parent {
-            parts.push(("parents".to_owned(), parent.clone().into_bytes()));
+            parts.push(FormPart::text("parents", parent));
         }
         let url = format!("{}/src", self.repo_url);
         let response = self.session.send(Method::POST, &url, &Body::Multipart(parts), guarded).await?;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::refs::{self, BranchInfo, PullRequestInfo};
-use super::transport::{Body, Listing, Session};
+use super::transport::{Body, FormPart, Listing, Session};
 use super::{
     Access, Bitbucket, BitbucketError, FileCommit, RepoTarget, Webhook, WebhookSpec, absent_as_none, segment, segments,
 };
@@ -200,13 +200,13 @@ impl Bitbucket for DataCenterClient {
     /// (the tip read; a moved branch is a 409) or, for a new branch, `sourceBranch`.
     async fn commit_file(&self, commit: &FileCommit) -> Result<String, BitbucketError> {
         let mut parts = vec![
-            ("content".to_owned(), commit.content.clone()),
-            ("branch".to_owned(), commit.branch.clone().into_bytes()),
-            ("message".to_owned(), commit.message.clone().into_bytes()),
+            FormPart { name: "content".into(), bytes: commit.content.clone(), file_name: None },
+            FormPart::text("branch", &commit.branch),
+            FormPart::text("message", &commit.message),
         ];
         match (&commit.parent, &commit.from_branch) {
-            (Some(parent), _) => parts.push(("sourceCommitId".to_owned(), parent.clone().into_bytes())),
-            (None, Some(from)) => parts.push(("sourceBranch".to_owned(), from.clone().into_bytes())),
+            (Some(parent), _) => parts.push(FormPart::text("sourceCommitId", parent)),
+            (None, Some(from)) => parts.push(FormPart::text("sourceBranch", from)),
             (None, None) => {}
         }
         let url = format!("{}/browse/{}", self.repo_url, segments(&commit.path));

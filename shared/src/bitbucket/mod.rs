@@ -227,6 +227,12 @@ pub fn valid_branch_name(branch: &str) -> bool {
         || branch.contains(bad_char))
 }
 
+/// Whether `text` can be a `multipart/form-data` field name or file name as written: a `"` would
+/// end the quoted name, a `\\` or a control character (CR, LF…) change or split it.
+pub fn form_safe(text: &str) -> bool {
+    !text.chars().any(|c| c == '"' || c == '\\' || c.is_control())
+}
+
 /// A `/`-separated path (branch names, file paths) with each segment percent-encoded.
 pub(crate) fn segments(path: &str) -> String {
     path.split('/').map(segment).collect::<Vec<_>>().join("/")

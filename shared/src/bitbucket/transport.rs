@@ -55,14 +55,34 @@ pub enum Body {
     Empty,
     Json(Value),
     Form(Vec<(String, String)>),
-    /// `multipart/form-data` parts (name, bytes); names are sent as they are (a file path
-    /// with `/` stays readable to Bitbucket, not RFC 5987-encoded).
-    Multipart(Vec<(String, Vec<u8>)>),
+    /// `multipart/form-data` parts. Names are sent as they are (a file path with `/` stays
+    /// readable to Bitbucket, not RFC 5987-encoded), so callers pass only names
+    /// [`super::form_safe`] accepts.
+    Multipart(Vec<FormPart>),
 }
 
-fn multipart(parts: &[(String, Vec<u8>)]) -> reqwest::multipart::Form {
-    parts.iter().fold(reqwest::multipart::Form::new().percent_encode_noop(), |form, (name, bytes)| {
-        form.part(name.clone(), reqwest::multipart::Part::bytes(bytes.clone()))
+/// One `multipart/form-data` field.
+#[derive(Debug, Clone)]
+pub struct FormPart {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    /// Marks a file field (`filename=` in its `Content-Disposition`).
+    pub file_name: Option<String>,
+}
+
+impl FormPart {
+    pub fn text(name: &str, value: &str) -> Self {
+        FormPart { name: name.to_owned(), bytes: value.as_bytes().to_vec(), file_name: None }
+    }
+}
+
+fn multipart(parts: &[FormPart]) -> reqwest::multipart::Form {
+    parts.iter().fold(reqwest::multipart::Form::new().percent_encode_noop(), |form, part| {
+        let mut field = reqwest::multipart::Part::bytes(part.bytes.clone());
+        if let Some(file_name) = &part.file_name {
+            field = field.file_name(file_name.clone());
+        }
+        form.part(part.name.clone(), field)
     })
 }
 

@@ -7,19 +7,52 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::integration::{self, Integration, IntegrationStatus, LastError, Options, RegisteredWebhook};
 use super::webhook_secret::WebhookSecrets;
 use crate::bitbucket::{Access, Bitbucket, BitbucketError, CLOUD_API, Connector, Credential, RepoTarget, WebhookSpec};
 use crate::secrets::{Secret, SecretError, SecretStore};
-use crate::store::{Condition, StateStore, StoreError};
+use crate::store::{Condition, Item, Key, StateStore, StoreError};
 use crate::webhook::Flavor;
 
 /// How long Bitbucket calls made for one API request may take, retries included.
 pub const CALL_BUDGET: Duration = Duration::from_secs(20);
+/// How long a deletion waits for a backup commit already under way (its Bitbucket calls are
+/// bounded by 15 s) before answering `Busy`.
+const COMMIT_WAIT: Duration = Duration::from_secs(18);
 /// How long the previous webhook secret stays valid after a rotation.
 pub const ROTATION_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+/// How long a lifecycle operation holds its integration: longer than any operation (two
+/// Bitbucket call budgets and the wait for in-flight commits), so an expired lock means its
+/// holder died.
+const LOCK_TTL: chrono::Duration = chrono::Duration::seconds(120);
+const LOCK_KIND: &str = "lifecycle_lock";
+/// The lock's operation while an integration is being deleted: work that finds it stops.
+pub const DELETING: &str = "delete";
+
+/// Who holds an integration's lifecycle lock (`LCK` in its partition).
+#[derive(Debug, Serialize, Deserialize)]
+struct LifecycleLock {
+    owner: String,
+    operation: String,
+    since: chrono::DateTime<Utc>,
+}
+
+fn lock_key(id: &str) -> Key {
+    Key::new(integration::partition(id), "LCK")
+}
+
+/// A lock this process holds: its version, so only its holder releases it.
+struct Held {
+    key: Key,
+    version: u64,
+}
+
+/// The operation holding the integration's lifecycle lock, if any.
+pub async fn lifecycle_operation(store: &dyn StateStore, id: &str) -> Result<Option<String>, StoreError> {
+    Ok(store.get(&lock_key(id)).await?.and_then(|item| item.record::<LifecycleLock>().ok()).map(|l| l.operation))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -29,6 +62,10 @@ pub enum ConnectionError {
     NotFound(String),
     #[error("integration `{id}` is {}: cannot {action}", status.as_str())]
     WrongState { id: String, status: IntegrationStatus, action: &'static str },
+    /// Another lifecycle operation holds the integration (or a commit must finish before it is
+    /// deleted): nothing was changed; retry shortly.
+    #[error("integration `{id}` is busy ({busy_with}); nothing was changed, retry shortly")]
+    Busy { id: String, busy_with: String },
     /// The connection test (or a Bitbucket step of the request) failed.
     #[error("{0}")]
     Bitbucket(#[from] BitbucketError),
@@ -223,6 +260,7 @@ pub struct TestReport {
 }
 
 /// The connections service, built once per process.
+#[derive(Clone)]
 pub struct Connections {
     pub store: Arc<dyn StateStore>,
     pub secrets: Arc<dyn SecretStore>,
@@ -338,204 +376,312 @@ impl Connections {
         Ok(integration::list(self.store.as_ref()).await?)
     }
 
-    /// Writes `integration` if nobody changed it since `version` was read.
-    async fn save(&self, integration: &mut Integration, version: u64) -> Result<(), ConnectionError> {
-        integration.updated_at = Utc::now();
-        integration::put(self.store.as_ref(), integration, Condition::Version(version)).await?;
-        Ok(())
+    /// Takes the integration's lifecycle lock, or answers `Busy` having changed nothing.
+    async fn lock(&self, id: &str, operation: &str) -> Result<Held, ConnectionError> {
+        let now = Utc::now();
+        let lock =
+            LifecycleLock { owner: uuid::Uuid::new_v4().to_string(), operation: operation.to_owned(), since: now };
+        let key = lock_key(id);
+        let item = Item::from_record(key.clone(), LOCK_KIND, &lock)?.with_expiry((now + LOCK_TTL).timestamp());
+        match self.store.put(item, Condition::Absent).await {
+            Ok(version) => Ok(Held { key, version }),
+            Err(StoreError::ConditionFailed { current }) => {
+                let holder = current.and_then(|i| i.record::<LifecycleLock>().ok());
+                let busy_with = holder.map_or_else(|| "another operation".to_owned(), |l| l.operation);
+                Err(ConnectionError::Busy { id: id.to_owned(), busy_with })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs a lifecycle operation holding the integration's lock, so operations on one
+    /// integration never interleave: one that finds the lock held answers `Busy` (409) before it
+    /// changes anything. Released whatever the outcome (an expired lock frees a dead holder's).
+    async fn exclusive<T, F>(&self, id: &str, operation: &str, work: impl FnOnce() -> F) -> Result<T, ConnectionError>
+    where
+        F: Future<Output = Result<T, ConnectionError>>,
+    {
+        self.get(id).await?;
+        let held = self.lock(id, operation).await?;
+        let outcome = work().await;
+        if let Err(e) = self.store.delete(&held.key, Condition::Version(held.version)).await {
+            tracing::warn!(integration = id, error = %e, "lifecycle lock not released; it expires by itself");
+        }
+        outcome
+    }
+
+    /// Applies `change` to the stored integration and writes it. Background work may note a
+    /// failure (`last_error`) meanwhile; then `change` is applied to what it wrote, so neither
+    /// is lost and an operation whose Bitbucket steps are done never fails on that race.
+    async fn save_with(&self, id: &str, change: impl Fn(&mut Integration)) -> Result<Integration, ConnectionError> {
+        for _ in 0..5 {
+            let (mut integration, version) = self.get(id).await?;
+            change(&mut integration);
+            integration.updated_at = Utc::now();
+            match integration::put(self.store.as_ref(), &integration, Condition::Version(version)).await {
+                Ok(_) => return Ok(integration),
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Unavailable(format!("integration `{id}` keeps changing concurrently; retry")).into())
     }
 
     pub async fn update(&self, id: &str, patch: IntegrationPatch) -> Result<Integration, ConnectionError> {
-        let (mut integration, version) = self.get(id).await?;
-        if let Some(name) = &patch.name {
-            integration.name = check_name(name)?;
-        }
-        if let Some(description) = &patch.description {
-            integration.description = check_description(description)?;
-        }
-        if let Some(options) = patch.options {
-            integration.options = options;
-        }
-        if let Some(credential) = patch.credential {
-            if !credential.fits(integration.flavor()) {
-                return Err(invalid(
-                    "credential.kind",
-                    format!("`{}` cannot be used with {}", credential.kind(), integration.flavor().as_str()),
-                ));
+        let name = patch.name.as_deref().map(check_name).transpose()?;
+        let description = patch.description.as_deref().map(check_description).transpose()?;
+        self.exclusive(id, "edit", || async {
+            let (integration, _) = self.get(id).await?;
+            let mut summary = None;
+            if let Some(credential) = patch.credential {
+                if !credential.fits(integration.flavor()) {
+                    return Err(invalid(
+                        "credential.kind",
+                        format!("`{}` cannot be used with {}", credential.kind(), integration.flavor().as_str()),
+                    ));
+                }
+                if let Some(field) = credential.empty_field() {
+                    return Err(invalid(field, "must not be empty"));
+                }
+                // A new credential is tested before it replaces the old one.
+                let client = self.client(&integration.target, credential.clone());
+                self.test(client.as_ref(), integration.webhook.is_some()).await?;
+                self.secrets.put(&integration.credential_secret_name, &credential.to_secret()).await?;
+                summary = Some(credential.summary());
             }
-            if let Some(field) = credential.empty_field() {
-                return Err(invalid(field, "must not be empty"));
-            }
-            // A new credential is tested before it replaces the old one.
-            let client = self.client(&integration.target, credential.clone());
-            self.test(client.as_ref(), integration.webhook.is_some()).await?;
-            self.secrets.put(&integration.credential_secret_name, &credential.to_secret()).await?;
-            integration.credential = credential.summary();
-            integration.last_error = None;
-            if integration.status == IntegrationStatus::Error {
-                integration.status = IntegrationStatus::Active;
-            }
-        }
-        self.save(&mut integration, version).await?;
-        Ok(integration)
+            self.save_with(id, |integration| {
+                if let Some(name) = &name {
+                    integration.name = name.clone();
+                }
+                if let Some(description) = &description {
+                    integration.description = description.clone();
+                }
+                if let Some(options) = &patch.options {
+                    integration.options = options.clone();
+                }
+                if let Some(summary) = &summary {
+                    integration.credential = summary.clone();
+                    integration.last_error = None;
+                    if integration.status == IntegrationStatus::Error {
+                        integration.status = IntegrationStatus::Active;
+                    }
+                }
+            })
+            .await
+        })
+        .await
     }
 
     /// Runs the connection test with the stored credential. A credential Bitbucket refuses
-    /// moves an active integration to `error`; a passing test clears the error.
+    /// moves an active integration to `error`; a passing test clears the error. It changes no
+    /// secret and no webhook, so it needs no lock: its outcome is applied to the stored record.
     pub async fn test_connection(&self, id: &str) -> Result<(Integration, TestReport), ConnectionError> {
-        let (mut integration, version) = self.get(id).await?;
+        let (integration, _) = self.get(id).await?;
         let client = self.client(&integration.target, self.credential(&integration).await?);
-        let report = match self.test(client.as_ref(), integration.webhook.is_some()).await {
-            Ok(access) => {
-                integration.last_error = None;
-                if integration.status == IntegrationStatus::Error {
-                    integration.status = IntegrationStatus::Active;
+        let outcome = self.test(client.as_ref(), integration.webhook.is_some()).await;
+        let integration = self
+            .save_with(id, |integration| match &outcome {
+                Ok(_) => {
+                    integration.last_error = None;
+                    if integration.status == IntegrationStatus::Error {
+                        integration.status = IntegrationStatus::Active;
+                    }
                 }
-                TestReport { ok: true, access: Some(access), reason: None, message: None }
-            }
+                Err(e) => note_error(integration, e),
+            })
+            .await?;
+        let report = match outcome {
+            Ok(access) => TestReport { ok: true, access: Some(access), reason: None, message: None },
             Err(e) => {
-                self.record_error(&mut integration, &e);
                 TestReport { ok: false, access: None, reason: Some(e.reason().into()), message: Some(e.to_string()) }
             }
         };
-        self.save(&mut integration, version).await?;
         Ok((integration, report))
     }
 
-    fn record_error(&self, integration: &mut Integration, e: &BitbucketError) {
-        note_error(integration, e);
-    }
-
-    async fn set_webhook_active(&self, integration: &mut Integration, active: bool) -> Result<(), ConnectionError> {
-        let Some(hook) = integration.webhook.clone() else { return Ok(()) };
+    /// Turns the registered webhook on or off in Bitbucket; the hook as it is now.
+    async fn set_webhook_active(
+        &self,
+        integration: &Integration,
+        active: bool,
+    ) -> Result<Option<RegisteredWebhook>, ConnectionError> {
+        let Some(hook) = integration.webhook.clone() else { return Ok(None) };
         let secret = self.webhook_secrets(integration).await?.current();
         let client = self.client(&integration.target, self.credential(integration).await?);
         client.update_webhook(&hook.id, &self.spec(integration, secret, active)).await?;
-        integration.webhook = Some(RegisteredWebhook { active, ..hook });
-        Ok(())
+        Ok(Some(RegisteredWebhook { active, ..hook }))
+    }
+
+    /// Turns the webhook off on the way out of `active`. Bitbucket may refuse (a revoked
+    /// credential): the integration changes state anyway — deliveries are answered 410 — and the
+    /// failure is kept as its last error.
+    async fn leave(
+        &self,
+        id: &str,
+        action: &'static str,
+        allowed: impl Fn(IntegrationStatus) -> bool,
+        to: IntegrationStatus,
+    ) -> Result<Integration, ConnectionError> {
+        self.exclusive(id, action, || async {
+            let (integration, _) = self.get(id).await?;
+            if !allowed(integration.status) {
+                return Err(ConnectionError::WrongState { id: id.into(), status: integration.status, action });
+            }
+            let turned_off = if integration.webhook.as_ref().is_some_and(|h| h.active) {
+                self.set_webhook_active(&integration, false).await
+            } else {
+                Ok(None)
+            };
+            let failure = match turned_off {
+                Ok(_) => None,
+                Err(ConnectionError::Bitbucket(e)) => Some(e),
+                Err(e) => return Err(e),
+            };
+            self.save_with(id, |integration| {
+                if failure.is_none()
+                    && let Some(hook) = &mut integration.webhook
+                {
+                    hook.active = false;
+                }
+                if let Some(e) = &failure {
+                    note_error(integration, e);
+                }
+                integration.status = to;
+            })
+            .await
+        })
+        .await
     }
 
     pub async fn disconnect(&self, id: &str) -> Result<Integration, ConnectionError> {
-        let (mut integration, version) = self.get(id).await?;
-        if !matches!(integration.status, IntegrationStatus::Active | IntegrationStatus::Error) {
-            return Err(ConnectionError::WrongState {
-                id: id.into(),
-                status: integration.status,
-                action: "disconnect",
-            });
-        }
-        // Bitbucket may refuse (revoked credential): the integration is disconnected anyway —
-        // deliveries are answered 410 — and the failure is kept as its last error.
-        if let Err(ConnectionError::Bitbucket(e)) = self.set_webhook_active(&mut integration, false).await {
-            self.record_error(&mut integration, &e);
-        }
-        integration.status = IntegrationStatus::Inactive;
-        self.save(&mut integration, version).await?;
-        Ok(integration)
-    }
-
-    pub async fn reconnect(&self, id: &str) -> Result<Integration, ConnectionError> {
-        let (mut integration, version) = self.get(id).await?;
-        if !matches!(integration.status, IntegrationStatus::Inactive | IntegrationStatus::Error) {
-            return Err(ConnectionError::WrongState { id: id.into(), status: integration.status, action: "reconnect" });
-        }
-        let client = self.client(&integration.target, self.credential(&integration).await?);
-        let outcome = match self.test(client.as_ref(), integration.webhook.is_some()).await {
-            Ok(_) => self.set_webhook_active(&mut integration, true).await,
-            Err(e) => Err(e.into()),
-        };
-        match outcome {
-            Ok(()) => {
-                integration.status = IntegrationStatus::Active;
-                integration.last_error = None;
-            }
-            Err(ConnectionError::Bitbucket(e)) => {
-                integration.status = IntegrationStatus::Error;
-                integration.last_error =
-                    Some(LastError { reason: e.reason().into(), message: e.to_string(), at: Utc::now() });
-            }
-            Err(e) => return Err(e),
-        }
-        self.save(&mut integration, version).await?;
-        Ok(integration)
+        let active = |s| matches!(s, IntegrationStatus::Active | IntegrationStatus::Error);
+        self.leave(id, "disconnect", active, IntegrationStatus::Inactive).await
     }
 
     pub async fn archive(&self, id: &str) -> Result<Integration, ConnectionError> {
-        let (mut integration, version) = self.get(id).await?;
-        if integration.status == IntegrationStatus::Archived {
-            return Err(ConnectionError::WrongState { id: id.into(), status: integration.status, action: "archive" });
-        }
-        if integration.webhook.as_ref().is_some_and(|h| h.active)
-            && let Err(ConnectionError::Bitbucket(e)) = self.set_webhook_active(&mut integration, false).await
-        {
-            self.record_error(&mut integration, &e);
-        }
-        integration.status = IntegrationStatus::Archived;
-        self.save(&mut integration, version).await?;
-        Ok(integration)
+        self.leave(id, "archive", |s| s != IntegrationStatus::Archived, IntegrationStatus::Archived).await
+    }
+
+    pub async fn reconnect(&self, id: &str) -> Result<Integration, ConnectionError> {
+        self.exclusive(id, "reconnect", || async {
+            let (integration, _) = self.get(id).await?;
+            if !matches!(integration.status, IntegrationStatus::Inactive | IntegrationStatus::Error) {
+                return Err(ConnectionError::WrongState {
+                    id: id.into(),
+                    status: integration.status,
+                    action: "reconnect",
+                });
+            }
+            let client = self.client(&integration.target, self.credential(&integration).await?);
+            let outcome = match self.test(client.as_ref(), integration.webhook.is_some()).await {
+                Ok(_) => self.set_webhook_active(&integration, true).await,
+                Err(e) => Err(e.into()),
+            };
+            let outcome = match outcome {
+                Ok(hook) => Ok(hook),
+                Err(ConnectionError::Bitbucket(e)) => Err(e),
+                Err(e) => return Err(e),
+            };
+            self.save_with(id, |integration| match &outcome {
+                Ok(hook) => {
+                    integration.status = IntegrationStatus::Active;
+                    integration.last_error = None;
+                    if hook.is_some() {
+                        integration.webhook.clone_from(hook);
+                    }
+                }
+                Err(e) => {
+                    integration.status = IntegrationStatus::Error;
+                    integration.last_error =
+                        Some(LastError { reason: e.reason().into(), message: e.to_string(), at: Utc::now() });
+                }
+            })
+            .await
+        })
+        .await
     }
 
     /// Unarchiving does not re-enable anything by itself: the integration comes back
     /// `inactive`, and `reconnect` re-tests it and turns its webhook back on.
     pub async fn unarchive(&self, id: &str) -> Result<Integration, ConnectionError> {
-        let (mut integration, version) = self.get(id).await?;
-        if integration.status != IntegrationStatus::Archived {
-            return Err(ConnectionError::WrongState { id: id.into(), status: integration.status, action: "unarchive" });
-        }
-        integration.status = IntegrationStatus::Inactive;
-        self.save(&mut integration, version).await?;
-        Ok(integration)
+        self.exclusive(id, "unarchive", || async {
+            let (integration, _) = self.get(id).await?;
+            if integration.status != IntegrationStatus::Archived {
+                let status = integration.status;
+                return Err(ConnectionError::WrongState { id: id.into(), status, action: "unarchive" });
+            }
+            self.save_with(id, |integration| integration.status = IntegrationStatus::Inactive).await
+        })
+        .await
     }
 
     /// A new webhook secret, set in Bitbucket; the previous one stays valid for
-    /// [`ROTATION_WINDOW`] so deliveries already signed with it are still accepted.
+    /// [`ROTATION_WINDOW`] so deliveries already signed with it are still accepted. Under the
+    /// lifecycle lock: two rotations at once would each keep a secret the other replaced.
     pub async fn rotate_webhook_secret(&self, id: &str) -> Result<Integration, ConnectionError> {
-        let (mut integration, version) = self.get(id).await?;
-        if integration.status == IntegrationStatus::Archived {
-            return Err(ConnectionError::WrongState {
-                id: id.into(),
-                status: integration.status,
-                action: "rotate its webhook secret",
-            });
-        }
-        let before = self.webhook_secrets(&integration).await?;
-        let next = Secret::generate();
-        let rotated = before.rotate(&next, Utc::now() + ROTATION_WINDOW);
-        // Accept the new secret before Bitbucket starts signing with it; undo if Bitbucket refuses.
-        self.secrets.put(&integration.webhook_secret_name, &rotated.to_secret()).await?;
-        if let Some(hook) = integration.webhook.clone() {
-            let client = self.client(&integration.target, self.credential(&integration).await?);
-            if let Err(e) = client.update_webhook(&hook.id, &self.spec(&integration, next, hook.active)).await {
-                self.secrets.put(&integration.webhook_secret_name, &before.to_secret()).await?;
-                return Err(e.into());
+        self.exclusive(id, "rotate its webhook secret", || async {
+            let (integration, _) = self.get(id).await?;
+            if integration.status == IntegrationStatus::Archived {
+                return Err(ConnectionError::WrongState {
+                    id: id.into(),
+                    status: integration.status,
+                    action: "rotate its webhook secret",
+                });
             }
-        }
-        self.save(&mut integration, version).await?;
-        Ok(integration)
+            let before = self.webhook_secrets(&integration).await?;
+            let next = Secret::generate();
+            let rotated = before.rotate(&next, Utc::now() + ROTATION_WINDOW);
+            // Accept the new secret before Bitbucket starts signing with it; undo if Bitbucket refuses.
+            self.secrets.put(&integration.webhook_secret_name, &rotated.to_secret()).await?;
+            if let Some(hook) = integration.webhook.clone() {
+                let client = self.client(&integration.target, self.credential(&integration).await?);
+                if let Err(e) = client.update_webhook(&hook.id, &self.spec(&integration, next, hook.active)).await {
+                    self.secrets.put(&integration.webhook_secret_name, &before.to_secret()).await?;
+                    return Err(e.into());
+                }
+            }
+            self.save_with(id, |_| {}).await
+        })
+        .await
     }
 
     /// Removes the webhook from Bitbucket, schedules the secrets for deletion and deletes the
     /// record; recorded events stay until they expire. With `force`, a Bitbucket failure does
-    /// not stop the deletion.
+    /// not stop the deletion. The lock it holds stops new commits; one already under way is
+    /// waited for, so nothing is committed for the integration once this has answered.
     pub async fn delete(&self, id: &str, force: bool) -> Result<(), ConnectionError> {
-        let (integration, version) = self.get(id).await?;
-        if let Some(hook) = &integration.webhook {
-            let removed = async {
-                let client = self.client(&integration.target, self.credential(&integration).await?);
-                client.delete_webhook(&hook.id).await?;
-                Ok::<_, ConnectionError>(())
+        self.exclusive(id, DELETING, || async {
+            if !super::backup::commits_finished(self.store.as_ref(), id, COMMIT_WAIT).await? {
+                return Err(ConnectionError::Busy { id: id.to_owned(), busy_with: "a backup commit".into() });
             }
-            .await;
-            if let Err(e) = removed
-                && !force
-            {
-                return Err(e);
+            let (integration, _) = self.get(id).await?;
+            if let Some(hook) = &integration.webhook {
+                let removed = async {
+                    let client = self.client(&integration.target, self.credential(&integration).await?);
+                    client.delete_webhook(&hook.id).await?;
+                    Ok::<_, ConnectionError>(())
+                }
+                .await;
+                if let Err(e) = removed
+                    && !force
+                {
+                    return Err(e);
+                }
             }
-        }
-        self.store.delete(&integration::key(id), Condition::Version(version)).await?;
-        self.secrets.delete(&integration.webhook_secret_name).await?;
-        self.secrets.delete(&integration.credential_secret_name).await?;
-        Ok(())
+            loop {
+                let (_, version) = self.get(id).await?;
+                match self.store.delete(&integration::key(id), Condition::Version(version)).await {
+                    Ok(()) => break,
+                    // A background note changed it meanwhile: delete what is there now.
+                    Err(StoreError::ConditionFailed { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.secrets.delete(&integration.webhook_secret_name).await?;
+            self.secrets.delete(&integration.credential_secret_name).await?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -570,7 +716,9 @@ pub async fn credential_of(
     integration: &Integration,
 ) -> Result<Credential, ConnectionError> {
     let name = &integration.credential_secret_name;
-    let secret = secrets.get(name).await?.ok_or_else(|| SecretError::Corrupt(name.clone()))?;
+    // The credential lives as long as the integration: without it, the integration was deleted
+    // while this work was under way.
+    let secret = secrets.get(name).await?.ok_or_else(|| ConnectionError::NotFound(integration.id.clone()))?;
     Ok(Credential::from_secret(name, &secret)?)
 }
 

@@ -32,6 +32,10 @@ pub struct Delivery {
     pub repository: Option<String>,
     pub events: Vec<RepoEvent>,
     pub summary: String,
+    /// sha256 of the raw body, so a retry (the same bytes) is told from a different body sent
+    /// under a used delivery id. Absent on records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_sha256: Option<String>,
 }
 
 pub fn key(integration_id: &str, delivery_id: &str) -> Key {
@@ -55,8 +59,12 @@ pub enum IngestError {
     BadDeliveryId(&'static str),
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    #[error(transparent)]
+    RepeatedHeader(#[from] webhook::RepeatedHeader),
     #[error("the body is not a valid {event_key} payload: {source}")]
     Payload { event_key: String, source: PayloadError },
+    #[error("delivery `{delivery_id}` was already recorded with a different body; a retry resends the same bytes")]
+    DeliveryIdReused { delivery_id: String },
     #[error("the webhook secret of integration `{0}` is not available")]
     SecretMissing(String),
     #[error(transparent)]
@@ -116,13 +124,15 @@ pub async fn ingest(
     if parsed.events == [RepoEvent::Ping] {
         return Ok(Ingested::Ping);
     }
-    // Without a delivery id header, the body's hash identifies retries (they resend it byte for byte).
+    // Retries resend the body byte for byte: its hash tells one from a different body under
+    // the same delivery id, and identifies retries when there is no delivery id header.
+    let body_sha256 = hex::encode(Sha256::digest(body));
     let delivery_id = match &headers.delivery_id {
         Some(id) => {
             check_delivery_id(id)?;
             id.clone()
         }
-        None => format!("sha256-{}", hex::encode(Sha256::digest(body))),
+        None => format!("sha256-{body_sha256}"),
     };
     let delivery = Delivery {
         event_id: uuid::Uuid::new_v4().to_string(),
@@ -136,6 +146,7 @@ pub async fn ingest(
         repository: parsed.repository,
         summary: webhook::summarize(&parsed.events),
         events: parsed.events,
+        body_sha256: Some(body_sha256),
     };
     record(store, delivery, retention).await
 }
@@ -148,10 +159,26 @@ async fn verify(
     now: DateTime<Utc>,
 ) -> Result<(), IngestError> {
     let name = &integration.webhook_secret_name;
-    let secret = secrets.get(name).await?.ok_or_else(|| IngestError::SecretMissing(integration.id.clone()))?;
-    let webhook_secrets = WebhookSecrets::from_secret(name, &secret)?;
-    signature::verify(headers.signature.as_deref(), body, webhook_secrets.accepted(now))?;
-    Ok(())
+    let missing = || IngestError::SecretMissing(integration.id.clone());
+    let secret = secrets.get(name).await?.ok_or_else(missing)?;
+    let verified = signature::verify(
+        headers.signature.as_deref(),
+        body,
+        WebhookSecrets::from_secret(name, &secret)?.accepted(now),
+    );
+    match verified {
+        // A cached secret may predate a rotation another instance made: read it again (the
+        // store bounds how often) before refusing a delivery Bitbucket will never retry.
+        Err(SignatureError::Mismatch) => {
+            let fresh = secrets.get_fresh(name).await?.ok_or_else(missing)?;
+            if fresh == secret {
+                return Err(SignatureError::Mismatch.into());
+            }
+            let accepted = WebhookSecrets::from_secret(name, &fresh)?;
+            Ok(signature::verify(headers.signature.as_deref(), body, accepted.accepted(now))?)
+        }
+        other => Ok(other?),
+    }
 }
 
 /// The one conditional write: new → recorded; already there (and not expired) → duplicate.
@@ -165,7 +192,21 @@ pub async fn record(
         .with_expiry((delivery.received_at + retention).timestamp());
     match store.put(item, Condition::Absent).await {
         Ok(_) => Ok(Ingested::Recorded(delivery)),
-        Err(StoreError::ConditionFailed { current: Some(existing) }) => Ok(Ingested::Duplicate(existing.record()?)),
+        Err(StoreError::ConditionFailed { current: Some(existing) }) => {
+            let existing: Delivery = existing.record()?;
+            match (&existing.body_sha256, &delivery.body_sha256) {
+                (Some(recorded), Some(received)) if recorded != received => {
+                    tracing::warn!(
+                        delivery_id = %delivery.delivery_id,
+                        recorded_sha256 = %recorded,
+                        received_sha256 = %received,
+                        "a different body under a recorded delivery id refused"
+                    );
+                    Err(IngestError::DeliveryIdReused { delivery_id: delivery.delivery_id })
+                }
+                _ => Ok(Ingested::Duplicate(existing)),
+            }
+        }
         // The condition failed but the item vanished since (expired between write and read):
         // report the race as retryable rather than guess.
         Err(StoreError::ConditionFailed { current: None }) => {

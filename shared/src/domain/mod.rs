@@ -4,6 +4,7 @@ pub mod backup;
 pub mod connection;
 pub mod delivery;
 pub mod integration;
+pub mod parked;
 pub mod pipelines;
 pub mod pruning;
 pub mod webhook_secret;

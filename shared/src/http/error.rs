@@ -14,6 +14,7 @@ use crate::domain::pipelines::PipelineError;
 use crate::domain::pruning::PrunerError;
 use crate::secrets::SecretError;
 use crate::store::StoreError;
+use crate::webhook;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -27,6 +28,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Gone(String),
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("the body is larger than the {0}-byte limit")]
     PayloadTooLarge(usize),
     #[error("{0}")]
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -72,6 +76,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Gone(_) => "gone",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unprocessable(_) => "unprocessable",
@@ -126,6 +131,9 @@ impl From<IngestError> for ApiError {
                 ApiError::BadRequest(message)
             }
             IngestError::Signature(_) => ApiError::Unauthorized(message),
+            IngestError::RepeatedHeader(webhook::RepeatedHeader("X-Hub-Signature")) => ApiError::Unauthorized(message),
+            IngestError::RepeatedHeader(_) => ApiError::BadRequest(message),
+            IngestError::DeliveryIdReused { .. } => ApiError::Conflict(message),
             // Our configuration is missing, not the sender's fault: 503 makes Bitbucket retry.
             IngestError::SecretMissing(_) => ApiError::Unavailable(message),
             IngestError::Secrets(e) => e.into(),
@@ -140,7 +148,7 @@ impl From<ConnectionError> for ApiError {
         match e {
             ConnectionError::Invalid { .. } => ApiError::BadRequest(message),
             ConnectionError::NotFound(_) => ApiError::NotFound(message),
-            ConnectionError::WrongState { .. } => ApiError::Conflict(message),
+            ConnectionError::WrongState { .. } | ConnectionError::Busy { .. } => ApiError::Conflict(message),
             // The connection test or a Bitbucket step failed: 422 with the specific reason.
             ConnectionError::Bitbucket(b) => ApiError::Bitbucket(b),
             ConnectionError::Secrets(e) => e.into(),

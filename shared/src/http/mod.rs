@@ -50,9 +50,20 @@ pub async fn request_context(request: Request, next: Next) -> Response {
 /// sending then gets the answer instead of a reset connection. Larger ones are cut off.
 const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 
-/// Reads a request body of at most `limit` bytes; a declared or actual larger one is 413,
-/// and nothing of it is kept or parsed.
-pub async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+/// How long a request body may take to arrive, whole: a client that declares more than it
+/// sends, or stops half-way, gets a 408 instead of holding its connection (and a task) open.
+/// In Lambda the body is already in memory; this bounds the local stack's real connections.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads a request body of at most `limit` bytes within [`BODY_READ_TIMEOUT`]; a declared or
+/// actual larger one is 413, a late one 408, and nothing of either is kept or parsed.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    tokio::time::timeout(BODY_READ_TIMEOUT, read_bounded(headers, body, limit)).await.map_err(|_| {
+        ApiError::RequestTimeout(format!("the body did not arrive within {} s", BODY_READ_TIMEOUT.as_secs()))
+    })?
+}
+
+async fn read_bounded(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let declared_too_large = declared.is_some_and(|len| len > limit as u64);

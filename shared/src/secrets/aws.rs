@@ -16,6 +16,13 @@ use super::*;
 /// reads a secret (a list, a stream record it skips) need not build it at cold start.
 type LazyClient = LazyLock<Client, Box<dyn FnOnce() -> Client + Send>>;
 
+/// A cached value younger than this is never re-read, even for [`SecretStore::get_fresh`]: a
+/// flood of badly signed webhooks costs at most one read per secret this often.
+const REFRESH_AFTER: Duration = Duration::from_secs(5);
+/// How long "no such secret" is believed: briefly, since the integration being created or
+/// restored makes it exist moments later.
+const ABSENT_TTL: Duration = Duration::from_secs(5);
+
 pub struct SecretsManagerStore {
     client: LazyClient,
     ttl: Duration,
@@ -46,18 +53,14 @@ impl SecretsManagerStore {
         SecretsManagerStore { client, ttl, recovery_window_days: 7, cache: RwLock::new(HashMap::new()) }
     }
 
-    async fn remember(&self, name: &str, value: Option<Secret>) {
-        self.cache.write().await.insert(name.to_owned(), (Instant::now(), value));
-    }
-}
-
-#[async_trait]
-impl SecretStore for SecretsManagerStore {
-    async fn get(&self, name: &str) -> Result<Option<Secret>, SecretError> {
-        if let Some((at, value)) = self.cache.read().await.get(name)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(value.clone());
+    /// The cached value if it is younger than `max_age` (or, when absent, than
+    /// [`ABSENT_TTL`]); else Secrets Manager's, remembered.
+    async fn read(&self, name: &str, max_age: Duration) -> Result<Option<Secret>, SecretError> {
+        if let Some((at, value)) = self.cache.read().await.get(name) {
+            let fresh_for = if value.is_some() { max_age } else { max_age.min(ABSENT_TTL) };
+            if at.elapsed() < fresh_for {
+                return Ok(value.clone());
+            }
         }
         let value = match self.client.get_secret_value().secret_id(name).send().await {
             Ok(out) => out.secret_string.map(Secret),
@@ -68,6 +71,21 @@ impl SecretStore for SecretsManagerStore {
         };
         self.remember(name, value.clone()).await;
         Ok(value)
+    }
+
+    async fn remember(&self, name: &str, value: Option<Secret>) {
+        self.cache.write().await.insert(name.to_owned(), (Instant::now(), value));
+    }
+}
+
+#[async_trait]
+impl SecretStore for SecretsManagerStore {
+    async fn get(&self, name: &str) -> Result<Option<Secret>, SecretError> {
+        self.read(name, self.ttl).await
+    }
+
+    async fn get_fresh(&self, name: &str) -> Result<Option<Secret>, SecretError> {
+        self.read(name, REFRESH_AFTER).await
     }
 
     async fn put(&self, name: &str, value: &Secret) -> Result<(), SecretError> {

@@ -48,6 +48,11 @@ pub enum SecretError {
 #[async_trait]
 pub trait SecretStore: Send + Sync {
     async fn get(&self, name: &str) -> Result<Option<Secret>, SecretError>;
+    /// Like `get`, but past any cache older than a few seconds: for a reader whose cached value
+    /// just failed it (a webhook signed with a secret rotated since). Caches bound how often.
+    async fn get_fresh(&self, name: &str) -> Result<Option<Secret>, SecretError> {
+        self.get(name).await
+    }
     /// Creates or replaces the secret.
     async fn put(&self, name: &str, value: &Secret) -> Result<(), SecretError>;
     /// Removes the secret (Secrets Manager schedules the deletion with a recovery window).

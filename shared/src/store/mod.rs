@@ -26,6 +26,27 @@ use base64::Engine as _;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
 
+/// Joins the parts of a key with `#`, each part escaped (`%` → `%25`, `#` → `%23`) so that the
+/// joined key names exactly one list of parts: (`D`, `k#z`) and (`D#k`, `z`) give different
+/// keys, and the key of a list of parts followed by `#` is a prefix of exactly the keys that
+/// extend that list. Parts that hold neither byte are unchanged.
+pub fn compose(parts: &[&str]) -> String {
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push('#');
+        }
+        for c in part.chars() {
+            match c {
+                '%' => key.push_str("%25"),
+                '#' => key.push_str("%23"),
+                c => key.push(c),
+            }
+        }
+    }
+    key
+}
+
 /// Primary key of an item.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
@@ -187,4 +208,44 @@ pub(crate) fn encode_cursor(position: &Value) -> String {
 pub(crate) fn decode_cursor(cursor: &str) -> Result<Value, StoreError> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| StoreError::BadCursor)?;
     serde_json::from_slice(&bytes).map_err(|_| StoreError::BadCursor)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::compose;
+
+    /// Parts drawn mostly from the bytes that matter (`#`, `%` and what follows an escape).
+    fn parts() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec("[#%23ab]{0,5}", 1..5)
+    }
+
+    fn joined(parts: &[String]) -> String {
+        compose(&parts.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// Injective: two keys are equal only when their parts are.
+        #[test]
+        fn composed_keys_are_injective(a in parts(), b in parts()) {
+            prop_assert_eq!(joined(&a) == joined(&b), a == b);
+        }
+
+        /// A prefix query for some leading parts finds exactly the keys that extend them.
+        #[test]
+        fn prefixes_select_exactly_the_extensions(a in parts(), b in parts()) {
+            let prefix = format!("{}#", joined(&a));
+            let extends = b.len() > a.len() && b[..a.len()] == a[..];
+            prop_assert_eq!(joined(&b).starts_with(&prefix), extends);
+        }
+    }
+
+    #[test]
+    fn plain_parts_are_unchanged() {
+        assert_eq!(compose(&["AUD", "DLV", "d-1", "feature/x"]), "AUD#DLV#d-1#feature/x");
+        assert_eq!(compose(&["ACT", "a#b", "50%"]), "ACT#a%23b#50%25");
+    }
 }

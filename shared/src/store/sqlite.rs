@@ -184,11 +184,11 @@ impl StateStore for SqliteStore {
                 None => None,
             };
             let (after_order, after_sk) = after.clone().unzip();
-            // Prefix match as a range so the index is used: [prefix, prefix + U+10FFFF).
-            let upper = format!("{prefix}\u{10FFFF}");
+            // Prefix match as a range so the index is used: [prefix, its successor).
+            let upper = prefix_successor(prefix);
             let sql = format!(
                 "SELECT {COLUMNS} FROM items
-                 WHERE pk = ?1 AND {column} >= ?2 AND {column} < ?3
+                 WHERE pk = ?1 AND {column} >= ?2 AND (?3 IS NULL OR {column} < ?3)
                    AND (?4 IS NULL OR ({column}, sk) {cmp} (?4, ?5))
                  ORDER BY {column} {order}, sk {order} LIMIT ?6"
             );
@@ -208,5 +208,43 @@ impl StateStore for SqliteStore {
             items.retain(|i| !i.is_expired(now));
             Ok(Page { items, cursor })
         })
+    }
+}
+
+/// The least string above every string that starts with `prefix` (SQLite compares text by its
+/// UTF-8 bytes, which order as code points do): the last character that has a successor, moved
+/// one up, with everything after it dropped. `None` when there is none (an empty prefix, or
+/// one made only of U+10FFFF): then the range has no upper end.
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last as u32 {
+            0xD7FF => Some('\u{E000}'),
+            code => char::from_u32(code + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_successor;
+
+    #[test]
+    fn the_successor_bounds_exactly_the_strings_with_the_prefix() {
+        assert_eq!(prefix_successor("ENV#").as_deref(), Some("ENV$"));
+        assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_successor("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_successor(""), None);
+        assert_eq!(prefix_successor("\u{10FFFF}\u{10FFFF}"), None);
+        let upper = prefix_successor("ENV#").unwrap();
+        for inside in ["ENV#", "ENV#\u{10FFFF}", "ENV#\u{10FFFF}z", "ENV#\u{10FFFF}\u{10FFFF}"] {
+            assert!(inside < upper.as_str(), "{inside:?}");
+        }
+        assert!("ENV$" >= upper.as_str());
     }
 }

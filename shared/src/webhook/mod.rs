@@ -44,8 +44,21 @@ pub struct DeliveryHeaders {
     pub flavor_hint: Option<Flavor>,
 }
 
+/// A header a delivery carries once came more than once: which copy counts would be a guess
+/// (two signatures judged by their order, say), so the delivery is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {0} header appears more than once")]
+pub struct RepeatedHeader(pub &'static str);
+
+/// The headers [`DeliveryHeaders`] reads, each of which may appear at most once.
+const SINGLE_HEADERS: [&str; 6] =
+    ["X-Hub-Signature", "X-Event-Key", "X-Request-UUID", "X-Request-Id", "X-Hook-UUID", "X-Attempt-Number"];
+
 impl DeliveryHeaders {
-    pub fn from_headers(headers: &HeaderMap) -> Self {
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, RepeatedHeader> {
+        if let Some(name) = SINGLE_HEADERS.iter().find(|name| headers.get_all(**name).iter().nth(1).is_some()) {
+            return Err(RepeatedHeader(name));
+        }
         let text = |name: &str| {
             headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
         };
@@ -59,14 +72,14 @@ impl DeliveryHeaders {
         } else {
             None
         };
-        DeliveryHeaders {
+        Ok(DeliveryHeaders {
             event_key: text("x-event-key"),
             delivery_id: cloud_id.or(dc_id),
             hook_uuid,
             attempt: text("x-attempt-number").and_then(|v| v.parse().ok()),
             signature: text("x-hub-signature"),
             flavor_hint,
-        }
+        })
     }
 }
 
@@ -119,16 +132,24 @@ mod tests {
         h.insert("X-Event-Key", "repo:push".parse().unwrap());
         h.insert("X-Request-UUID", "abc".parse().unwrap());
         h.insert("X-Attempt-Number", "2".parse().unwrap());
-        let d = DeliveryHeaders::from_headers(&h);
+        let d = DeliveryHeaders::from_headers(&h).unwrap();
         assert_eq!(d.flavor_hint, Some(Flavor::Cloud));
         assert_eq!(d.delivery_id.as_deref(), Some("abc"));
         assert_eq!(d.attempt, Some(2));
 
         let mut h = HeaderMap::new();
         h.insert("X-Request-Id", "dc-1".parse().unwrap());
-        let d = DeliveryHeaders::from_headers(&h);
+        let d = DeliveryHeaders::from_headers(&h).unwrap();
         assert_eq!(d.flavor_hint, Some(Flavor::DataCenter));
         assert_eq!(d.event_key, None);
+
+        // Every header it reads counts once: a second copy of any is refused, not ordered.
+        for name in SINGLE_HEADERS {
+            let mut h = HeaderMap::new();
+            h.append(name, "sha256=00".parse().unwrap());
+            h.append(name, "sha256=01".parse().unwrap());
+            assert_eq!(DeliveryHeaders::from_headers(&h), Err(RepeatedHeader(name)));
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::{Result, apply_dc, check_repo};
 use crate::Sandbox;
-use crate::api::form_fields;
 use crate::error::{Error, PathParams};
+use crate::form::{FormField, form_fields};
 use crate::paging::param;
 use crate::state::{DcFileEdit, MAIN};
 
@@ -49,7 +49,7 @@ async fn edit_file(
         source_branch: None,
     };
     let mut content = None;
-    for (name, value) in form_fields(request).await? {
+    for FormField { name, value, .. } in form_fields(request).await? {
         let text = || String::from_utf8(value.clone()).map_err(|_| Error::bad_request(format!("{name}: not UTF-8")));
         match name.as_str() {
             "content" => content = Some(value),

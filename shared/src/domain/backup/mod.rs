@@ -16,7 +16,7 @@
 mod canonical;
 mod target;
 
-pub use canonical::canonical;
+pub use canonical::{canonical, is_container};
 pub use target::{BackupTarget, DEFAULT_MESSAGE, PLACEHOLDERS, TargetSpec, check_name};
 
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
@@ -75,7 +75,8 @@ pub enum BackupError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
-    pub document: Value,
+    /// Kept as sent: its numbers are committed digit for digit.
+    pub document: Box<RawValue>,
     /// Monotonic per target (e.g. the document's revision or a timestamp).
     pub version: Option<u64>,
     pub message: Option<String>,
@@ -308,10 +309,11 @@ impl Backups {
             // more than any seen" must always exist.
             return Err(BackupError::Invalid { field: "version", problem: format!("must be at most {MAX_VERSION}") });
         }
-        if !matches!(snapshot.document, Value::Object(_) | Value::Array(_)) {
+        if !is_container(&snapshot.document) {
             return Err(BackupError::Invalid { field: "document", problem: "must be a JSON object or array".into() });
         }
-        let content = canonical(&snapshot.document);
+        let content = canonical(&snapshot.document)
+            .map_err(|e| BackupError::Invalid { field: "document", problem: e.to_string() })?;
         if content.len() > MAX_DOCUMENT_BYTES {
             return Err(BackupError::TooLarge { size: content.len() });
         }
@@ -373,11 +375,14 @@ impl Backups {
         };
 
         let message = target.commit_message(snapshot.message.as_deref(), key, &sha256);
-        let made = match connection::client_for(&*self.secrets, &self.connector, &integration, CALL_BUDGET).await {
-            Ok(client) => {
-                self.commit(client.as_ref(), &integration, &target, &content, &message).await.map_err(Into::into)
-            }
-            Err(e) => Err(BackupError::from(e)),
+        let made = match self.still_connected(id).await {
+            Err(e) => Err(e),
+            Ok(()) => match connection::client_for(&*self.secrets, &self.connector, &integration, CALL_BUDGET).await {
+                Ok(client) => {
+                    self.commit(client.as_ref(), &integration, &target, &content, &message).await.map_err(Into::into)
+                }
+                Err(e) => Err(BackupError::from(e)),
+            },
         };
         // Record the outcome and release the lease, whatever happened in Bitbucket.
         let mut stored = Some(version);
@@ -452,6 +457,18 @@ impl Backups {
         })
     }
 
+    /// Checked once the lease is held, before Bitbucket is called: the integration is still
+    /// there, active, and not being deleted. A deletion takes its lock first, then waits for the
+    /// leases already held ([`commits_finished`]); a lease taken after its lock finds the lock
+    /// here. So no commit starts once a deletion has begun, and none ends after it answered.
+    async fn still_connected(&self, id: &str) -> Result<(), BackupError> {
+        connection::active(self.store.as_ref(), id, "back up documents").await?;
+        if connection::lifecycle_operation(self.store.as_ref(), id).await?.as_deref() == Some(connection::DELETING) {
+            return Err(ConnectionError::Busy { id: id.to_owned(), busy_with: "being deleted".into() }.into());
+        }
+        Ok(())
+    }
+
     /// A snapshot that gives up waiting takes back its claim, so a retry of it is not
     /// superseded by itself.
     async fn withdraw_claim(&self, id: &str, name: &str, owner: &str) -> Result<(), BackupError> {
@@ -519,6 +536,27 @@ impl Backups {
                 other => return other,
             }
         }
+    }
+}
+
+/// Waits (up to `wait`) until no backup target of the integration holds a live commit lease;
+/// whether none does. A lease outlives a dead holder by at most [`LEASE`], a live one is
+/// released as soon as its commit has an answer.
+pub async fn commits_finished(store: &dyn StateStore, id: &str, wait: Duration) -> Result<bool, StoreError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let now = Utc::now();
+        let mut leased = false;
+        for item in query_all(store, &integration::partition(id), "BKH#").await? {
+            leased |= item.record::<Head>()?.live_lease(now).is_some();
+        }
+        if !leased {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -74,8 +74,9 @@ pub fn check_name(name: &str) -> Result<(), BackupError> {
     if ok { Ok(()) } else { Err(invalid("name", "must be 1-64 of letters, digits and . _ - (not . or ..)")) }
 }
 
-/// One path segment: not empty, `.` or `..`, no `\`, no control characters — so a target can
-/// never point outside the repository or at something Bitbucket would read differently.
+/// One path segment: not empty, `.` or `..`, no `"`, `\` or control characters — so a target
+/// can never point outside the repository or at something Bitbucket would read differently
+/// (Cloud takes the path as a form field's name, which a `"` or a line break would cut).
 fn check_segment(field: &'static str, segment: &str) -> Result<(), BackupError> {
     if segment.is_empty() {
         return Err(invalid(field, "must not contain empty path segments"));
@@ -86,8 +87,8 @@ fn check_segment(field: &'static str, segment: &str) -> Result<(), BackupError> 
     if segment.len() > 255 {
         return Err(invalid(field, "has a path segment longer than 255 bytes"));
     }
-    if segment.chars().any(|c| c == '\\' || c.is_control()) {
-        return Err(invalid(field, "must not contain `\\` or control characters"));
+    if !crate::bitbucket::form_safe(segment) {
+        return Err(invalid(field, "must not contain `\"`, `\\` or control characters"));
     }
     Ok(())
 }
@@ -207,6 +208,9 @@ mod tests {
             ("a", "b/c.json", "filename"),
             ("a", "", "filename"),
             ("a", "x\u{0}.json", "filename"),
+            ("", "important.json\".bak", "filename"),
+            ("", "a\r\nContent-Disposition: form-data; name=\"message\"", "filename"),
+            ("we\"ird", "a.json", "directory"),
         ] {
             assert_eq!(
                 field_of(spec(directory, filename, "main").into_target("t", now)),

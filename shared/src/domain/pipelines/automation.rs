@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Origin, PipelineError, Pipelines, Run, integration, run_sort};
 use crate::bitbucket::{Bitbucket, BitbucketError, PipelineRequest, PipelineRun};
-use crate::domain::Delivery;
 use crate::domain::integration::{Integration, IntegrationStatus};
-use crate::store::{Condition, Index, Item, Key, Query, StoreError};
+use crate::domain::{Delivery, parked};
+use crate::store::{Condition, Index, Item, Key, Query, StoreError, compose};
 use crate::webhook::{Flavor, PullRequest, RepoEvent};
 
 const ACTION_KIND: &str = "pipeline_action";
@@ -44,12 +44,25 @@ pub struct Effects {
     pub refreshed: Vec<String>,
     /// Actions already done by an earlier processing of the same delivery.
     pub repeated: Vec<String>,
+    /// Why the delivery was parked instead (see [`crate::domain::parked`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parked: Option<String>,
 }
+
+/// The consumer name pipelines park deliveries under.
+pub const CONSUMER: &str = "pipelines";
 
 /// The same commit, whether abbreviated (Cloud sends 12 characters) or full.
 fn same_commit(a: &str, b: &str) -> bool {
     let n = a.len().min(b.len());
     n >= 7 && a[..n].eq_ignore_ascii_case(&b[..n])
+}
+
+/// How a head commit appears in an action's name: its hash, or `tip` when the event named none
+/// (or something that is not a hash). Never a `-`, so the name splits back into its parts at
+/// its last `-`: `push-{branch}-{head}` is one name per (branch, head), whatever the branch holds.
+fn head_in_name(head: &Option<String>) -> &str {
+    head.as_deref().filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit())).unwrap_or("tip")
 }
 
 /// A full hash can pin a run; an abbreviation cannot, so the branch tip is built instead.
@@ -71,7 +84,14 @@ impl Pipelines {
         let Some((integration, _)) = integration::get(self.store.as_ref(), &delivery.integration_id).await? else {
             return Ok(effects);
         };
-        if integration.flavor() == Flavor::DataCenter || integration.status != IntegrationStatus::Active {
+        if integration.flavor() == Flavor::DataCenter {
+            return Ok(effects);
+        }
+        if integration.status != IntegrationStatus::Active {
+            // Recorded while it could act; its runs start once it can again (not dropped).
+            let reason = format!("integration is {}", integration.status.as_str());
+            parked::park(self.store.as_ref(), CONSUMER, delivery, &reason).await?;
+            effects.parked = Some(reason);
             return Ok(effects);
         }
         let mut client: Option<std::sync::Arc<dyn Bitbucket>> = None;
@@ -121,7 +141,7 @@ impl Pipelines {
     ) -> Result<Option<Action>, PipelineError> {
         let options = &integration.options;
         let pr_run = |pr: &PullRequest, why: &str| Action::Start {
-            name: format!("pr-{}-{why}-{}", pr.id, pr.head.as_deref().unwrap_or("tip")),
+            name: format!("pr-{}-{why}-{}", pr.id, head_in_name(&pr.head)),
             request: PipelineRequest {
                 branch: pr.source_branch.clone(),
                 commit: full_hash(&pr.head),
@@ -153,7 +173,7 @@ impl Pipelines {
                 if crate::glob::any_matches(&options.build_branches, branch) =>
             {
                 Some(Action::Start {
-                    name: format!("push-{branch}-{}", head.as_deref().unwrap_or("tip")),
+                    name: format!("push-{branch}-{}", head_in_name(head)),
                     request: PipelineRequest {
                         branch: branch.clone(),
                         commit: full_hash(head),
@@ -191,7 +211,7 @@ impl Pipelines {
         pull_request: Option<u64>,
     ) -> Result<Option<Run>, PipelineError> {
         let id = &integration.id;
-        let key = Key::new(integration::partition(id), format!("ACT#{}#{}", origin.delivery_id, origin.action));
+        let key = Key::new(integration::partition(id), compose(&["ACT", &origin.delivery_id, &origin.action]));
         let now = Utc::now();
         let claim = ActionClaim { claimed_at: now, run: None, outcome_unknown: false };
         match self.store.put(Item::from_record(key.clone(), ACTION_KIND, &claim)?, Condition::Absent).await {
@@ -354,5 +374,17 @@ mod tests {
             Some(7)
         );
         assert_eq!(build_number_in("https://ci.example.com/job/1"), None);
+    }
+
+    #[test]
+    fn action_names_have_one_reading() {
+        let push =
+            |branch: &str, head: Option<&str>| format!("push-{branch}-{}", head_in_name(&head.map(String::from)));
+        assert_ne!(push("a-b", Some("c")), push("a", Some("b-c")));
+        assert_eq!(push("a", Some("b-c")), "push-a-tip", "a head that is not a hash is not part of a name");
+        assert_eq!(push("x", Some("0123abc")), "push-x-0123abc");
+        // Claim keys escape the delivery id and the name, so neither can run into the other.
+        let claim = |delivery: &str, name: &str| compose(&["ACT", delivery, name]);
+        assert_ne!(claim("D", "k#push-z-tip"), claim("D#k", "push-z-tip"));
     }
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{PipelineError, Pipelines};
 use crate::domain::connection::ConnectionError;
 use crate::domain::integration::{self, Integration, IntegrationStatus};
+use crate::domain::parked;
 use crate::webhook::Flavor;
 
 const PAGE_LEN: u32 = 25;
@@ -22,6 +23,8 @@ pub struct PollReport {
     pub pages: u32,
     /// Unfinished runs older than the pages read, fetched one by one.
     pub fetched_individually: usize,
+    /// Parked deliveries acted on (see [`crate::domain::parked`]).
+    pub parked_handled: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -49,7 +52,7 @@ impl Pipelines {
             if !pollable(&integration) {
                 continue;
             }
-            let report = match self.poll(&integration).await {
+            let report = match self.drain_then_poll(&integration).await {
                 Ok(report) => report,
                 Err(e) => {
                     PollReport { integration: integration.id.clone(), error: Some(e.to_string()), ..Default::default() }
@@ -58,6 +61,19 @@ impl Pipelines {
             reports.push(report);
         }
         Ok(reports)
+    }
+
+    /// An active integration first gets the runs of deliveries parked while it could not act.
+    async fn drain_then_poll(&self, integration: &Integration) -> Result<PollReport, PipelineError> {
+        let mut drained = 0;
+        if integration.status == IntegrationStatus::Active {
+            let store = self.store.as_ref();
+            drained = parked::drain(store, &integration.id, super::automation::CONSUMER, |delivery| async move {
+                Ok::<_, PipelineError>(self.on_delivery(&delivery).await?.parked.is_none())
+            })
+            .await?;
+        }
+        Ok(PollReport { parked_handled: drained, ..self.poll(integration).await? })
     }
 
     async fn poll(&self, integration: &Integration) -> Result<PollReport, PipelineError> {

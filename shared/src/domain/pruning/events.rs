@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{AuditAction, AuditEntry, Environment, EnvironmentStatus, Pruner, PrunerError, WRITE_ATTEMPTS};
-use crate::domain::Delivery;
 use crate::domain::integration::{self, IntegrationStatus};
+use crate::domain::{Delivery, parked};
 use crate::store::{Condition, StoreError};
 use crate::webhook::RepoEvent;
 
@@ -20,7 +20,13 @@ pub struct DeliveryEffects {
     pub activated: Vec<String>,
     pub deactivated: Vec<String>,
     pub pruned: Vec<String>,
+    /// Why the delivery was parked instead (see [`crate::domain::parked`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parked: Option<String>,
 }
+
+/// The consumer name environments park deliveries under.
+pub const CONSUMER: &str = "environments";
 
 impl Pruner {
     /// Acts on a recorded delivery for an active integration that mirrors branches. Makes no
@@ -31,7 +37,14 @@ impl Pruner {
             return Ok(effects);
         };
         let options = &integration.options;
-        if integration.status != IntegrationStatus::Active || !options.fetch_branches {
+        if !options.fetch_branches {
+            return Ok(effects);
+        }
+        if integration.status != IntegrationStatus::Active {
+            // Recorded while it could act; its environments follow once it can again.
+            let reason = format!("integration is {}", integration.status.as_str());
+            parked::park(self.store.as_ref(), CONSUMER, delivery, &reason).await?;
+            effects.parked = Some(reason);
             return Ok(effects);
         }
         let (id, at) = (integration.id.as_str(), delivery.received_at);

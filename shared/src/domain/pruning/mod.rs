@@ -31,7 +31,7 @@ use super::connection::{self, ConnectionError};
 use super::integration::{self, Integration};
 use crate::bitbucket::{Bitbucket, BitbucketError, Connector};
 use crate::secrets::{SecretError, SecretStore};
-use crate::store::{Condition, Index, Item, Key, Query, StateStore, StoreError, query_all};
+use crate::store::{Condition, Index, Item, Key, Query, StateStore, StoreError, compose, query_all};
 
 /// Bitbucket calls for one request or one integration's scheduled run, retries included: 60
 /// pages of branches fit, and API Gateway's 30 s still answers first.
@@ -129,12 +129,13 @@ pub struct AuditEntry {
 impl AuditEntry {
     fn item(&self, id: &str) -> Result<Item, StoreError> {
         let micros = self.at.timestamp_micros();
+        let micros = format!("{micros:016}");
         let sk = match &self.delivery_id {
-            Some(delivery) => format!("AUD#DLV#{delivery}#{}", self.branch),
-            None => format!("AUD#{micros:016}#{}#{}", self.branch, self.action.as_str()),
+            Some(delivery) => compose(&["AUD", "DLV", delivery, &self.branch]),
+            None => compose(&["AUD", &micros, &self.branch, self.action.as_str()]),
         };
         let key = Key::new(integration::partition(id), sk);
-        Ok(Item::from_record(key, AUDIT_KIND, self)?.with_sort(format!("AUD#{micros:016}#{}", self.branch)))
+        Ok(Item::from_record(key, AUDIT_KIND, self)?.with_sort(compose(&["AUD", &micros, &self.branch])))
     }
 }
 
@@ -251,9 +252,13 @@ impl Pruner {
         Err(StoreError::Unavailable(format!("environment `{branch}` keeps changing concurrently; retry")).into())
     }
 
+    /// Writes an audit entry once: an entry is never overwritten. Its key is the delivery's
+    /// (or the moment's), so finding one there means this very entry was written before.
     async fn audit(&self, id: &str, entry: &AuditEntry) -> Result<(), PrunerError> {
-        self.store.put(entry.item(id)?, Condition::None).await?;
-        Ok(())
+        match self.store.put(entry.item(id)?, Condition::Absent).await {
+            Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Every environment of the integration with its version, by branch.
@@ -349,5 +354,11 @@ mod tests {
         );
         entry.delivery_id = None;
         assert_eq!(entry.item("int").unwrap().key.sk, "AUD#1767323045000000#topic#environment_pruned");
+        // Delivery ids and branch names may hold `#`: their parts never run together.
+        let keyed = |delivery: &str, branch: &str| {
+            let entry = AuditEntry { delivery_id: Some(delivery.into()), branch: branch.into(), ..entry.clone() };
+            entry.item("int").unwrap().key.sk
+        };
+        assert_ne!(keyed("D", "k#z"), keyed("D#k", "z"));
     }
 }

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{AuditAction, AuditEntry, Environment, Pruner, PrunerError, StaleReport, environment_key};
-use crate::domain::connection;
 use crate::domain::integration::{self, Integration, IntegrationStatus};
+use crate::domain::{connection, parked};
 use crate::store::{Condition, StoreError};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -30,6 +30,8 @@ pub struct ReconcileReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScheduledReport {
     pub integration: String,
+    /// Parked deliveries acted on (see [`crate::domain::parked`]).
+    pub parked_handled: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environments: Option<ReconcileReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,10 +129,22 @@ impl Pruner {
             }
             let mut report = ScheduledReport {
                 integration: integration.id.clone(),
+                parked_handled: 0,
                 environments: None,
                 stale_branches: None,
                 errors: Vec::new(),
             };
+            // Deliveries parked while it could not act come first: reconciliation then sees
+            // the environments they make.
+            let store = self.store.as_ref();
+            let drained = parked::drain(store, &integration.id, super::events::CONSUMER, |delivery| async move {
+                Ok::<_, PrunerError>(self.on_delivery(&delivery).await?.parked.is_none())
+            })
+            .await;
+            match drained {
+                Ok(count) => report.parked_handled = count,
+                Err(e) => report.errors.push(format!("parked deliveries: {e}")),
+            }
             match self.reconcile_integration(&integration).await {
                 Ok(done) => report.environments = Some(done),
                 Err(e) => {
