@@ -306,12 +306,20 @@ async fn deliveries_reaching_a_disconnected_integration_are_parked_then_acted_on
     s.running.sandbox.seed_branches(&["parked/one".into()], "main").unwrap();
     let (status, _) = deliver(&s, "repo:push", "parked-1", &push("parked/one")).await;
     assert_eq!(status, 202);
+    // A pull request opened in Bitbucket: its delivery is recorded (no worker runs here).
+    let pr = s.running.sandbox.open_pull_request("develop", "main", "Parked").await;
+    s.running.sandbox.settle().await;
     let (status, _) = s.post("/integrations/sandbox/disconnect").await;
     assert_eq!(status, 200);
 
     // The consumers get to the delivery now, as the stream (or the local worker) would.
     let store = s.running.backends.store.clone();
     let (deliveries, _) = shared::domain::list_deliveries(store.as_ref(), SANDBOX_ID, 10, None).await.unwrap();
+    assert_eq!(deliveries.len(), 2);
+    for delivery in deliveries.iter().rev().filter(|d| d.delivery_id != "parked-1") {
+        s.running.pruner.on_delivery(delivery).await.unwrap();
+        s.running.pipelines.on_delivery(delivery).await.unwrap();
+    }
     let delivery = deliveries.iter().find(|d| d.delivery_id == "parked-1").expect("recorded");
     let environments = s.running.pruner.on_delivery(delivery).await.unwrap();
     assert_eq!(environments.parked.as_deref(), Some("integration is inactive"));
@@ -324,8 +332,9 @@ async fn deliveries_reaching_a_disconnected_integration_are_parked_then_acted_on
     let mut consumers: Vec<&str> =
         listed["parked"].as_array().unwrap().iter().map(|p| p["consumer"].as_str().unwrap()).collect();
     consumers.sort_unstable();
-    assert_eq!(consumers, ["environments", "pipelines"], "{listed}");
-    assert_eq!(listed["parked"][0]["delivery_id"], "parked-1");
+    assert_eq!(consumers, ["environments", "environments", "pipelines", "pipelines"], "{listed}");
+    assert_eq!(listed["parked"][0]["event_key"], "pullrequest:created", "newest first");
+    assert_eq!(listed["parked"][3]["delivery_id"], "parked-1");
     assert_eq!(listed["parked"][0]["reason"], "integration is inactive");
     let (_, environments) = s.get("/integrations/sandbox/environments").await;
     assert!(!environments.to_string().contains("parked/one"), "nothing acted while disconnected");
@@ -333,11 +342,17 @@ async fn deliveries_reaching_a_disconnected_integration_are_parked_then_acted_on
     let (status, _) = s.post("/integrations/sandbox/reconnect").await;
     assert_eq!(status, 200);
     let report = branch_pruner::on_schedule(&s.running.pruner).await;
-    assert_eq!(report["integrations"][0]["parked_handled"], 1, "{report}");
+    assert_eq!(report["integrations"][0]["parked_handled"], 2, "{report}");
     let report = status_poller::on_schedule(&s.running.pipelines).await;
-    assert_eq!(report["polled"][0]["parked_handled"], 1, "{report}");
+    assert_eq!(report["polled"][0]["parked_handled"], 2, "{report}");
     let (_, environments) = s.get("/integrations/sandbox/environments").await;
     assert!(environments.to_string().contains("parked/one"), "{environments}");
+    // What reconciliation cannot heal: the pull request's environment is active, and its run
+    // was started.
+    let develop = environments["environments"].as_array().unwrap().iter().find(|e| e["branch"] == "develop").cloned();
+    assert_eq!(develop.as_ref().map(|e| (&e["status"], &e["pull_request"])), Some((&json!("active"), &json!(pr))));
+    let (_, runs) = s.get("/integrations/sandbox/pipelines").await;
+    assert_eq!(runs["pipelines"].as_array().unwrap().iter().filter(|r| r["pull_request"] == json!(pr)).count(), 1, "{runs}");
     let (_, listed) = s.get("/integrations/sandbox/parked").await;
     assert_eq!(listed["parked"], json!([]), "handled deliveries are no longer parked");
     s.stop().await;
