@@ -7,7 +7,7 @@ CARGO ?= cargo
 TEST_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:$(MOTO_PORT) AWS_ACCESS_KEY_ID=testing \
 	AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 
-.PHONY: run test lint fmt moto-start moto-stop lambda-build sam-validate sam-build watch-seed bench bench-quick
+.PHONY: run test lint layers fmt moto-start moto-stop lambda-build sam-validate sam-build watch-seed bench bench-quick
 
 run:
 	$(CARGO) run -p local-stack
@@ -24,10 +24,19 @@ test:
 	if [ -n "$$left" ]; then echo "tests left these behind in TMPDIR:"; echo "$$left" | head -20; status=1; fi; \
 	rm -rf "$$tmp"; exit $$status
 
-lint:
+lint: layers
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cfn-lint template.yaml
+
+# The dependency rule (docs/ARCHITECTURE.md): the application core's normal dependencies hold
+# no AWS SDK, no HTTP server or client, no Lambda runtime and no SQLite.
+FORBIDDEN_IN_CORE := aws-config aws-sdk-dynamodb aws-sdk-secretsmanager aws-smithy-runtime lambda_http lambda_runtime axum hyper reqwest rusqlite
+layers:
+	@tree=$$($(CARGO) tree -p domain -e normal --prefix none --format '{p}' | cut -d' ' -f1 | sort -u); \
+	bad=$$(for c in $(FORBIDDEN_IN_CORE); do echo "$$tree" | grep -x "$$c"; done); \
+	if [ -n "$$bad" ]; then echo "the domain crate depends on: $$bad"; exit 1; fi; \
+	echo "layers ok: domain's $$(echo "$$tree" | wc -l) normal dependencies include none of $(FORBIDDEN_IN_CORE)"
 
 fmt:
 	$(CARGO) fmt --all

@@ -20,7 +20,7 @@ start)
     # Someone else's server: use it, but do not take ownership (stop leaves it alone).
     echo "reusing the moto server already on 127.0.0.1:$port"; exit 0
   fi
-  moto_server -H 127.0.0.1 -p "$port" >"$dir/moto-$port.log" 2>&1 &
+  python3 "$(dirname "$0")/moto_serial.py" 127.0.0.1 "$port" >"$dir/moto-$port.log" 2>&1 &
   echo $! >"$pidfile"
   for _ in $(seq 1 100); do
     if curl -sf "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then

@@ -433,5 +433,5 @@ async fn data_center_commits_through_browse_with_the_tip_it_read() {
 /// The canonical bytes of a document built in a test.
 fn canonical(doc: &Value) -> Vec<u8> {
     let raw = serde_json::value::to_raw_value(doc).expect("a JSON value");
-    shared::domain::backup::canonical(&raw).expect("valid JSON")
+    domain::backup::canonical(&raw).expect("valid JSON")
 }

@@ -12,15 +12,15 @@ use bitbucket_sandbox as sb;
 use cross_function_tests::manifest;
 use cross_function_tests::records::{RawResponse, raw_request, state_records};
 use cross_function_tests::stack::{Stack, stack};
+use domain::WebhookSecrets;
+use domain::signature::sign;
+use entry::http::MAX_ADMIN_BODY;
 use serde_json::{Value, json};
-use shared::domain::WebhookSecrets;
-use shared::http::MAX_ADMIN_BODY;
-use shared::signature::sign;
 
 /// The receiver's cap (Bitbucket Cloud's own).
 const WEBHOOK_LIMIT: usize = 256 * 1024;
 /// The snapshot route reads the document limit plus room for the envelope.
-const SNAPSHOT_LIMIT: usize = shared::domain::backup::MAX_DOCUMENT_BYTES + 64 * 1024;
+const SNAPSHOT_LIMIT: usize = domain::backup::MAX_DOCUMENT_BYTES + 64 * 1024;
 
 /// Every route the functions serve (from `functions/*/src/lib.rs`), plus the shared fallback.
 const ROUTES: &[&str] = &[

@@ -225,7 +225,7 @@ async fn lifecycle_transitions_follow_the_rules_and_bitbucket_follows_them() {
     assert_eq!(status, 204);
     assert!(s.hook(&hook_id).is_none(), "webhook removed from Bitbucket");
     assert_eq!(s.get(&format!("/integrations/{id}")).await.0, 404);
-    let (kept, _) = shared::domain::list_deliveries(s.running.backends.store.as_ref(), &id, 10, None).await.unwrap();
+    let (kept, _) = domain::list_deliveries(s.running.backends.store.as_ref(), &id, 10, None).await.unwrap();
     assert_eq!(kept.len(), 2);
     s.running.stop().await.unwrap();
 }

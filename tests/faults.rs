@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bitbucket_client::RetryPolicy;
 use bitbucket_sandbox::{self as sb, FaultKind, TestCounts};
 use cross_function_tests::stack::Stack;
 use cross_function_tests::{emulator_config, temp_dir, unique};
 use local_stack::{Config, start};
 use reqwest::Method;
 use serde_json::{Value, json};
-use shared::bitbucket::RetryPolicy;
 use tower::ServiceExt;
 
 /// The transport's per-request timeout in these stacks (production: 10 s), so a response slower
@@ -630,11 +630,11 @@ async fn every_operation_survives_every_bitbucket_fault() {
 #[tokio::test]
 async fn a_missing_table_makes_the_receiver_answer_503() {
     let config = emulator_config().await;
-    let store = shared::store::DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), unique("missing"));
+    let store = aws_adapters::DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), unique("missing"));
     let dir = temp_dir("faults-receiver");
-    let backends = shared::backends::Backends {
+    let backends = domain::Backends {
         store: Arc::new(store),
-        secrets: Arc::new(shared::secrets::FileSecretStore::new(dir.path().join("secrets.json"))),
+        secrets: Arc::new(local_adapters::FileSecretStore::new(dir.path().join("secrets.json"))),
     };
     let receiver = webhook_receiver::Receiver { backends, retention: chrono::Duration::days(30) };
     let router = webhook_receiver::app(Arc::new(receiver));
@@ -643,7 +643,7 @@ async fn a_missing_table_makes_the_receiver_answer_503() {
         .header("content-type", "application/json")
         .header("x-event-key", "repo:push")
         .header("x-request-uuid", "missing-table-1")
-        .header("x-hub-signature", shared::signature::sign(b"whatever", body))
+        .header("x-hub-signature", domain::signature::sign(b"whatever", body))
         .body(axum::body::Body::from(body.to_vec()))
         .expect("a request");
     let response = router.oneshot(request).await.expect("an answer");

@@ -2,8 +2,8 @@
 //! note says, and every HMAC vector verifies (and fails with one byte changed).
 
 use cross_function_tests::{Fixture, fixtures_dir, manifest, signature_vectors};
-use shared::signature::{SignatureError, verify};
-use shared::webhook::{RepoEvent, parse, summarize};
+use domain::signature::{SignatureError, verify};
+use domain::webhook::{RepoEvent, parse, summarize};
 
 /// file → (repository, summary of the normalized events).
 const EXPECTED: &[(&str, Option<&str>, &str)] = &[
@@ -126,7 +126,7 @@ const EXPECTED: &[(&str, Option<&str>, &str)] = &[
     ("datacenter/jenkins-bbs__tag_deleted.json", Some("AMUNIZ/test-repos"), "tag simple-tag deleted"),
 ];
 
-fn parsed(file: &str) -> shared::webhook::ParsedPayload {
+fn parsed(file: &str) -> domain::webhook::ParsedPayload {
     let f: Fixture = manifest().into_iter().find(|f| f.file == file).expect("in manifest");
     parse(f.flavor, &f.event_key, &f.body()).expect("parses")
 }
@@ -190,13 +190,13 @@ fn a_multi_ref_push_yields_one_event_per_change() {
         {"new":null,"old":{"type":"tag","name":"v1","target":{"hash":"2222"}},"created":false,"closed":true,"forced":false,"truncated":false},
         {"new":{"type":"branch","name":"main","target":{"hash":"3333"}},"old":{"type":"branch","name":"main","target":{"hash":"4444"}},"created":false,"closed":false,"forced":false,"truncated":true}
     ]},"repository":{"full_name":"ws/repo"},"unknown":{"ignored":true}}"#;
-    let p = parse(shared::webhook::Flavor::Cloud, "repo:push", body).unwrap();
+    let p = parse(domain::webhook::Flavor::Cloud, "repo:push", body).unwrap();
     assert_eq!(summarize(&p.events), "branch a created; tag v1 deleted; branch main updated");
 }
 
 #[test]
 fn known_keys_with_the_wrong_shape_and_non_json_are_errors() {
-    use shared::webhook::Flavor::*;
+    use domain::webhook::Flavor::*;
     for (flavor, key, body) in [
         (Cloud, "repo:push", &b"{\"pullrequest\": {}}"[..]),
         (Cloud, "pullrequest:created", b"{\"push\": {}}"),

@@ -6,20 +6,21 @@
 
 use std::time::Duration;
 
+use aws_adapters::stream_image_from_item;
 use bitbucket_sandbox::{Fault, FaultKind};
 use cross_function_tests::fixtures_dir;
+use cross_function_tests::on_stream;
 use cross_function_tests::stack::{Stack, StateBackend, stack_on};
 use cross_function_tests::temp_dir;
+use domain::pipelines::Pipelines;
+use domain::signature::sign;
+use domain::store::Item;
+use domain::tables::{ACTION_CLAIMS, DELIVERIES, ENVIRONMENTS};
 use local_stack::{SANDBOX_ID, is_processed};
 use serde_json::{Value, json};
-use shared::domain::delivery;
-use shared::domain::pipelines::Pipelines;
-use shared::signature::sign;
-use shared::store::{Item, Key, query_all, stream_image_from_item};
 use tokio::task::JoinSet;
 
 const COPIES: usize = 100;
-const PARTITION: &str = "INT#sandbox";
 
 /// A Cloud `pullrequest:created` body: the recorded fixture with its source branch renamed to
 /// one the sandbox has. Cloud abbreviates the head commit, so the run builds the branch tip.
@@ -66,7 +67,7 @@ async fn recorded(s: &Stack, event_key: &str, delivery_id: &str, body: &[u8]) ->
     let (status, answer) = deliver(s, event_key, delivery_id, body).await;
     assert_eq!((status, answer["duplicate"].clone()), (202, json!(false)), "{answer}");
     let store = s.running.backends.store.clone();
-    store.get(&delivery::key(SANDBOX_ID, delivery_id)).await.unwrap().expect("the delivery is recorded")
+    store.get(&DELIVERIES.key(SANDBOX_ID, &[delivery_id])).await.unwrap().expect("the delivery is recorded")
 }
 
 /// A DynamoDB stream batch holding `item`'s INSERT, shaped as Lambda hands it over.
@@ -92,8 +93,8 @@ fn failures(answer: &Value) -> usize {
     answer["batchItemFailures"].as_array().map_or(usize::MAX, Vec::len)
 }
 
-async fn records(s: &Stack, sk_prefix: &str) -> Vec<Item> {
-    query_all(s.running.backends.store.as_ref(), PARTITION, sk_prefix).await.unwrap()
+async fn deliveries(s: &Stack) -> usize {
+    DELIVERIES.all(s.running.backends.store.as_ref(), SANDBOX_ID, &[]).await.unwrap().len()
 }
 
 /// The builds view, newest first.
@@ -154,7 +155,7 @@ async fn webhooks(state: StateBackend) {
     assert!(answers.iter().all(|(_, a)| &a["event_id"] == event_id), "every answer names the one event");
 
     wait_until("the delivery processed", async || processed(&s, "load-delivery-1").await).await;
-    let deliveries = records(&s, "DLV#").await.len();
+    let deliveries = deliveries(&s).await;
     let (runs, view_runs) = (sandbox_runs(&s), view(&s).await.len());
     assert_eq!((deliveries, runs, view_runs), (1, 1, 1));
     println!(
@@ -220,9 +221,9 @@ async fn stream_redelivery(state: StateBackend) {
         let mut consumers = JoinSet::new();
         for _ in 0..2 {
             let (p, b) = (pipelines.clone(), batch.clone());
-            consumers.spawn(async move { ("pipelines", pipeline_trigger::on_stream(&p, &b).await) });
+            consumers.spawn(async move { ("pipelines", on_stream(p.clone(), &b).await) });
             let (p, b) = (pruner.clone(), batch.clone());
-            consumers.spawn(async move { ("pruner", branch_pruner::on_stream(&p, &b).await) });
+            consumers.spawn(async move { ("pruner", on_stream(p.clone(), &b).await) });
         }
         consumers.join_all().await
     };
@@ -235,20 +236,21 @@ async fn stream_redelivery(state: StateBackend) {
     assert!(answers.iter().all(|(consumer, a)| failures(a) == 0 || *consumer == "pipelines"), "{answers:?}");
     assert!(retried <= 1, "{answers:?}");
     // Lambda's retry of the batch (or a plain redelivery): nothing left to do, nothing fails.
-    assert_eq!(failures(&pipeline_trigger::on_stream(&pipelines, &batch).await), 0);
-    assert_eq!(failures(&branch_pruner::on_stream(&pruner, &batch).await), 0);
+    assert_eq!(failures(&on_stream(pipelines.clone(), &batch).await), 0);
+    assert_eq!(failures(&on_stream(pruner.clone(), &batch).await), 0);
     let (runs, view_runs) = (sandbox_runs(&s), view(&s).await.len());
     assert_eq!((runs, view_runs), (1, 1));
     let store = s.running.backends.store.clone();
-    let environment = store.get(&Key::new(PARTITION, "ENV#develop")).await.unwrap().expect("develop is an environment");
+    let environment =
+        store.get(&ENVIRONMENTS.key(SANDBOX_ID, &["develop"])).await.unwrap().expect("develop is an environment");
     assert_eq!((environment.version, environment.attrs["status"].clone()), (1, json!("active")), "one write");
 
     let deleted = recorded(&s, "repo:push", "stream-deleted", &push("develop", true)).await;
     let batch = stream_batch(&deleted, "101");
     let answers = consume_twice_at_once(&batch).await;
     assert!(answers.iter().all(|(_, a)| failures(a) == 0), "{answers:?}");
-    assert_eq!(failures(&branch_pruner::on_stream(&pruner, &batch).await), 0);
-    assert!(store.get(&Key::new(PARTITION, "ENV#develop")).await.unwrap().is_none(), "pruned");
+    assert_eq!(failures(&on_stream(pruner.clone(), &batch).await), 0);
+    assert!(store.get(&ENVIRONMENTS.key(SANDBOX_ID, &["develop"])).await.unwrap().is_none(), "pruned");
     let (status, audit) = s.get("/integrations/sandbox/prune-audit").await;
     assert_eq!(status, 200, "{audit}");
     let audit = audit["audit"].as_array().unwrap().clone();
@@ -267,14 +269,14 @@ async fn stream_redelivery(state: StateBackend) {
 
 /// The claims of automatic runs: (how many, how many name their run).
 async fn claims(s: &Stack) -> (usize, usize) {
-    let claims = records(s, "ACT#").await;
-    (claims.len(), claims.iter().filter(|c| c.attrs.get("run").is_some_and(|r| r.is_string())).count())
+    let claims = ACTION_CLAIMS.all(s.running.backends.store.as_ref(), SANDBOX_ID, &[]).await.unwrap();
+    (claims.len(), claims.iter().filter(|c| c.record.run.is_some()).count())
 }
 
 /// The pipeline worker of one delivery, in its own task so the test can kill it.
 fn spawn_worker(s: &Stack, item: &Item) -> tokio::task::JoinHandle<Result<(), String>> {
     let (pipelines, item) = (s.running.pipelines.clone(), item.clone());
-    tokio::spawn(async move { pipeline_trigger::on_item(&pipelines, &item).await })
+    tokio::spawn(async move { entry::lambda::deliver(pipelines.as_ref(), &item).await })
 }
 
 /// The same service once the claim timeout has passed (shortened instead of waited for).
@@ -303,10 +305,10 @@ async fn crash_after_start(state: StateBackend) {
     assert!(view(&s).await.is_empty());
 
     // Redelivered at once: the claim may still be its worker's, so "retry later", not "done".
-    let early = pipeline_trigger::on_item(&s.running.pipelines, &item).await;
+    let early = entry::lambda::deliver(s.running.pipelines.as_ref(), &item).await;
     assert!(early.is_err(), "{early:?}");
     let later = after_claim_timeout(&s);
-    pipeline_trigger::on_item(&later, &item).await.unwrap();
+    entry::lambda::deliver(&later, &item).await.unwrap();
     let shown = view(&s).await;
     assert_eq!((sandbox_runs(&s), shown.len()), (1, 1), "{shown:?}");
     assert_eq!(shown[0]["uuid"], s.running.sandbox.pipelines()[0]["uuid"]);
@@ -316,8 +318,8 @@ async fn crash_after_start(state: StateBackend) {
     );
     assert_eq!(claims(&s).await, (1, 1));
     // Any later redelivery: done already.
-    pipeline_trigger::on_item(&s.running.pipelines, &item).await.unwrap();
-    pipeline_trigger::on_item(&later, &item).await.unwrap();
+    entry::lambda::deliver(s.running.pipelines.as_ref(), &item).await.unwrap();
+    entry::lambda::deliver(&later, &item).await.unwrap();
     let runs = sandbox_runs(&s);
     let view_runs = view(&s).await.len();
     s.stop().await;
@@ -354,12 +356,12 @@ async fn crash_before_start(state: StateBackend) {
     assert_eq!(claims(&s).await, (1, 0), "claimed, nothing recorded");
     assert_eq!(sandbox_runs(&s), 0, "nothing started");
 
-    pipeline_trigger::on_item(&after_claim_timeout(&s), &item).await.unwrap();
+    entry::lambda::deliver(&after_claim_timeout(&s), &item).await.unwrap();
     let shown = view(&s).await;
     assert_eq!((sandbox_runs(&s), shown.len()), (1, 1), "{shown:?}");
     assert_eq!(shown[0]["origin"]["delivery_id"], "crash-before");
     assert_eq!(claims(&s).await, (1, 1));
-    pipeline_trigger::on_item(&s.running.pipelines, &item).await.unwrap();
+    entry::lambda::deliver(s.running.pipelines.as_ref(), &item).await.unwrap();
     let view_runs = view(&s).await.len();
     // Stopping waits for requests in flight: had the dead worker's request survived, its run
     // would be counted below.
@@ -404,7 +406,7 @@ async fn restart(state: StateBackend) {
         .count();
     let view_runs = view(&third).await.len();
     assert_eq!((runs_third, starts, view_runs), (0, 0, 1));
-    let deliveries = records(&third, "DLV#").await.len();
+    let deliveries = deliveries(&third).await;
     third.stop().await;
     println!(
         "FIGURES idempotency scenario=restart backend={} restarts=2 deliveries={deliveries} runs_without_worker={runs_first} \

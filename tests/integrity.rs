@@ -11,9 +11,10 @@ use std::time::Duration;
 use bitbucket_sandbox::{self as sb, Fault, FaultKind};
 use cross_function_tests::stack::{Stack, StateBackend, stack, stack_on};
 use cross_function_tests::{emulator_config, temp_dir, unique};
+use domain::consumers::{Outcome, consume};
+use domain::signature::sign;
 use local_stack::SANDBOX_ID;
 use serde_json::{Value, json};
-use shared::signature::sign;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Reads a file through the sandbox's Cloud API, as any client would.
@@ -201,8 +202,10 @@ async fn concurrent_lifecycle_operations_never_drift() {
 /// it. On the AWS adapters (moto), with two store instances as two Lambdas would hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_with_a_cached_secret_accepts_the_rotated_one() {
-    use shared::domain::{Integration, IntegrationStatus, WebhookSecrets, integration};
-    use shared::secrets::{Secret, SecretStore, SecretsManagerStore};
+    use aws_adapters::SecretsManagerStore;
+    use domain::secrets::{Secret, SecretStore};
+    use domain::tables::INTEGRATIONS;
+    use domain::{Integration, IntegrationStatus, WebhookSecrets};
 
     let config = emulator_config().await;
     let sm = || SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(&config), Duration::from_secs(300));
@@ -218,9 +221,9 @@ async fn a_receiver_with_a_cached_secret_accepts_the_rotated_one() {
         name: id.into(),
         description: String::new(),
         status: IntegrationStatus::Active,
-        target: shared::bitbucket::RepoTarget {
-            flavor: shared::webhook::Flavor::Cloud,
-            base_url: shared::bitbucket::CLOUD_API.into(),
+        target: domain::bitbucket::RepoTarget {
+            flavor: domain::webhook::Flavor::Cloud,
+            base_url: domain::bitbucket::CLOUD_API.into(),
             owner: "ws".into(),
             slug: "repo".into(),
         },
@@ -233,8 +236,8 @@ async fn a_receiver_with_a_cached_secret_accepts_the_rotated_one() {
         created_at: now,
         updated_at: now,
     };
-    integration::put(store.as_ref(), &record, shared::store::Condition::Absent).await.unwrap();
-    let backends = shared::backends::Backends { store, secrets: receiver_secrets };
+    INTEGRATIONS.put(store.as_ref(), "", &[id], &record, domain::store::Condition::Absent).await.unwrap();
+    let backends = domain::Backends { store, secrets: receiver_secrets };
     let router =
         webhook_receiver::app(Arc::new(webhook_receiver::Receiver { backends, retention: chrono::Duration::days(1) }));
     let send = |secret: &Secret, delivery: &str| {
@@ -314,18 +317,18 @@ async fn deliveries_reaching_a_disconnected_integration_are_parked_then_acted_on
 
     // The consumers get to the delivery now, as the stream (or the local worker) would.
     let store = s.running.backends.store.clone();
-    let (deliveries, _) = shared::domain::list_deliveries(store.as_ref(), SANDBOX_ID, 10, None).await.unwrap();
+    let (deliveries, _) = domain::list_deliveries(store.as_ref(), SANDBOX_ID, 10, None).await.unwrap();
     assert_eq!(deliveries.len(), 2);
+    let (pruner, pipelines) = (s.running.pruner.as_ref(), s.running.pipelines.as_ref());
     for delivery in deliveries.iter().rev().filter(|d| d.delivery_id != "parked-1") {
-        s.running.pruner.on_delivery(delivery).await.unwrap();
-        s.running.pipelines.on_delivery(delivery).await.unwrap();
+        consume(pruner, delivery).await.unwrap();
+        consume(pipelines, delivery).await.unwrap();
     }
     let delivery = deliveries.iter().find(|d| d.delivery_id == "parked-1").expect("recorded");
-    let environments = s.running.pruner.on_delivery(delivery).await.unwrap();
-    assert_eq!(environments.parked.as_deref(), Some("integration is inactive"));
-    let pipelines = s.running.pipelines.on_delivery(delivery).await.unwrap();
-    assert_eq!(pipelines.parked.as_deref(), Some("integration is inactive"));
-    s.running.pruner.on_delivery(delivery).await.unwrap(); // a redelivery parks nothing twice
+    let parked = Outcome::Parked("integration is inactive".into());
+    assert_eq!(consume(pruner, delivery).await.unwrap(), parked);
+    assert_eq!(consume(pipelines, delivery).await.unwrap(), parked);
+    consume(pruner, delivery).await.unwrap(); // a redelivery parks nothing twice
 
     let (status, listed) = s.get("/integrations/sandbox/parked").await;
     assert_eq!(status, 200, "{listed}");
@@ -352,7 +355,11 @@ async fn deliveries_reaching_a_disconnected_integration_are_parked_then_acted_on
     let develop = environments["environments"].as_array().unwrap().iter().find(|e| e["branch"] == "develop").cloned();
     assert_eq!(develop.as_ref().map(|e| (&e["status"], &e["pull_request"])), Some((&json!("active"), &json!(pr))));
     let (_, runs) = s.get("/integrations/sandbox/pipelines").await;
-    assert_eq!(runs["pipelines"].as_array().unwrap().iter().filter(|r| r["pull_request"] == json!(pr)).count(), 1, "{runs}");
+    assert_eq!(
+        runs["pipelines"].as_array().unwrap().iter().filter(|r| r["pull_request"] == json!(pr)).count(),
+        1,
+        "{runs}"
+    );
     let (_, listed) = s.get("/integrations/sandbox/parked").await;
     assert_eq!(listed["parked"], json!([]), "handled deliveries are no longer parked");
     s.stop().await;
@@ -410,19 +417,13 @@ async fn repeated_signatures_are_refused_and_the_bearer_scheme_is_case_insensiti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_but_the_sandbox_answers_before_the_stack_is_ready() {
     let temp = temp_dir("integrity-ready");
-    let backends = shared::backends::local(temp.path()).unwrap();
+    let backends = local_adapters::backends(temp.path()).unwrap();
     let sandbox = sb::Sandbox::new("http://127.0.0.1:9/sandbox/bitbucket");
-    let services = local_stack::services(&backends, &shared::bitbucket::Connector::default(), "http://127.0.0.1:9");
-    let token = shared::secrets::Secret::new("t");
+    let root = local_stack::root(backends, "http://127.0.0.1:9", chrono::Duration::days(1), Default::default());
+    let services = local_stack::Services::new(&root).unwrap();
+    let token = domain::secrets::Secret::new("t");
     let ready = local_stack::Ready::default();
-    let app = local_stack::app(
-        backends,
-        services,
-        &sandbox,
-        shared::http::AdminToken::new(&token),
-        chrono::Duration::days(1),
-        ready.clone(),
-    );
+    let app = local_stack::app(&root, &services, &sandbox, entry::http::AdminToken::new(&token), ready.clone());
     let call = |method: &str, path: &str| {
         let request = http::Request::builder()
             .method(method)

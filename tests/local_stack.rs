@@ -2,11 +2,11 @@
 //! process; listing; duplicates; admin auth; and state surviving a restart.
 
 use cross_function_tests::{manifest, temp_dir};
+use domain::secrets::Secret;
+use domain::signature::sign;
+use domain::webhook::Flavor;
 use local_stack::{Config, SANDBOX_ID, start};
 use serde_json::Value;
-use shared::secrets::Secret;
-use shared::signature::sign;
-use shared::webhook::Flavor;
 
 fn config(state_dir: std::path::PathBuf, token: Option<&str>) -> Config {
     Config { api_token: token.map(Secret::new), ..Config::for_tests(state_dir) }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bitbucket_sandbox::{Fault, FaultKind, TestCounts};
 use cross_function_tests::stack::{Stack, stack};
+use cross_function_tests::{acted, count};
+use domain::delivery::Delivery;
 use serde_json::{Value, json};
-use shared::domain::delivery::{self, Delivery};
-use shared::store::{Index, Query};
 
 const PIPELINES: &str = "/integrations/sandbox/pipelines";
 
@@ -156,28 +156,15 @@ async fn the_same_delivery_processed_twice_makes_one_run() {
     eventually(&s, "the run", |p| numbers(p).len() == 1).await;
     // The recorded delivery, as the stream (or a redelivery) would hand it over again.
     let store = s.running.backends.store.clone();
-    let page = store
-        .query(&Query {
-            pk: "INT#sandbox".into(),
-            index: Index::Primary { sk_prefix: "DLV#".into() },
-            descending: false,
-            limit: 100,
-            cursor: None,
-        })
-        .await
-        .unwrap();
-    let opened: Delivery = page
-        .items
-        .iter()
-        .filter(|i| i.kind == delivery::KIND)
-        .map(|i| i.record::<Delivery>().unwrap())
+    let (deliveries, _) = domain::list_deliveries(store.as_ref(), "sandbox", 100, None).await.unwrap();
+    let opened: Delivery = deliveries
+        .into_iter()
         .find(|d| d.event_key == "pullrequest:created")
         .expect("the pull request delivery was recorded");
     let pipelines = s.running.pipelines.clone();
-    let (a, b) = tokio::join!(pipelines.on_delivery(&opened), pipelines.on_delivery(&opened));
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert!(a.started.is_empty() && b.started.is_empty(), "{a:?} {b:?}");
-    assert_eq!(a.repeated.len() + b.repeated.len(), 2);
+    let (a, b) = tokio::join!(acted(pipelines.as_ref(), &opened), acted(pipelines.as_ref(), &opened));
+    assert!(count(&a, "started") == 0 && count(&b, "started") == 0, "{a:?} {b:?}");
+    assert_eq!(count(&a, "repeated") + count(&b, "repeated"), 2);
     assert_eq!(sandbox.pipelines().len(), 1, "still one run in Bitbucket");
     s.stop().await;
 }

@@ -11,13 +11,15 @@ use std::time::Duration;
 use bitbucket_sandbox::{self as sb, Fault, FaultKind};
 use chrono::{DateTime, Utc};
 use cross_function_tests::stack::{Stack, stack};
+use cross_function_tests::{acted, count};
+use domain::StalePolicy;
+use domain::bitbucket::{BranchInfo, PullRequestInfo};
+use domain::delivery::Delivery;
+use domain::pruning::{Decision, Environment, EnvironmentStatus, PlanInput, plan, restriction_matches};
+use domain::signature::sign;
+use domain::store::Condition;
+use domain::tables::ENVIRONMENTS;
 use serde_json::{Value, json};
-use shared::bitbucket::{BranchInfo, PullRequestInfo};
-use shared::domain::StalePolicy;
-use shared::domain::delivery::{self, Delivery};
-use shared::domain::pruning::{Decision, Environment, EnvironmentStatus, PlanInput, plan, restriction_matches};
-use shared::signature::sign;
-use shared::store::{Condition, Index, Item, Key, Query};
 
 const SANDBOX: &str = "sandbox";
 
@@ -205,35 +207,20 @@ async fn the_same_delivery_processed_twice_prunes_once() {
     sandbox.delete_branch("twice").await.unwrap();
     eventually(&s, SANDBOX, "pruned", |e| find(e, "twice").is_none()).await;
 
-    let page = s
-        .running
-        .backends
-        .store
-        .query(&Query {
-            pk: "INT#sandbox".into(),
-            index: Index::Primary { sk_prefix: "DLV#".into() },
-            descending: false,
-            limit: 100,
-            cursor: None,
-        })
-        .await
-        .unwrap();
-    let deleted: Delivery = page
-        .items
-        .iter()
-        .filter(|i| i.kind == delivery::KIND)
-        .map(|i| i.record::<Delivery>().unwrap())
+    let store = s.running.backends.store.clone();
+    let (deliveries, _) = domain::list_deliveries(store.as_ref(), "sandbox", 100, None).await.unwrap();
+    let deleted: Delivery = deliveries
+        .into_iter()
         .find(|d| d.summary.contains("twice") && d.summary.contains("deleted"))
         .expect("the deletion delivery was recorded");
     let before = environments(&s, SANDBOX).await;
     let pruner = s.running.pruner.clone();
-    let (a, b) = tokio::join!(pruner.on_delivery(&deleted), pruner.on_delivery(&deleted));
-    assert!(a.unwrap().pruned.is_empty() && b.unwrap().pruned.is_empty(), "nothing left to prune");
+    let (a, b) = tokio::join!(acted(pruner.as_ref(), &deleted), acted(pruner.as_ref(), &deleted));
+    assert!(count(&a, "pruned") == 0 && count(&b, "pruned") == 0, "nothing left to prune");
     assert_eq!(environments(&s, SANDBOX).await, before);
 
     // As if the stream handed the delivery over again before its first processing finished:
     // the environment is back as it was, and two processings race.
-    let store = s.running.backends.store.clone();
     let env = Environment {
         branch: "twice".into(),
         head: None,
@@ -242,10 +229,9 @@ async fn the_same_delivery_processed_twice_prunes_once() {
         pull_request: None,
         updated_at: deleted.received_at,
     };
-    let key = Key::new("INT#sandbox", "ENV#twice");
-    store.put(Item::from_record(key, "environment", &env).unwrap(), Condition::None).await.unwrap();
-    let (a, b) = tokio::join!(pruner.on_delivery(&deleted), pruner.on_delivery(&deleted));
-    assert_eq!(a.unwrap().pruned.len() + b.unwrap().pruned.len(), 1, "pruned once");
+    ENVIRONMENTS.put(store.as_ref(), "sandbox", &["twice"], &env, Condition::None).await.unwrap();
+    let (a, b) = tokio::join!(acted(pruner.as_ref(), &deleted), acted(pruner.as_ref(), &deleted));
+    assert_eq!(count(&a, "pruned") + count(&b, "pruned"), 1, "pruned once");
     assert_eq!(environments(&s, SANDBOX).await, before);
     let audit = audit(&s, SANDBOX).await;
     assert_eq!(audit.iter().filter(|a| a["branch"] == "twice").count(), 1, "one audit record: {audit:?}");
@@ -254,7 +240,7 @@ async fn the_same_delivery_processed_twice_prunes_once() {
     // a newer push wins over a redelivered deletion.
     sandbox.create_branch("twice", "main").await.unwrap();
     eventually(&s, SANDBOX, "re-created", |e| find(e, "twice").is_some()).await;
-    assert!(pruner.on_delivery(&deleted).await.unwrap().pruned.is_empty());
+    assert_eq!(count(&acted(pruner.as_ref(), &deleted).await, "pruned"), 0);
     assert!(find(&environments(&s, SANDBOX).await, "twice").is_some());
     s.stop().await;
 }
@@ -693,7 +679,7 @@ fn the_planner_never_deletes_what_it_must_keep() {
             let branch = branches.iter().find(|b| b.name == p.branch).unwrap();
             let why = format!("{} planned for deletion ({}) with {policy:?}, main {main_branch:?}", p.branch, p.reason);
             assert!(main_branch.as_deref() != Some(branch.name.as_str()) && !branch.is_default, "main: {why}");
-            assert!(!shared::glob::any_matches(&policy.protected, &branch.name), "protected: {why}");
+            assert!(!domain::glob::any_matches(&policy.protected, &branch.name), "protected: {why}");
             assert!(
                 !pull_requests.iter().any(|pr| pr.source_branch == branch.name && pr.state == "OPEN"),
                 "open pull request: {why}"

@@ -4,18 +4,16 @@
 //! made from a recorded delivery; `UPDATE_SAMPLE_EVENTS=1` rewrites them.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
+use aws_adapters::stream_image_from_item;
+use bitbucket_client::RetryPolicy;
 use cross_function_tests::stack::stack;
+use domain::tables::DELIVERIES;
+use entry::lambda::{Function, handle};
+use entry::{Root, Settings};
+use lambda_http::lambda_runtime::{Context, LambdaEvent};
 use local_stack::demo::{self, DEMO_ID};
 use serde_json::{Value, json};
-use shared::bitbucket::Connector;
-use shared::domain::backup::Backups;
-use shared::domain::connection::Connections;
-use shared::domain::pipelines::Pipelines;
-use shared::domain::pruning::Pruner;
-use shared::store::{query_all, stream_image_from_item};
-use tower::ServiceExt;
 
 fn events_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
@@ -26,14 +24,18 @@ fn read_event(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// An HTTP sample event through `router`, as the Lambda runtime would hand it over.
-async fn invoke_http(router: &axum::Router, name: &str) -> (u16, Value) {
-    let request = lambda_http::request::from_str(&read_event(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let request = request.map(|body| axum::body::Body::from(body.to_vec()));
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+/// A sample event through the function's Lambda boundary, as the runtime hands it over.
+async fn invoke(function: &Function, event: &Value) -> Value {
+    handle(function, LambdaEvent::new(event.clone(), Context::default())).await.expect("the function answers")
+}
+
+/// An HTTP sample event: its status and JSON body.
+async fn invoke_http(function: &Function, name: &str) -> (u16, Value) {
+    let event: Value = serde_json::from_str(&read_event(name)).unwrap();
+    let answer = invoke(function, &event).await;
+    let body = answer["body"].as_str().unwrap_or_default();
+    let status = answer["statusCode"].as_u64().unwrap_or_else(|| panic!("{name}: {answer}")) as u16;
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
 /// A one-record stream batch. The image comes from the DynamoDB adapter's own encoding
@@ -73,34 +75,24 @@ async fn every_sample_event_is_answered_by_its_function() {
     let stack = stack("sample-events").await;
     let backends = stack.running.backends.clone();
     demo::seed(&backends, &stack.sandbox_api(), "sample").await.unwrap();
-    let connector = Connector::default();
-    let pipelines = Arc::new(Pipelines::new(backends.store.clone(), backends.secrets.clone(), connector.clone()));
-    let pruner = Arc::new(Pruner {
-        store: backends.store.clone(),
-        secrets: backends.secrets.clone(),
-        connector: connector.clone(),
-    });
+    // The composition root every `main.rs` builds, on the local stack's state.
+    let settings = Settings {
+        retention: chrono::Duration::days(30),
+        secret_prefix: "sample".into(),
+        public_base_url: Some(stack.running.base_url.clone()),
+        aws: None,
+    };
+    let root = Root::new(settings, backends.clone(), RetryPolicy::default());
 
     // webhook-receiver: the signed 14.5 KB push is verified and recorded.
-    let receiver = webhook_receiver::app(Arc::new(webhook_receiver::Receiver {
-        backends: backends.clone(),
-        retention: chrono::Duration::days(30),
-    }));
+    let receiver = webhook_receiver::function(&root).unwrap();
     let (status, body) = invoke_http(&receiver, "webhook-receiver/signed-push.json").await;
     assert_eq!((status, &body["duplicate"], &body["event_key"]), (202, &json!(false), &json!("repo:push")), "{body}");
     let (status, body) = invoke_http(&receiver, "webhook-receiver/signed-push.json").await;
     assert_eq!((status, &body["duplicate"]), (200, &json!(true)), "the redelivery is a duplicate: {body}");
 
     // integrations-api
-    let api = integrations_api::app(Arc::new(integrations_api::Api {
-        connections: Connections {
-            store: backends.store.clone(),
-            secrets: backends.secrets.clone(),
-            connector: connector.clone(),
-            public_base_url: stack.running.base_url.clone(),
-            secret_prefix: "sample".into(),
-        },
-    }));
+    let api = integrations_api::function(&root).unwrap();
     let (status, body) = invoke_http(&api, "integrations-api/list-integrations.json").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.to_string().contains("\"demo\""), "{body}");
@@ -108,64 +100,55 @@ async fn every_sample_event_is_answered_by_its_function() {
     assert_eq!((status, &body["id"], &body["status"]), (200, &json!(DEMO_ID), &json!("active")), "{body}");
 
     // backup-committer
-    let backups = backup_committer::app(Arc::new(Backups {
-        store: backends.store.clone(),
-        secrets: backends.secrets.clone(),
-        connector: connector.clone(),
-    }));
+    let backups = backup_committer::function(&root).unwrap();
     let (status, body) = invoke_http(&backups, "backup-committer/list-backup-targets.json").await;
     assert_eq!(status, 200, "{body}");
 
     // pipeline-trigger: a real run in the sandbox.
     let runs_before = stack.running.sandbox.pipelines().len();
-    let trigger = pipeline_trigger::app(pipelines.clone());
+    let trigger = pipeline_trigger::function(&root).unwrap();
     let (status, body) = invoke_http(&trigger, "pipeline-trigger/run-pipeline.json").await;
     assert_eq!((status, &body["branch"]), (201, &json!("main")), "{body}");
     assert_eq!(stack.running.sandbox.pipelines().len(), runs_before + 1);
 
     // status-poller: the list shows that run; the schedule polls the demo integration.
-    let poller = status_poller::app(pipelines.clone());
+    let poller = status_poller::function(&root).unwrap();
     let (status, body) = invoke_http(&poller, "status-poller/list-pipelines.json").await;
     assert_eq!(status, 200, "{body}");
     let listed = body["pipelines"].as_array().map(Vec::len).unwrap_or_default();
     assert!(listed >= 1, "the run is listed: {body}");
     let schedule: Value = serde_json::from_str(&read_event("status-poller/schedule.json")).unwrap();
-    assert!(shared::lambda::is_schedule(&schedule));
-    let polled = status_poller::on_schedule(&pipelines).await;
+    let polled = invoke(&poller, &schedule).await;
     assert!(polled.to_string().contains(DEMO_ID), "{polled}");
 
     // branch-pruner: environments, the schedule's reconciliation.
-    let pruner_app = branch_pruner::app(pruner.clone());
-    let (status, body) = invoke_http(&pruner_app, "branch-pruner/list-environments.json").await;
+    let pruner = branch_pruner::function(&root).unwrap();
+    let (status, body) = invoke_http(&pruner, "branch-pruner/list-environments.json").await;
     assert_eq!(status, 200, "{body}");
     let schedule: Value = serde_json::from_str(&read_event("branch-pruner/schedule.json")).unwrap();
-    assert!(shared::lambda::is_schedule(&schedule));
-    let reconciled = branch_pruner::on_schedule(&pruner).await;
+    let reconciled = invoke(&pruner, &schedule).await;
     assert!(reconciled.to_string().contains(DEMO_ID), "{reconciled}");
+    // A function without a schedule answers one without acting.
+    assert_eq!(invoke(&trigger, &schedule).await, json!({"ignored": "this function has no schedule"}));
 
     // The stream samples: the recorded push delivery, as DynamoDB Streams would carry it.
-    let partition = shared::domain::integration::partition(DEMO_ID);
-    let deliveries = query_all(backends.store.as_ref(), &partition, "DLV#").await.unwrap();
-    let mut item = deliveries.into_iter().next().expect("the push was recorded");
+    let deliveries = DELIVERIES.all(backends.store.as_ref(), DEMO_ID, &[]).await.unwrap();
+    let mut delivery = deliveries.into_iter().next().expect("the push was recorded").record;
     // Fixed values where the record has fresh ones, so the golden file is stable.
-    item.attrs.insert("event_id".into(), json!("0b7f8a52-5d1e-4c3a-9a57-3f1c2d4e5f60"));
-    item.attrs.insert("received_at".into(), json!("2026-11-22T10:00:00Z"));
-    item.sort = Some("EVT#2026-11-22T10:00:00Z#0b7f8a52-5d1e-4c3a-9a57-3f1c2d4e5f60".into());
-    item.expires_at = Some(1797933600);
+    delivery.event_id = "0b7f8a52-5d1e-4c3a-9a57-3f1c2d4e5f60".into();
+    delivery.received_at = "2026-11-22T10:00:00Z".parse().unwrap();
+    let mut item = DELIVERIES.item(DEMO_ID, &[&delivery.delivery_id], &delivery).unwrap().with_expiry(1797933600);
     item.version = 1;
     let event = stream_event(stream_image_from_item(&item).unwrap());
     for name in ["pipeline-trigger/stream-delivery.json", "branch-pruner/stream-delivery.json"] {
         golden(name, &event);
     }
-    let answer = pipeline_trigger::on_stream(&pipelines, &event).await;
-    assert_eq!(answer, json!({"batchItemFailures": []}));
-    let answer = branch_pruner::on_stream(&pruner, &event).await;
-    assert_eq!(answer, json!({"batchItemFailures": []}));
-    let (_, environments) = invoke_http(&pruner_app, "branch-pruner/list-environments.json").await;
+    assert_eq!(invoke(&trigger, &event).await, json!({"batchItemFailures": []}));
+    assert_eq!(invoke(&pruner, &event).await, json!({"batchItemFailures": []}));
+    let (_, environments) = invoke_http(&pruner, "branch-pruner/list-environments.json").await;
     assert!(
         environments.to_string().contains("feature/webhook"),
         "the pushed branch became an environment: {environments}"
     );
-
     stack.stop().await;
 }

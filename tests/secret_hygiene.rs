@@ -16,10 +16,10 @@ use bitbucket_sandbox::{self as sb, ExtraCredential, Fault, FaultKind, TestCount
 use cross_function_tests::manifest;
 use cross_function_tests::records::state_records;
 use cross_function_tests::stack::{Stack, stack};
+use domain::WebhookSecrets;
+use domain::signature::sign;
 use reqwest::Method;
 use serde_json::{Value, json};
-use shared::domain::WebhookSecrets;
-use shared::signature::sign;
 
 /// Log lines as the subscriber writes them, for the whole test process.
 #[derive(Clone, Default)]
@@ -42,7 +42,7 @@ impl Captured {
     }
 }
 
-/// The JSON subscriber `shared::telemetry` installs, at TRACE, into memory; set once per process
+/// The JSON subscriber `entry::telemetry` installs, at TRACE, into memory; set once per process
 /// (before the stack starts, so it sees everything).
 fn capture_logs() -> Captured {
     static CAPTURED: OnceLock<Captured> = OnceLock::new();

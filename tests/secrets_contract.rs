@@ -3,8 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_adapters::SecretsManagerStore;
 use cross_function_tests::{emulator_config, temp_dir, unique};
-use shared::secrets::{FileSecretStore, Secret, SecretStore, SecretsManagerStore};
+use domain::secrets::{Secret, SecretStore};
+use local_adapters::FileSecretStore;
 
 async fn contract(store: Arc<dyn SecretStore>) {
     let name = format!("{}/webhook", unique("bitbucket-automation/test"));

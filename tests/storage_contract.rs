@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use cross_function_tests::{emulator_table, temp_dir};
+use domain::delivery::{self, Delivery, Ingested};
+use domain::store::{Condition, Index, Item, Key, MemoryStore, Page, Query, StateStore, StoreError};
+use domain::webhook::{Flavor, RepoEvent};
+use local_adapters::SqliteStore;
 use serde_json::{Value, json};
-use shared::domain::delivery::{self, Delivery, Ingested};
-use shared::store::{Condition, Index, Item, Key, MemoryStore, Page, Query, SqliteStore, StateStore, StoreError};
-use shared::webhook::{Flavor, RepoEvent};
 
 /// A SQLite store in a temp dir that lives (and is removed) with it.
 struct InDir {
@@ -90,12 +91,12 @@ async fn records_round_trip(store: &dyn StateStore) {
 /// A prefix query is exact on every store, whatever characters follow the prefix — up to the
 /// highest code point (U+10FFFF), which a range query ending at `prefix + U+10FFFF` missed.
 async fn prefixes_are_exact(store: &dyn StateStore) {
-    let keys = ["ENV#", "ENV#a", "ENV#\u{10FFFF}", "ENV#\u{10FFFF}x", "ENV#\u{10FFFF}\u{10FFFF}", "ENV#\u{FFFF}"];
-    for sk in keys.iter().chain(&["ENV$", "ENU#", "EN", "ENW"]) {
+    let keys = ["E#", "E#a", "E#\u{10FFFF}", "E#\u{10FFFF}x", "E#\u{10FFFF}\u{10FFFF}", "E#\u{FFFF}"];
+    for sk in keys.iter().chain(&["E$", "D#", "E", "F"]) {
         store.put(item("X", sk, json!({})).with_sort(format!("S{sk}")), Condition::None).await.unwrap();
     }
     for (index, strip) in
-        [(Index::Primary { sk_prefix: "ENV#".into() }, ""), (Index::Sorted { prefix: "SENV#".into() }, "S")]
+        [(Index::Primary { sk_prefix: "E#".into() }, ""), (Index::Sorted { prefix: "SE#".into() }, "S")]
     {
         let page = store.query(&query("X", index, false, 100, None)).await.unwrap();
         let mut found: Vec<&str> = page.items.iter().map(|i| i.key.sk.as_str()).collect();

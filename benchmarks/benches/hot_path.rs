@@ -1,5 +1,5 @@
 //! The receiver's hot path for the 14.5 KB signed push fixture — verify, parse, normalize and
-//! record (`shared::domain::ingest`) on SQLite and in memory — against its floor: HMAC-SHA256
+//! record (`domain::ingest`) on SQLite and in memory — against its floor: HMAC-SHA256
 //! of the same bytes with a constant-time compare, plus a `serde_json` parse into a `Value`.
 //! After the runs it prints each path as a ratio to the floor (criterion's own estimates).
 //!
@@ -12,15 +12,16 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use criterion::Criterion;
+use domain::Backends;
+use domain::ingest;
+use domain::secrets::{Secret, SecretError, SecretStore};
+use domain::store::{MemoryStore, StateStore};
+use domain::webhook::{DeliveryHeaders, Flavor};
 use hmac::{Hmac, Mac};
+use local_adapters::SqliteStore;
 use local_stack::demo::{self, DEMO_ID, DEMO_WEBHOOK_SECRET};
 use serde_json::Value;
 use sha2::Sha256;
-use shared::backends::Backends;
-use shared::domain::ingest;
-use shared::secrets::{Secret, SecretError, SecretStore};
-use shared::store::{MemoryStore, SqliteStore, StateStore};
-use shared::webhook::{DeliveryHeaders, Flavor};
 
 const FIXTURE: &str = "cloud/jenkins-bbs__signed_payload.json";
 
@@ -53,7 +54,7 @@ fn fixture() -> Vec<u8> {
 
 fn main() {
     let body = fixture();
-    let signature = shared::signature::sign(DEMO_WEBHOOK_SECRET.as_bytes(), &body);
+    let signature = domain::signature::sign(DEMO_WEBHOOK_SECRET.as_bytes(), &body);
     let digest = hex::decode(signature.trim_start_matches("sha256=")).expect("hex digest");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let state_dir = std::env::temp_dir().join(format!("hot-path-{}", std::process::id()));
@@ -99,7 +100,7 @@ fn main() {
                 )
                 .await
                 .expect("recorded");
-                assert!(matches!(outcome, shared::domain::Ingested::Recorded(_)));
+                assert!(matches!(outcome, domain::Ingested::Recorded(_)));
             })
         });
     }

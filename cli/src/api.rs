@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::time::SystemTime;
 
+use domain::secrets::Secret;
 use reqwest::Url;
 use serde_json::Value;
-use shared::secrets::Secret;
 
 use crate::error::CliError;
 use crate::sigv4::AwsSigner;

@@ -1,5 +1,5 @@
 //! How each API answer shows for people (`--json` prints the answer itself). Shapes: see
-//! `functions/*/src/lib.rs` and `shared::domain`.
+//! `functions/*/src/lib.rs` and `domain`.
 
 use serde_json::Value;
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
-use shared::secrets::Secret;
+use domain::secrets::Secret;
 
 use crate::error::CliError;
 
@@ -86,15 +86,15 @@ pub fn headers(
         ("Content-Type", "application/json".into()),
         ("X-Event-Key", event.to_owned()),
         (flavor.delivery_header(), delivery_id.to_owned()),
-        ("X-Hub-Signature", shared::signature::sign(secret.expose().as_bytes(), body)),
+        ("X-Hub-Signature", domain::signature::sign(secret.expose().as_bytes(), body)),
     ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::signature::verify;
-    use shared::webhook::{self, Flavor as Product};
+    use domain::signature::verify;
+    use domain::webhook::{self, Flavor as Product};
 
     #[test]
     fn samples_parse_as_their_products_push() {

@@ -1,4 +1,4 @@
-//! The admin API's request bodies, read as the routers read them (`shared::http::parse_json`),
+//! The admin API's request bodies, read as the routers read them (`entry::http::parse_json`),
 //! then put through the pure validation each route applies. Parse and validation failures must
 //! be typed client errors (400), never panics; what validation accepts must be well formed and
 //! validate again to itself.
@@ -6,14 +6,14 @@
 use chrono::{TimeZone, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use shared::bitbucket::{CLOUD_API, Credential, valid_branch_name};
-use shared::domain::backup::{self, BackupError, BackupTarget, Snapshot, TargetSpec};
-use shared::domain::connection::{ConnectionError, IntegrationPatch, NewIntegration};
-use shared::domain::integration::{Options, valid_id};
-use shared::domain::pipelines::{PipelineError, RunRequest};
-use shared::domain::pruning::{PruneAction, PruneMode, PruneRequest, PrunerError, restriction_matches};
-use shared::http::{ApiError, parse_json, parse_limit};
-use shared::webhook::Flavor;
+use domain::bitbucket::{CLOUD_API, Credential, valid_branch_name};
+use domain::backup::{self, BackupError, BackupTarget, Snapshot, TargetSpec};
+use domain::connection::{ConnectionError, IntegrationPatch, NewIntegration};
+use domain::integration::{Options, valid_id};
+use domain::pipelines::{PipelineError, RunRequest};
+use domain::pruning::{PruneAction, PruneMode, PruneRequest, PrunerError, restriction_matches};
+use entry::http::{ApiError, parse_json, parse_limit};
+use domain::webhook::Flavor;
 
 /// What the first input byte selects (modulo 8; `'0'`–`'7'` in the kept corpus).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +54,7 @@ impl Body {
 }
 
 /// Bodies over the routes' limit are refused before parsing (413), so never reach this code.
-const MAX_BODY: usize = shared::http::MAX_ADMIN_BODY;
+const MAX_BODY: usize = entry::http::MAX_ADMIN_BODY;
 
 pub fn check(data: &[u8]) {
     let Some((&selector, body)) = data.split_first() else { return };
@@ -199,12 +199,12 @@ fn options_globs(options: &Options, name: &str) {
     let names = [name, "main", "feature/a/b"];
     for pattern in options.build_branches.iter().chain(&options.stale_branches.protected) {
         for name in names {
-            let narrow = shared::glob::matches(pattern, name);
+            let narrow = domain::glob::matches(pattern, name);
             let broad = restriction_matches(pattern, name);
             // Reading stars as `**` only widens a match.
             assert!(!narrow || broad, "{pattern:?} matches {name:?} but its broad reading does not");
         }
-        assert!(shared::glob::matches(pattern, pattern) || pattern.contains('*'), "{pattern:?} must match itself");
+        assert!(domain::glob::matches(pattern, pattern) || pattern.contains('*'), "{pattern:?} must match itself");
     }
 }
 

@@ -1,6 +1,6 @@
 //! `X-Hub-Signature` parsing and verification on arbitrary header text, body and secrets.
 
-use shared::signature::{SignatureError, parse_header, sign, verify};
+use domain::signature::{SignatureError, parse_header, sign, verify};
 
 use crate::split_line;
 

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use serde_json::Value;
-use shared::webhook::{self, Flavor, ParsedPayload, RepoEvent, summarize};
+use domain::webhook::{self, Flavor, ParsedPayload, RepoEvent, summarize};
 
 use crate::split_line;
 

@@ -5,7 +5,7 @@ pub mod stack;
 
 use std::path::PathBuf;
 
-use shared::webhook::Flavor;
+use domain::webhook::Flavor;
 
 /// `../shared/bitbucket-fixtures` beside the repository (override: `BITBUCKET_FIXTURES`).
 pub fn fixtures_dir() -> PathBuf {
@@ -69,9 +69,9 @@ pub async fn emulator_config() -> aws_config::SdkConfig {
 }
 
 /// A fresh DynamoDB table on the emulator, shaped like the one in `template.yaml`.
-pub async fn emulator_table() -> shared::store::DynamoStore {
+pub async fn emulator_table() -> aws_adapters::DynamoStore {
     let config = emulator_config().await;
-    let store = shared::store::DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), unique("state"));
+    let store = aws_adapters::DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), unique("state"));
     store.create_table().await.expect("create table on the emulator");
     store
 }
@@ -84,4 +84,31 @@ pub fn unique(prefix: &str) -> String {
 /// the guard is dropped: a test run leaves nothing behind.
 pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(&format!("{prefix}-")).tempdir().expect("temp dir")
+}
+
+/// A DynamoDB stream batch to one consumer, as that consumer's Lambda handles it.
+pub async fn on_stream(
+    consumer: std::sync::Arc<dyn domain::consumers::DeliveryConsumer>,
+    batch: &serde_json::Value,
+) -> serde_json::Value {
+    let entry::lambda::Event::Stream(records) = entry::lambda::Event::read(batch.clone()).expect("an event") else {
+        panic!("not a stream batch: {batch}")
+    };
+    entry::lambda::on_stream(&[consumer], records).await
+}
+
+/// What `consumer` did with `delivery` (its effects), as the stream handler would have it act.
+pub async fn acted(
+    consumer: &dyn domain::consumers::DeliveryConsumer,
+    delivery: &domain::Delivery,
+) -> serde_json::Value {
+    match domain::consumers::consume(consumer, delivery).await.expect("the consumer acts") {
+        domain::consumers::Outcome::Acted(effects) => effects,
+        other => panic!("expected the consumer to act, got {other:?}"),
+    }
+}
+
+/// The length of a JSON array field of `effects`.
+pub fn count(effects: &serde_json::Value, field: &str) -> usize {
+    effects[field].as_array().map_or(0, Vec::len)
 }

@@ -5,19 +5,19 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use shared::store::{Item, StateStore, query_all};
+use domain::store::{Item, StateStore};
+use domain::tables::{INTEGRATIONS, integration_items};
 
-/// Every live record of the integrations partition and of each integration's own partition
-/// (`INT#{id}`) for the integrations listed plus `extra_ids` (ids that must stay empty), in key
-/// order.
+/// Every live integration record and every record of each integration's own partition, for the
+/// integrations listed plus `extra_ids` (ids that must stay empty), in key order.
 pub async fn state_records(store: &dyn StateStore, extra_ids: &[&str]) -> Vec<Item> {
-    let mut items = query_all(store, "INTEGRATIONS", "").await.expect("the integrations partition reads");
+    let mut items = INTEGRATIONS.items(store, "", &[]).await.expect("the integrations read");
     let mut ids: Vec<String> = items.iter().filter_map(|i| i.attrs.get("id")?.as_str().map(str::to_owned)).collect();
     ids.extend(extra_ids.iter().map(|id| (*id).to_owned()));
     ids.sort();
     ids.dedup();
     for id in ids {
-        items.extend(query_all(store, &format!("INT#{id}"), "").await.expect("a partition reads"));
+        items.extend(integration_items(store, &id).await.expect("a partition reads"));
     }
     items.sort_by(|a, b| a.key.cmp(&b.key));
     items

@@ -120,7 +120,7 @@ impl Stack {
 #[derive(Clone)]
 pub enum StateBackend {
     Sqlite,
-    DynamoDb(shared::store::DynamoStore),
+    DynamoDb(aws_adapters::DynamoStore),
 }
 
 impl StateBackend {
@@ -136,12 +136,12 @@ impl StateBackend {
         }
     }
 
-    fn backends(&self, dir: &std::path::Path) -> shared::backends::Backends {
+    fn backends(&self, dir: &std::path::Path) -> domain::Backends {
         match self {
-            StateBackend::Sqlite => shared::backends::local(dir).expect("the SQLite state opens"),
-            StateBackend::DynamoDb(table) => shared::backends::Backends {
+            StateBackend::Sqlite => local_adapters::backends(dir).expect("the SQLite state opens"),
+            StateBackend::DynamoDb(table) => domain::Backends {
                 store: std::sync::Arc::new(table.clone()),
-                secrets: std::sync::Arc::new(shared::secrets::FileSecretStore::new(dir.join("secrets.json"))),
+                secrets: std::sync::Arc::new(local_adapters::FileSecretStore::new(dir.join("secrets.json"))),
             },
         }
     }

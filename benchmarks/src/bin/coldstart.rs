@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use aws_adapters::DynamoStore;
 use benchmarks::runtime_api::RuntimeApi;
 use serde_json::{Value, json};
-use shared::store::DynamoStore;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -184,10 +184,11 @@ async fn seeded_environment() -> Result<Vec<(String, String)>, Error> {
         // SAFETY: set before any other thread reads the environment (the SDK below reads it).
         unsafe { std::env::set_var(k, v) };
     }
-    let config = shared::backends::sdk_config()?;
+    let root = entry::Root::aws(entry::Settings::from_env()?)?;
+    let aws = entry::settings::aws_backends()?;
+    let config = aws_adapters::sdk_config(&aws.sdk)?;
     DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table).create_table().await?;
-    let backends = shared::backends::aws().await?;
-    local_stack::demo::seed(&backends, "http://127.0.0.1:9/2.0", "bench").await?;
+    local_stack::demo::seed(&root.backends, "http://127.0.0.1:9/2.0", "bench").await?;
     Ok(env)
 }
 

@@ -8,13 +8,21 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use domain::backup::{BackupTarget, Backups, Head, MAX_DOCUMENT_BYTES, Snapshot, TargetSpec};
+use entry::Root;
+use entry::http::{ApiError, JsonBody, Path, Query, is_json, parse_limit, read_body};
+use entry::lambda::Function;
+use entry::settings::ConfigError;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::domain::backup::{BackupTarget, Backups, Head, MAX_DOCUMENT_BYTES, Snapshot, TargetSpec};
-use shared::http::{ApiError, JsonBody, Path, Query, is_json, parse_limit, read_body};
+
+/// The function: the backup routes.
+pub fn function(root: &Root) -> Result<Function, ConfigError> {
+    Ok(Function::http(app(Arc::new(root.backups()))))
+}
 
 pub fn app(backups: Arc<Backups>) -> Router {
-    shared::http::finish(routes(backups))
+    entry::http::finish(routes(backups))
 }
 
 pub fn routes(backups: Arc<Backups>) -> Router {
@@ -89,7 +97,7 @@ impl<S: Send + Sync> FromRequest<S> for SnapshotBody {
             return Err(ApiError::UnsupportedMediaType("send the snapshot as application/json".into()));
         }
         let bytes = read_body(&parts.headers, body, MAX_DOCUMENT_BYTES + 64 * 1024).await?;
-        shared::http::parse_json(&bytes).map(SnapshotBody)
+        entry::http::parse_json(&bytes).map(SnapshotBody)
     }
 }
 
@@ -100,7 +108,7 @@ async fn snapshot(
 ) -> Result<impl IntoResponse, ApiError> {
     let outcome = b.snapshot(&id, &name, snapshot).await?;
     let status = match outcome {
-        shared::domain::backup::Outcome::Committed { .. } => StatusCode::CREATED,
+        domain::backup::Outcome::Committed { .. } => StatusCode::CREATED,
         _ => StatusCode::OK,
     };
     Ok((status, Json(outcome)))

@@ -10,14 +10,28 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
+use domain::pruning::{PruneAction, PruneRequest, Pruner};
+use entry::Root;
+use entry::http::{ApiError, JsonBody, Path, Query, parse_limit};
+use entry::lambda::Function;
+use entry::settings::ConfigError;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::domain::pruning::{PruneAction, PruneRequest, Pruner};
-use shared::http::{ApiError, JsonBody, Path, Query, parse_limit};
-use shared::store::Item;
+
+/// The function: the prune and listing routes, environments following every recorded delivery
+/// (the table's stream), and the scheduled reconciliation and stale-branch cleanup.
+pub fn function(root: &Root) -> Result<Function, ConfigError> {
+    let pruner = Arc::new(root.pruner());
+    let scheduled = pruner.clone();
+    let schedule = entry::lambda::scheduled(move || {
+        let pruner = scheduled.clone();
+        async move { on_schedule(&pruner).await }
+    });
+    Ok(Function { router: app(pruner.clone()), consumers: vec![pruner], schedule: Some(schedule) })
+}
 
 pub fn app(pruner: Arc<Pruner>) -> Router {
-    shared::http::finish(routes(pruner))
+    entry::http::finish(routes(pruner))
 }
 
 pub fn routes(pruner: Arc<Pruner>) -> Router {
@@ -63,17 +77,6 @@ async fn audit(
     let limit = parse_limit(paging.limit.as_deref(), 20, 100)?;
     let (entries, next_cursor) = p.list_audit(&id, limit, paging.cursor).await?;
     Ok(Json(json!({"audit": entries, "next_cursor": next_cursor})))
-}
-
-/// Handles one new image from the table's change feed (deliveries only). An error means
-/// "retry this record".
-pub async fn on_item(pruner: &Pruner, item: &Item) -> Result<(), String> {
-    shared::lambda::on_delivery_item(item, |delivery| async move { pruner.on_delivery(&delivery).await }).await
-}
-
-/// A DynamoDB stream batch: each record processed; the failed ones reported for retry.
-pub async fn on_stream(pruner: &Pruner, batch: &Value) -> Value {
-    shared::lambda::on_stream(batch, |item| async move { on_item(pruner, &item).await }).await
 }
 
 /// The scheduled run: every eligible integration; failures are reported per integration.

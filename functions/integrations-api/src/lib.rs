@@ -9,18 +9,26 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use domain::connection::{Connections, IntegrationPatch, NewIntegration};
+use domain::{Integration, list_deliveries, parked};
+use entry::Root;
+use entry::http::{ApiError, JsonBody, Path, Query, parse_limit};
+use entry::lambda::Function;
+use entry::settings::ConfigError;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::domain::connection::{Connections, IntegrationPatch, NewIntegration};
-use shared::domain::{Integration, list_deliveries, parked};
-use shared::http::{ApiError, JsonBody, Path, Query, parse_limit};
 
 pub struct Api {
     pub connections: Connections,
 }
 
+/// The function: the connections service (it registers webhooks, so it needs the public URL).
+pub fn function(root: &Root) -> Result<Function, ConfigError> {
+    Ok(Function::http(app(Arc::new(Api { connections: root.connections()? }))))
+}
+
 pub fn app(api: Arc<Api>) -> Router {
-    shared::http::finish(routes(api))
+    entry::http::finish(routes(api))
 }
 
 pub fn routes(api: Arc<Api>) -> Router {
@@ -71,7 +79,7 @@ async fn list(State(api): State<Arc<Api>>) -> Result<Json<Value>, ApiError> {
 }
 
 async fn show(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(view(&api.connections.get(&id).await?.0)))
+    Ok(Json(view(&api.connections.get(&id).await?)))
 }
 
 async fn update(
@@ -130,7 +138,8 @@ async fn list_events(
 ) -> Result<Json<Value>, ApiError> {
     let limit = parse_limit(paging.limit.as_deref(), 20, 100)?;
     api.connections.get(&id).await?;
-    let (events, next_cursor) = list_deliveries(api.connections.store.as_ref(), &id, limit, paging.cursor).await?;
+    let store = api.connections.ctx.store.as_ref();
+    let (events, next_cursor) = list_deliveries(store, &id, limit, paging.cursor).await?;
     Ok(Json(json!({"events": events, "next_cursor": next_cursor})))
 }
 
@@ -143,7 +152,7 @@ async fn list_parked(
 ) -> Result<Json<Value>, ApiError> {
     let limit = parse_limit(paging.limit.as_deref(), 20, 100)?;
     api.connections.get(&id).await?;
-    let (parked, next_cursor) = parked::list(api.connections.store.as_ref(), &id, limit, paging.cursor).await?;
+    let (parked, next_cursor) = parked::list(api.connections.ctx.store.as_ref(), &id, limit, paging.cursor).await?;
     let parked: Vec<Value> = parked
         .iter()
         .map(|p| {

@@ -9,13 +9,21 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::Value;
-use shared::domain::pipelines::{Pipelines, RunRequest};
-use shared::http::{ApiError, JsonBody, Path};
-use shared::store::Item;
+use domain::pipelines::{Pipelines, RunRequest};
+use entry::Root;
+use entry::http::{ApiError, JsonBody, Path};
+use entry::lambda::Function;
+use entry::settings::ConfigError;
+
+/// The function: the run and stop routes, and the automatic runs of every recorded delivery
+/// (the table's stream).
+pub fn function(root: &Root) -> Result<Function, ConfigError> {
+    let pipelines = Arc::new(root.pipelines());
+    Ok(Function { router: app(pipelines.clone()), consumers: vec![pipelines], schedule: None })
+}
 
 pub fn app(pipelines: Arc<Pipelines>) -> Router {
-    shared::http::finish(routes(pipelines))
+    entry::http::finish(routes(pipelines))
 }
 
 pub fn routes(pipelines: Arc<Pipelines>) -> Router {
@@ -38,15 +46,4 @@ async fn stop(
     Path((id, uuid)): Path<(String, String)>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok((StatusCode::ACCEPTED, Json(p.stop(&id, &uuid).await?)))
-}
-
-/// Handles one new image from the table's change feed (deliveries only). An error means
-/// "retry this record".
-pub async fn on_item(pipelines: &Pipelines, item: &Item) -> Result<(), String> {
-    shared::lambda::on_delivery_item(item, |delivery| async move { pipelines.on_delivery(&delivery).await }).await
-}
-
-/// A DynamoDB stream batch: each record processed; the failed ones reported for retry.
-pub async fn on_stream(pipelines: &Pipelines, batch: &Value) -> Value {
-    shared::lambda::on_stream(batch, |item| async move { on_item(pipelines, &item).await }).await
 }

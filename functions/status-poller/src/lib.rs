@@ -6,13 +6,27 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use domain::pipelines::{Pipelines, RunFilter};
+use entry::Root;
+use entry::http::{ApiError, Path, Query, parse_limit};
+use entry::lambda::Function;
+use entry::settings::ConfigError;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::domain::pipelines::{Pipelines, RunFilter};
-use shared::http::{ApiError, Path, Query, parse_limit};
+
+/// The function: the builds view routes, and the scheduled poll.
+pub fn function(root: &Root) -> Result<Function, ConfigError> {
+    let pipelines = Arc::new(root.pipelines());
+    let scheduled = pipelines.clone();
+    let schedule = entry::lambda::scheduled(move || {
+        let pipelines = scheduled.clone();
+        async move { on_schedule(&pipelines).await }
+    });
+    Ok(Function { router: app(pipelines), consumers: Vec::new(), schedule: Some(schedule) })
+}
 
 pub fn app(pipelines: Arc<Pipelines>) -> Router {
-    shared::http::finish(routes(pipelines))
+    entry::http::finish(routes(pipelines))
 }
 
 pub fn routes(pipelines: Arc<Pipelines>) -> Router {

@@ -10,12 +10,14 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use domain::webhook::DeliveryHeaders;
+use domain::{Backends, Ingested, ingest};
+use entry::Root;
+use entry::http::{ApiError, Path, is_json, read_body};
+use entry::lambda::Function;
+use entry::settings::ConfigError;
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
-use shared::backends::Backends;
-use shared::domain::{IngestError, Ingested, ingest};
-use shared::http::{ApiError, Path, is_json, read_body};
-use shared::webhook::DeliveryHeaders;
 use tracing::Instrument;
 
 /// Bitbucket Cloud refuses to send payloads over 256 KB; nothing larger is a real delivery.
@@ -26,9 +28,15 @@ pub struct Receiver {
     pub retention: chrono::Duration,
 }
 
+/// The function: its routes on the root's storage.
+pub fn function(root: &Root) -> Result<Function, ConfigError> {
+    let receiver = Receiver { backends: root.backends.clone(), retention: root.settings.retention };
+    Ok(Function::http(app(Arc::new(receiver))))
+}
+
 /// The receiver's routes, ready to serve (Lambda or the local stack).
 pub fn app(receiver: Arc<Receiver>) -> Router {
-    shared::http::finish(routes(receiver))
+    entry::http::finish(routes(receiver))
 }
 
 /// The bare routes, for a host that adds the shared layers itself.
@@ -46,7 +54,8 @@ async fn receive(
     if !is_json(&headers) {
         return Err(ApiError::UnsupportedMediaType("webhook bodies must be sent as application/json".into()));
     }
-    let delivery = DeliveryHeaders::from_headers(&headers).map_err(IngestError::from)?;
+    let pairs = headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes()));
+    let delivery = DeliveryHeaders::from_pairs(pairs).map_err(domain::Error::from)?;
     let span = tracing::info_span!(
         "delivery",
         integration_id = %integration_id,

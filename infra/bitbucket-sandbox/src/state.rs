@@ -8,10 +8,10 @@ mod dc;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use domain::webhook::Flavor;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use shared::webhook::Flavor;
 
 use crate::error::Error;
 use crate::webhooks::Delivery;
@@ -628,7 +628,7 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use shared::webhook::{Flavor, PullRequest as ParsedPr, RepoEvent, parse};
+    use domain::webhook::{Flavor, PullRequest as ParsedPr, RepoEvent, parse};
 
     use super::*;
 

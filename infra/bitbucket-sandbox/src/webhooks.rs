@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use domain::webhook::Flavor;
 use serde::Serialize;
-use shared::webhook::Flavor;
 
 /// One delivery attempt, as [`crate::Sandbox::sent_webhooks`] reports it.
 #[derive(Debug, Clone, Serialize)]
@@ -38,7 +38,7 @@ pub async fn deliver(client: &reqwest::Client, delivery: Delivery, record: impl 
     // Fixed for the event: a receiver deduplicates retries by it.
     let request_id = uuid::Uuid::new_v4().to_string();
     let event_time = Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
-    let signature = delivery.secret.as_ref().map(|s| shared::signature::sign(s.as_bytes(), &delivery.body));
+    let signature = delivery.secret.as_ref().map(|s| domain::signature::sign(s.as_bytes(), &delivery.body));
     for attempt in 1..=ATTEMPTS {
         let mut request = client
             .post(&delivery.url)

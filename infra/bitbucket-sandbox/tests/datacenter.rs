@@ -10,10 +10,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bitbucket_sandbox::{ACCESS_TOKEN, API_TOKEN, API_TOKEN_EMAIL, DC_HTTP_TOKEN, READONLY_ACCESS_TOKEN};
 use chrono::{DateTime, Duration, Utc};
+use domain::webhook::{Flavor, RepoEvent, parse};
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
-use shared::webhook::{Flavor, RepoEvent, parse};
 use tokio::net::TcpListener;
 
 mod common;

@@ -11,9 +11,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bitbucket_sandbox::{ACCESS_TOKEN, READONLY_ACCESS_TOKEN, TestCounts};
+use domain::webhook::{Flavor, RepoEvent, parse};
 use reqwest::RequestBuilder;
 use serde_json::{Value, json};
-use shared::webhook::{Flavor, RepoEvent, parse};
 use tokio::net::TcpListener;
 
 mod common;

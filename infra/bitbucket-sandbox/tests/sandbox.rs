@@ -14,9 +14,9 @@ use bitbucket_sandbox::{
     ACCESS_TOKEN, APP_PASSWORD, APP_PASSWORD_USER, DC_HTTP_TOKEN, Fault, FaultKind, OAUTH_CONSUMER_KEY,
     OAUTH_CONSUMER_SECRET, READONLY_ACCESS_TOKEN,
 };
+use domain::webhook::{Flavor, RepoEvent, parse};
 use reqwest::RequestBuilder;
 use serde_json::{Value, json};
-use shared::webhook::{Flavor, RepoEvent, parse};
 use tokio::net::TcpListener;
 
 mod common;
@@ -449,7 +449,7 @@ async fn push_webhook_is_signed_and_parses() {
     assert!(uuid::Uuid::parse_str(header(headers, "x-request-uuid")).is_ok());
     assert!(!header(headers, "x-event-time").is_empty());
     let signature = header(headers, "x-hub-signature");
-    assert_eq!(shared::signature::verify(Some(signature), body, [b"hook-secret".as_slice()]), Ok(()));
+    assert_eq!(domain::signature::verify(Some(signature), body, [b"hook-secret".as_slice()]), Ok(()));
 
     let parsed = parse(Flavor::Cloud, "repo:push", body).unwrap();
     assert_eq!(parsed.repository.as_deref(), Some("sandbox/demo"));
@@ -730,7 +730,7 @@ async fn data_center_push_webhook_is_signed_and_parses() {
     assert_eq!(header(&received[0].0, "x-request-id"), header(headers, "x-request-id"), "the same on retries");
     assert!(headers.get("x-request-uuid").is_none() && headers.get("x-hook-uuid").is_none(), "not Cloud's headers");
     let signature = header(headers, "x-hub-signature");
-    assert_eq!(shared::signature::verify(Some(signature), body, [b"dc-secret".as_slice()]), Ok(()));
+    assert_eq!(domain::signature::verify(Some(signature), body, [b"dc-secret".as_slice()]), Ok(()));
 
     let parsed = parse(Flavor::DataCenter, "repo:refs_changed", body).unwrap();
     assert_eq!(parsed.repository.as_deref(), Some("SANDBOX/demo"));
@@ -767,7 +767,7 @@ async fn data_center_push_webhook_is_signed_and_parses() {
     h.sandbox.settle().await;
     let (headers, body) = receiver.received.lock().unwrap()[3].clone();
     let signature = header(&headers, "x-hub-signature");
-    assert_eq!(shared::signature::verify(Some(signature), &body, [b"rotated".as_slice()]), Ok(()));
+    assert_eq!(domain::signature::verify(Some(signature), &body, [b"rotated".as_slice()]), Ok(()));
     let parsed = parse(Flavor::DataCenter, header(&headers, "x-event-key"), &body).unwrap();
     assert!(matches!(&parsed.events[..], [RepoEvent::BranchDeleted { branch, .. }] if branch == "develop"));
 }

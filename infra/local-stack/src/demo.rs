@@ -4,13 +4,14 @@
 //! cold-start benchmark all answer the sample events the same way.
 
 use chrono::Utc;
-use shared::backends::Backends;
-use shared::bitbucket::{Credential, RepoTarget};
-use shared::domain::integration::Options;
-use shared::domain::{Integration, IntegrationStatus, WebhookSecrets, integration};
-use shared::secrets::Secret;
-use shared::store::Condition;
-use shared::webhook::Flavor;
+use domain::Backends;
+use domain::bitbucket::{Credential, RepoTarget};
+use domain::integration::Options;
+use domain::secrets::Secret;
+use domain::store::Condition;
+use domain::tables::INTEGRATIONS;
+use domain::webhook::Flavor;
+use domain::{Integration, IntegrationStatus, WebhookSecrets};
 
 use crate::{Error, SANDBOX_MOUNT};
 
@@ -57,6 +58,6 @@ pub async fn seed(backends: &Backends, bitbucket_base: &str, secret_prefix: &str
     let secrets = backends.secrets.as_ref();
     secrets.put(&demo.credential_secret_name, &credential.to_secret()).await?;
     secrets.put(&demo.webhook_secret_name, &WebhookSecrets::new(&Secret::new(DEMO_WEBHOOK_SECRET)).to_secret()).await?;
-    integration::put(backends.store.as_ref(), &demo, Condition::None).await?;
+    INTEGRATIONS.put(backends.store.as_ref(), "", &[DEMO_ID], &demo, Condition::None).await?;
     Ok(demo)
 }

@@ -9,9 +9,8 @@ mod worker;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -19,17 +18,20 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use bitbucket_client::RetryPolicy;
 use bitbucket_sandbox::Sandbox;
+use domain::Backends;
+use domain::backup::Backups;
+use domain::connection::Connections;
+use domain::consumers::DeliveryConsumer;
+use domain::pipelines::Pipelines;
+use domain::pruning::Pruner;
+use domain::secrets::Secret;
+use entry::Root;
+use entry::http::{AdminToken, ApiError, require_admin};
+use entry::settings::{ConfigError, Settings, env_or};
+use local_adapters::FeedStore;
 use serde_json::json;
-use shared::backends::{self, Backends};
-use shared::bitbucket::{Connector, RetryPolicy};
-use shared::domain::backup::Backups;
-use shared::domain::connection::Connections;
-use shared::domain::pipelines::Pipelines;
-use shared::domain::pruning::Pruner;
-use shared::http::{AdminToken, ApiError, require_admin};
-use shared::secrets::Secret;
-use shared::store::FeedStore;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -69,15 +71,14 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, shared::config::ConfigError> {
-        use shared::config::env_or;
+    pub fn from_env() -> Result<Self, ConfigError> {
         let text = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
         Ok(Config {
             port: env_or("PORT", 3000)?,
             state_dir: PathBuf::from(env_or("STATE_DIR", "./.local".to_owned())?),
             api_token: text("API_TOKEN").map(Secret::new),
             sandbox_webhook_secret: text("SANDBOX_WEBHOOK_SECRET").map(Secret::new),
-            retention: shared::config::retention()?,
+            retention: Settings::common()?.retention,
             public_base_url: text("PUBLIC_BASE_URL"),
             poll_interval: Some(Duration::from_secs(env_or("POLL_SECONDS", 10)?)).filter(|d| !d.is_zero()),
             sandbox_pipeline_timing: pipeline_timing(&env_or("SANDBOX_PIPELINE_SECONDS", "3,8".to_owned())?)?,
@@ -104,8 +105,8 @@ impl Config {
     }
 }
 
-fn pipeline_timing(raw: &str) -> Result<Option<(Duration, Duration)>, shared::config::ConfigError> {
-    let bad = || shared::config::ConfigError {
+fn pipeline_timing(raw: &str) -> Result<Option<(Duration, Duration)>, ConfigError> {
+    let bad = || ConfigError {
         name: "SANDBOX_PIPELINE_SECONDS",
         problem: "expected `pending,running` seconds, e.g. `3,8`, or `manual`".into(),
     };
@@ -148,12 +149,23 @@ impl Running {
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// The services behind the admin routes, built once.
+/// The services behind the system's routes, built once from the root.
 pub struct Services {
     pub connections: Connections,
     pub backups: Backups,
     pub pipelines: Arc<Pipelines>,
     pub pruner: Arc<Pruner>,
+}
+
+impl Services {
+    pub fn new(root: &Root) -> Result<Self, ConfigError> {
+        Ok(Services {
+            connections: root.connections()?,
+            backups: root.backups(),
+            pipelines: Arc::new(root.pipelines()),
+            pruner: Arc::new(root.pruner()),
+        })
+    }
 }
 
 /// Whether the stack has finished starting (the seed done). Until then the system's own routes
@@ -188,45 +200,33 @@ async fn health(State(ready): State<Ready>) -> Response {
     }
 }
 
-/// The services behind the system's routes, on `backends`, with one Bitbucket client and OAuth
-/// token cache for all of them; `public_base_url` is where Bitbucket reaches the receiver.
-pub fn services(backends: &Backends, connector: &Connector, public_base_url: &str) -> Services {
-    let (store, secrets) = (backends.store.clone(), backends.secrets.clone());
-    Services {
-        connections: Connections {
-            store: store.clone(),
-            secrets: secrets.clone(),
-            connector: connector.clone(),
-            public_base_url: public_base_url.to_owned(),
-            secret_prefix: "local".into(),
-        },
-        backups: Backups { store: store.clone(), secrets: secrets.clone(), connector: connector.clone() },
-        pipelines: Arc::new(Pipelines::new(store.clone(), secrets.clone(), connector.clone())),
-        pruner: Arc::new(Pruner { store, secrets, connector: connector.clone() }),
-    }
+/// The local stack's root: its settings (the secret prefix `local`, Bitbucket reaching the
+/// receiver at `public_base_url`) on `backends`.
+pub fn root(backends: Backends, public_base_url: &str, retention: chrono::Duration, retry: RetryPolicy) -> Root {
+    let settings = Settings {
+        retention,
+        secret_prefix: "local".into(),
+        public_base_url: Some(public_base_url.to_owned()),
+        aws: None,
+    };
+    Root::new(settings, backends, retry)
 }
 
 /// The whole router: public webhook route, admin routes behind the bearer token, the sandbox
 /// Bitbucket, `/health` and `/openapi.json`.
-pub fn app(
-    backends: Backends,
-    services: Services,
-    sandbox: &Sandbox,
-    token: AdminToken,
-    retention: chrono::Duration,
-    ready: Ready,
-) -> Router {
-    let receiver = webhook_receiver::routes(Arc::new(webhook_receiver::Receiver { backends, retention }));
-    let admin = integrations_api::routes(Arc::new(integrations_api::Api { connections: services.connections }))
-        .merge(backup_committer::routes(Arc::new(services.backups)))
+pub fn app(root: &Root, services: &Services, sandbox: &Sandbox, token: AdminToken, ready: Ready) -> Router {
+    let receiver = webhook_receiver::Receiver { backends: root.backends.clone(), retention: root.settings.retention };
+    let receiver = webhook_receiver::routes(Arc::new(receiver));
+    let admin = integrations_api::routes(Arc::new(integrations_api::Api { connections: services.connections.clone() }))
+        .merge(backup_committer::routes(Arc::new(services.backups.clone())))
         .merge(pipeline_trigger::routes(services.pipelines.clone()))
-        .merge(status_poller::routes(services.pipelines))
-        .merge(branch_pruner::routes(services.pruner))
+        .merge(status_poller::routes(services.pipelines.clone()))
+        .merge(branch_pruner::routes(services.pruner.clone()))
         .route_layer(axum::middleware::from_fn_with_state(token, require_admin));
     let system = receiver.merge(admin).route_layer(axum::middleware::from_fn_with_state(ready.clone(), until_ready));
     let public =
         Router::new().route("/health", get(health)).with_state(ready).route("/openapi.json", get(openapi_json));
-    shared::http::finish(public.merge(system)).nest(SANDBOX_MOUNT, sandbox.router())
+    entry::http::finish(public.merge(system)).nest(SANDBOX_MOUNT, sandbox.router())
 }
 
 /// `GET /openapi.json`: unauthenticated, the document exactly as kept in the repository.
@@ -251,7 +251,7 @@ fn poll_loop(pipelines: Arc<Pipelines>, pruner: Arc<Pruner>, every: Duration) ->
 /// Opens the state, binds `127.0.0.1:port` (0 = any free port), serves, then seeds (the seed
 /// registers the sandbox integration's webhook over HTTP, so the server must be up).
 pub async fn start(config: Config, stop_on_signal: bool) -> Result<Running, Error> {
-    let local = backends::local(&config.state_dir)?;
+    let local = local_adapters::backends(&config.state_dir)?;
     start_with(config, local, stop_on_signal).await
 }
 
@@ -266,13 +266,12 @@ pub async fn start_with(config: Config, state: Backends, stop_on_signal: bool) -
     let sandbox = Sandbox::new(format!("http://{addr}{SANDBOX_MOUNT}"));
     sandbox.set_pipeline_timing(config.sandbox_pipeline_timing);
     // One HTTP client and OAuth token cache for the API and the seed alike.
-    let connector = Connector::new(config.bitbucket_retry);
+    let root = root(backends.clone(), &base_url, config.retention, config.bitbucket_retry);
     let api_token = seed::api_token(&config)?;
-    let services = services(&backends, &connector, &base_url);
+    let services = Services::new(&root)?;
     let (pipelines, pruner) = (services.pipelines.clone(), services.pruner.clone());
-    let seeding = services.connections.clone();
     let ready = Ready::default();
-    let app = app(backends.clone(), services, &sandbox, AdminToken::new(&api_token), config.retention, ready.clone());
+    let app = app(&root, &services, &sandbox, AdminToken::new(&api_token), ready.clone());
     let mut background = Vec::new();
     if let Some(every) = config.poll_interval {
         background.push(poll_loop(pipelines.clone(), pruner.clone(), every));
@@ -290,7 +289,7 @@ pub async fn start_with(config: Config, state: Backends, stop_on_signal: bool) -
             .await
     });
     let sandbox_base = format!("http://{addr}{SANDBOX_MOUNT}/2.0");
-    let seeded = match seed::sandbox_integration(&seeding, &config, &sandbox_base, api_token).await {
+    let seeded = match seed::sandbox_integration(&services.connections, &config, &sandbox_base, api_token).await {
         Ok(seeded) => seeded,
         Err(e) => {
             background.iter().for_each(JoinHandle::abort);
@@ -302,7 +301,8 @@ pub async fn start_with(config: Config, state: Backends, stop_on_signal: bool) -
     // Started once seeded, so the sweep's deliveries reach Bitbucket at this run's address;
     // the feed holds what was written meanwhile. Without a worker the feed is dropped.
     if config.worker {
-        background.push(worker::spawn(pipelines.clone(), pruner.clone(), state.store, feed));
+        let consumers: Vec<Arc<dyn DeliveryConsumer>> = vec![pipelines.clone(), pruner.clone()];
+        background.push(worker::spawn(consumers, state.store, feed));
     }
     ready.set();
     Ok(Running { addr, base_url, seeded, backends, sandbox, pipelines, pruner, shutdown, server, background })

@@ -4,7 +4,7 @@ use local_stack::{Config, start};
 
 #[tokio::main]
 async fn main() -> Result<(), local_stack::Error> {
-    shared::telemetry::init();
+    entry::telemetry::init();
     let config = Config::from_env()?;
     let running = start(config.clone(), true).await?;
     println!(

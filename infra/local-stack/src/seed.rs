@@ -7,13 +7,14 @@
 use std::path::Path;
 
 use chrono::Utc;
-use shared::bitbucket::{Credential, RepoTarget, WebhookSpec};
-use shared::domain::connection::{CALL_BUDGET, Connections};
-use shared::domain::integration::{Options, RegisteredWebhook};
-use shared::domain::{Integration, IntegrationStatus, WebhookSecrets, integration};
-use shared::secrets::Secret;
-use shared::store::{Condition, StoreError};
-use shared::webhook::Flavor;
+use domain::bitbucket::{Credential, RepoTarget, WebhookSpec};
+use domain::connection::{CALL_BUDGET, Connections};
+use domain::integration::{Options, RegisteredWebhook};
+use domain::secrets::Secret;
+use domain::store::{Condition, StoreError};
+use domain::tables::{INTEGRATIONS, Versioned};
+use domain::webhook::Flavor;
+use domain::{Integration, IntegrationStatus, WebhookSecrets};
 
 use crate::{Config, Error};
 
@@ -66,8 +67,8 @@ pub async fn sandbox_integration(
         &config.state_dir.join("sandbox-webhook-secret"),
         "SANDBOX_WEBHOOK_SECRET",
     )?;
-    let store = connections.store.as_ref();
-    let secrets = connections.secrets.as_ref();
+    let store = connections.ctx.store.as_ref();
+    let secrets = connections.ctx.secrets.as_ref();
     let credential = Credential::ApiToken {
         email: bitbucket_sandbox::API_TOKEN_EMAIL.into(),
         token: Secret::new(bitbucket_sandbox::API_TOKEN),
@@ -78,8 +79,8 @@ pub async fn sandbox_integration(
         owner: bitbucket_sandbox::WORKSPACE.into(),
         slug: bitbucket_sandbox::REPOSITORY.into(),
     };
-    let (mut sandbox, version) = match integration::get(store, SANDBOX_ID).await? {
-        Some(existing) => existing,
+    let (mut sandbox, version) = match INTEGRATIONS.get(store, "", &[SANDBOX_ID]).await? {
+        Some(Versioned { record, version }) => (record, version),
         None => {
             let now = Utc::now();
             let fresh = Integration {
@@ -97,7 +98,7 @@ pub async fn sandbox_integration(
                 created_at: now,
                 updated_at: now,
             };
-            let version = integration::put(store, &fresh, Condition::Absent).await?;
+            let version = INTEGRATIONS.put(store, "", &[SANDBOX_ID], &fresh, Condition::Absent).await?;
             (fresh, version)
         }
     };
@@ -105,7 +106,7 @@ pub async fn sandbox_integration(
     sandbox.target = target.clone();
     secrets.put(&sandbox.credential_secret_name, &credential.to_secret()).await?;
     secrets.put(&sandbox.webhook_secret_name, &WebhookSecrets::new(&webhook).to_secret()).await?;
-    let client = connections.connector.connect(&sandbox.target, credential, CALL_BUDGET);
+    let client = connections.ctx.connector.connect(&sandbox.target, credential, CALL_BUDGET);
     let active = sandbox.status.accepts_deliveries();
     let spec = WebhookSpec {
         url: format!("{}/webhooks/{SANDBOX_ID}", connections.public_base_url.trim_end_matches('/')),
@@ -122,10 +123,10 @@ pub async fn sandbox_integration(
         sandbox.target = target.clone();
         sandbox.webhook = Some(webhook_record.clone());
         sandbox.updated_at = Utc::now();
-        match integration::put(store, &sandbox, Condition::Version(version)).await {
+        match INTEGRATIONS.put(store, "", &[SANDBOX_ID], &sandbox, Condition::Version(version)).await {
             Ok(_) => break,
-            Err(StoreError::ConditionFailed { .. }) => match integration::get(store, SANDBOX_ID).await? {
-                Some((current, current_version)) => (sandbox, version) = (current, current_version),
+            Err(StoreError::ConditionFailed { .. }) => match INTEGRATIONS.get(store, "", &[SANDBOX_ID]).await? {
+                Some(current) => (sandbox, version) = (current.record, current.version),
                 None => return Err("the sandbox integration was deleted while the stack started".into()),
             },
             Err(e) => return Err(e.into()),

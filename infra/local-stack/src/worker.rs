@@ -4,7 +4,7 @@
 //!
 //! The feed is in memory: deliveries recorded but not yet processed when the process stopped
 //! are gone from it, where a stream would redeliver them. So a delivery both consumers handled
-//! gets a marker (`FED#{delivery id}` in its integration's partition), and on start the worker
+//! gets a marker ([`FEED_MARKS`], in its integration's partition), and on start the worker
 //! first re-feeds the recent deliveries without one. A marker rather than re-feeding everything
 //! recent: processing is idempotent, but a replay still costs Bitbucket requests and re-applies
 //! old pull request events, and a stream does not replay processed records either.
@@ -14,35 +14,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
-use shared::domain::delivery;
-use shared::domain::integration;
-use shared::domain::pipelines::Pipelines;
-use shared::domain::pruning::Pruner;
-use shared::store::{Condition, Index, Item, Key, Query, StateStore, StoreError, query_all};
+use domain::consumers::DeliveryConsumer;
+use domain::delivery::{Delivery, FeedMark};
+use domain::store::{Condition, Item, StateStore, StoreError};
+use domain::tables::{DELIVERIES, FEED_MARKS, INTEGRATIONS, Record};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-const MARKER_KIND: &str = "local_delivery_processed";
 /// How far back the startup sweep looks: a DynamoDB stream keeps records 24 hours, so older
 /// deliveries would not be redelivered on AWS either. Markers live a little longer.
 const SWEEP_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 const MARKER_LIFETIME: chrono::Duration = chrono::Duration::hours(25);
 
-fn marker_key(integration_id: &str, delivery_id: &str) -> Key {
-    Key::new(integration::partition(integration_id), format!("FED#{delivery_id}"))
-}
-
 /// Whether the local worker has handled this delivery (both consumers succeeded).
 pub async fn is_processed(store: &dyn StateStore, integration_id: &str, delivery_id: &str) -> Result<bool, StoreError> {
-    Ok(store.get(&marker_key(integration_id, delivery_id)).await?.is_some())
+    Ok(FEED_MARKS.get(store, integration_id, &[delivery_id]).await?.is_some())
 }
 
 /// Starts the worker on `feed`, after the startup sweep. `store` is the undecorated store, so
 /// markers are not fed back.
 pub(crate) fn spawn(
-    pipelines: Arc<Pipelines>,
-    pruner: Arc<Pruner>,
+    consumers: Vec<Arc<dyn DeliveryConsumer>>,
     store: Arc<dyn StateStore>,
     mut feed: mpsc::UnboundedReceiver<Item>,
 ) -> JoinHandle<()> {
@@ -53,7 +45,7 @@ pub(crate) fn spawn(
                     tracing::info!(count = backlog.len(), "re-feeding deliveries not processed before the last stop");
                 }
                 for item in backlog {
-                    consume(&pipelines, &pruner, store.as_ref(), &item).await;
+                    consume(&consumers, store.as_ref(), &item).await;
                 }
             }
             Err(e) => {
@@ -61,7 +53,7 @@ pub(crate) fn spawn(
             }
         }
         while let Some(item) = feed.recv().await {
-            consume(&pipelines, &pruner, store.as_ref(), &item).await;
+            consume(&consumers, store.as_ref(), &item).await;
         }
     })
 }
@@ -76,8 +68,10 @@ async fn retried<F: Future<Output = Result<(), String>>>(mut consume: impl FnMut
     false
 }
 
-async fn consume(pipelines: &Pipelines, pruner: &Pruner, store: &dyn StateStore, item: &Item) {
-    if item.kind != delivery::KIND {
+/// One new image to every consumer in turn (as the stream hands it to each consumer's
+/// function), deliveries only, and only when first written: the stream's filter is `INSERT`.
+async fn consume(consumers: &[Arc<dyn DeliveryConsumer>], store: &dyn StateStore, item: &Item) {
+    if item.kind != Delivery::KIND || item.version != 1 {
         return;
     }
     let (Some(integration_id), Some(delivery_id)) = (field(item, "integration_id"), field(item, "delivery_id")) else {
@@ -88,15 +82,17 @@ async fn consume(pipelines: &Pipelines, pruner: &Pruner, store: &dyn StateStore,
     if is_processed(store, integration_id, delivery_id).await.unwrap_or(false) {
         return;
     }
-    let triggered = retried(|| pipeline_trigger::on_item(pipelines, item)).await;
-    let pruned = retried(|| branch_pruner::on_item(pruner, item)).await;
-    if !(triggered && pruned) {
+    let mut all_done = true;
+    for consumer in consumers {
+        all_done &= retried(|| entry::lambda::deliver(consumer.as_ref(), item)).await;
+    }
+    if !all_done {
         // No marker: the next start tries it again.
         return;
     }
     let now = Utc::now();
-    let marker = json!({"delivery_id": delivery_id, "processed_at": now});
-    let written = match Item::from_record(marker_key(integration_id, delivery_id), MARKER_KIND, &marker) {
+    let marker = FeedMark { delivery_id: delivery_id.to_owned(), processed_at: now };
+    let written = match FEED_MARKS.item(integration_id, &[delivery_id], &marker) {
         Ok(marker) => store.put(marker.with_expiry((now + MARKER_LIFETIME).timestamp()), Condition::None).await,
         Err(e) => Err(e),
     };
@@ -114,35 +110,26 @@ fn field<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
 async fn unprocessed(store: &dyn StateStore, now: DateTime<Utc>) -> Result<Vec<Item>, StoreError> {
     let since = now - SWEEP_WINDOW;
     let mut backlog = Vec::new();
-    for integration in integration::list(store).await? {
-        let partition = integration::partition(&integration.id);
-        let processed: HashSet<String> = query_all(store, &partition, "FED#")
-            .await?
-            .iter()
-            .filter_map(|marker| marker.key.sk.strip_prefix("FED#").map(str::to_owned))
-            .collect();
+    for integration in INTEGRATIONS.all(store, "", &[]).await? {
+        let id = integration.record.id.as_str();
+        let processed: HashSet<String> =
+            FEED_MARKS.all(store, id, &[]).await?.into_iter().map(|marker| marker.record.delivery_id).collect();
         let mut recent = Vec::new();
         let mut cursor = None;
         'pages: loop {
-            let page = store
-                .query(&Query {
-                    pk: partition.clone(),
-                    index: Index::Sorted { prefix: "EVT#".into() },
-                    descending: true,
-                    limit: 100,
-                    cursor,
-                })
-                .await?;
-            for item in page.items {
-                let received = field(&item, "received_at").and_then(|t| t.parse::<DateTime<Utc>>().ok());
-                if received.is_some_and(|t| t < since) {
+            let (page, next) = DELIVERIES.page_sorted(store, id, &[], true, 100, cursor).await?;
+            for delivery in page {
+                if delivery.received_at < since {
                     break 'pages;
                 }
-                if field(&item, "delivery_id").is_some_and(|id| !processed.contains(id)) {
+                if !processed.contains(&delivery.delivery_id) {
+                    let parts = [delivery.delivery_id.as_str()];
+                    let mut item = DELIVERIES.item(id, &parts, &delivery)?;
+                    item.version = 1;
                     recent.push(item);
                 }
             }
-            cursor = page.cursor;
+            cursor = next;
             if cursor.is_none() {
                 break;
             }

@@ -2,8 +2,8 @@
 //! and event payloads shaped like the real Data Center ones.
 
 use chrono::{DateTime, Utc};
+use domain::webhook::Flavor;
 use serde_json::{Value, json};
-use shared::webhook::Flavor;
 
 use super::branch_admin::short_branch;
 use super::{Commit, DEFAULT_AUTHOR, Event, MAIN, NewCommit, PrState, State, clean_path};

@@ -4,8 +4,8 @@
 //! the functions (`STATE_TABLE`, `SECRET_PREFIX`, `AWS_ENDPOINT_URL`, …); refuses any endpoint
 //! but loopback, so it can never write into a real account.
 
-use shared::config::{env_or, env_required};
-use shared::store::DynamoStore;
+use aws_adapters::DynamoStore;
+use entry::settings::{Settings, env_or};
 
 #[tokio::main]
 async fn main() -> Result<(), local_stack::Error> {
@@ -13,13 +13,14 @@ async fn main() -> Result<(), local_stack::Error> {
     if !(endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:")) {
         return Err(format!("AWS_ENDPOINT_URL must be the local emulator (got {endpoint:?})").into());
     }
-    let table = env_required("STATE_TABLE")?;
-    let prefix = env_or("SECRET_PREFIX", "bitbucket-automation".to_owned())?;
+    let settings = Settings::from_env()?;
+    let aws = settings.aws.as_ref().expect("from_env reads the AWS settings");
+    let table = aws.table.clone();
     let base = env_or("DEMO_BITBUCKET_BASE", local_stack::demo::default_bitbucket_base())?;
-    let config = shared::backends::sdk_config()?;
+    let config = aws_adapters::sdk_config(&aws.sdk)?;
     DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), table.clone()).create_table().await?;
-    let backends = shared::backends::aws().await?;
-    let demo = local_stack::demo::seed(&backends, &base, &prefix).await?;
+    let root = entry::Root::aws(settings.clone())?;
+    let demo = local_stack::demo::seed(&root.backends, &base, &settings.secret_prefix).await?;
     println!("table {table} on {endpoint}: integration `{}` → {}", demo.id, demo.target.base_url);
     Ok(())
 }

@@ -1,0 +1,90 @@
+//! The Bitbucket port's HTTP adapters: Cloud REST 2.0 and Data Center REST 1.0 on one
+//! [`Transport`] (credentials, the OAuth token cache, retries within a deadline, bounded
+//! same-origin paging, typed errors). [`Connector`] is the domain's `Connect`.
+
+mod cloud;
+mod datacenter;
+mod parse;
+mod transport;
+
+pub use transport::{RetryPolicy, Transport};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::bitbucket::{Bitbucket, BitbucketError, Connect, Credential, RepoTarget};
+use domain::webhook::Flavor;
+use tokio::time::Instant;
+
+/// Builds per-connection clients on one shared [`Transport`] (created once at cold start).
+#[derive(Clone)]
+pub struct Connector {
+    transport: Arc<Transport>,
+}
+
+impl Default for Connector {
+    fn default() -> Self {
+        Connector::new(RetryPolicy::default())
+    }
+}
+
+impl Connector {
+    pub fn new(policy: RetryPolicy) -> Self {
+        Connector { transport: Arc::new(Transport::new(policy)) }
+    }
+}
+
+impl Connect for Connector {
+    /// A client for `target` acting with `credential`, giving up after `budget`.
+    fn connect(&self, target: &RepoTarget, credential: Credential, budget: Duration) -> Arc<dyn Bitbucket> {
+        let session = transport::Session {
+            transport: self.transport.clone(),
+            flavor: target.flavor,
+            credential,
+            oauth_token_url: target.oauth_token_url(),
+            deadline: Instant::now() + budget,
+        };
+        match target.flavor {
+            Flavor::Cloud => Arc::new(cloud::CloudClient::new(session, target)),
+            Flavor::DataCenter => Arc::new(datacenter::DataCenterClient::new(session, target)),
+        }
+    }
+}
+
+/// Percent-encodes one URL path segment (branch names and paths carry `/`, spaces, `#`…).
+pub(crate) fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A `/`-separated path (branch names, file paths) with each segment percent-encoded.
+pub(crate) fn segments(path: &str) -> String {
+    path.split('/').map(segment).collect::<Vec<_>>().join("/")
+}
+
+/// `Ok(None)` for a 404, so "absent" is an answer rather than an error.
+pub(crate) fn absent_as_none<T>(result: Result<T, BitbucketError>) -> Result<Option<T>, BitbucketError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(BitbucketError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_encoded_per_segment() {
+        assert_eq!(segment("feature/a b"), "feature%2Fa%20b");
+        assert_eq!(segments("feature/a b"), "feature/a%20b");
+    }
+}

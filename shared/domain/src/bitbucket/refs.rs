@@ -1,0 +1,45 @@
+//! Branches, pull requests and delete restrictions as the port sees them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Matches every branch: what a restriction we cannot read exactly becomes, so that it
+/// protects too much rather than too little.
+pub const EVERY_BRANCH: &str = "**";
+
+/// One branch of the repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchInfo {
+    pub name: String,
+    /// The tip commit.
+    pub head: String,
+    /// When the tip commit was authored, when Bitbucket says.
+    pub last_commit: Option<DateTime<Utc>>,
+    /// Data Center says which branch is the default; Cloud's listing does not (the main branch
+    /// comes from [`super::Bitbucket::main_branch`]), so it is always `false` there.
+    pub is_default: bool,
+}
+
+/// One pull request (open, merged or declined).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestInfo {
+    pub id: u64,
+    pub source_branch: String,
+    /// `OPEN`, `MERGED`, `DECLINED` (Cloud may also say `SUPERSEDED`).
+    pub state: String,
+    /// Closed: when it was closed (Data Center `closedDate`, else the last update); open: the
+    /// last update.
+    pub updated: Option<DateTime<Utc>>,
+    /// The source branch's head the pull request knew (Cloud abbreviates it to 12 digits).
+    pub head: Option<String>,
+}
+
+impl PullRequestInfo {
+    pub fn is_open(&self) -> bool {
+        self.state.eq_ignore_ascii_case("OPEN")
+    }
+
+    pub fn is_closed(&self) -> bool {
+        ["MERGED", "DECLINED", "SUPERSEDED"].iter().any(|s| self.state.eq_ignore_ascii_case(s))
+    }
+}

@@ -1,0 +1,110 @@
+//! The integration context every service holds: the ports (state store, secret store,
+//! Bitbucket connector) and what every service asks of an integration — look it up, check that
+//! its state allows an action, a Bitbucket client acting with its credential, and a failure
+//! noted on it for people to see.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::Backends;
+use crate::bitbucket::{Bitbucket, BitbucketError, Connect, Credential};
+use crate::error::Error;
+use crate::integration::{Integration, IntegrationStatus, LastError, valid_id};
+use crate::secrets::SecretStore;
+use crate::store::{Condition, StateStore};
+use crate::tables::{INTEGRATIONS, Versioned};
+
+#[derive(Clone)]
+pub struct IntegrationContext {
+    pub store: Arc<dyn StateStore>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub connector: Arc<dyn Connect>,
+}
+
+impl IntegrationContext {
+    pub fn new(backends: Backends, connector: Arc<dyn Connect>) -> Self {
+        IntegrationContext { store: backends.store, secrets: backends.secrets, connector }
+    }
+
+    /// The integration and its version, if there is one (`None` for an id that cannot be one).
+    pub async fn find(&self, id: &str) -> Result<Option<Versioned<Integration>>, Error> {
+        if !valid_id(id) {
+            return Ok(None);
+        }
+        Ok(INTEGRATIONS.get(self.store.as_ref(), "", &[id]).await?)
+    }
+
+    /// The integration and its version, or `NotFound`.
+    pub async fn get(&self, id: &str) -> Result<Versioned<Integration>, Error> {
+        self.find(id).await?.ok_or_else(|| Error::NotFound(format!("no integration `{id}`")))
+    }
+
+    /// Every integration, in id order.
+    pub async fn list(&self) -> Result<Vec<Integration>, Error> {
+        Ok(INTEGRATIONS.all(self.store.as_ref(), "", &[]).await?.into_iter().map(|v| v.record).collect())
+    }
+
+    /// The integration, if it is active — what every action that calls Bitbucket needs.
+    pub async fn active(&self, id: &str, action: &'static str) -> Result<Integration, Error> {
+        let integration = self.get(id).await?.record;
+        if integration.status != IntegrationStatus::Active {
+            return Err(Error::WrongState { id: id.to_owned(), status: integration.status, action });
+        }
+        Ok(integration)
+    }
+
+    /// The integration's credential, read from the secret store. It lives as long as the
+    /// integration: without it, the integration was deleted while this work was under way.
+    pub async fn credential(&self, integration: &Integration) -> Result<Credential, Error> {
+        let name = &integration.credential_secret_name;
+        let secret = self
+            .secrets
+            .get(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no integration `{}`", integration.id)))?;
+        Ok(Credential::from_secret(name, &secret)?)
+    }
+
+    /// A client acting with the integration's stored credential, giving up after `budget`.
+    pub async fn client(&self, integration: &Integration, budget: Duration) -> Result<Arc<dyn Bitbucket>, Error> {
+        let credential = self.credential(integration).await?;
+        Ok(self.connector.connect(&integration.target, credential, budget))
+    }
+
+    /// Keeps a Bitbucket failure met by background work (a backup, a poll) on the integration,
+    /// so people see it (a refused credential moves an active integration to `error`), and
+    /// passes the failure on.
+    pub async fn noted(&self, id: &str, e: BitbucketError) -> Error {
+        tracing::warn!(integration = id, reason = e.reason(), error = %e, "Bitbucket call failed");
+        self.change(id, |integration| note_error(integration, &e)).await;
+        e.into()
+    }
+
+    /// Keeps a problem of background work that is not a failed Bitbucket call (e.g. a listing
+    /// cut short by its page bound) as the integration's last error; its status is left alone.
+    pub async fn note_problem(&self, id: &str, reason: &str, message: &str) {
+        tracing::warn!(integration = id, reason, error = message, "background work refused to act");
+        let error = LastError { reason: reason.to_owned(), message: message.to_owned(), at: Utc::now() };
+        self.change(id, move |integration| integration.last_error = Some(error)).await;
+    }
+
+    /// Best effort: a concurrent change wins.
+    async fn change(&self, id: &str, change: impl FnOnce(&mut Integration)) {
+        if let Ok(Some(Versioned { record: mut integration, version })) = self.find(id).await {
+            change(&mut integration);
+            integration.updated_at = Utc::now();
+            let _ = INTEGRATIONS.put(self.store.as_ref(), "", &[id], &integration, Condition::Version(version)).await;
+        }
+    }
+}
+
+/// A Bitbucket failure as the integration's last error; a refused credential moves an active
+/// integration to `error`.
+pub fn note_error(integration: &mut Integration, e: &BitbucketError) {
+    integration.last_error = Some(LastError { reason: e.reason().into(), message: e.to_string(), at: Utc::now() });
+    if e.is_credential_problem() && integration.status == IntegrationStatus::Active {
+        integration.status = IntegrationStatus::Error;
+    }
+}

@@ -1,0 +1,394 @@
+//! Automatic runs from recorded webhook events, as each integration's options say: a run for a
+//! pull request opened or given a new head commit (`build_pull_requests`), for a push to a
+//! branch matching `build_branches`; running runs of a merged or declined pull request are
+//! stopped; a `repo:commit_status_*` for a pipeline refreshes that run at once.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use async_trait::async_trait;
+
+use super::{Origin, Pipelines, Run, run_sort};
+use crate::Delivery;
+use crate::bitbucket::{Bitbucket, BitbucketError, PipelineRequest, PipelineRun};
+use crate::consumers::{DeliveryConsumer, Readiness};
+use crate::context::IntegrationContext;
+use crate::error::Error;
+use crate::integration::{Integration, IntegrationStatus};
+use crate::store::{Condition, StoreError};
+use crate::tables::{ACTION_CLAIMS, PR_HEADS, RUNS, Record};
+use crate::webhook::{Flavor, PullRequest, RepoEvent};
+/// A claim older than this whose run is unknown was abandoned (its worker died): longer than
+/// any function run, so a live worker is never overtaken. [`Pipelines::claim_timeout`] defaults to it.
+pub const CLAIM_TIMEOUT: chrono::Duration = chrono::Duration::seconds(60);
+
+/// The claim on one (delivery, action).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionClaim {
+    pub claimed_at: DateTime<Utc>,
+    /// The run started for it, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// The start request failed in a way that does not say whether Bitbucket started the run
+    /// (a 5xx, a timeout, a lost answer): the next processing looks in Bitbucket first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outcome_unknown: bool,
+}
+
+impl Record for ActionClaim {
+    const KIND: &'static str = "pipeline_action";
+}
+
+/// The head commit last built for a pull request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrHead {
+    head: String,
+}
+
+impl Record for PrHead {
+    const KIND: &'static str = "pull_request_head";
+}
+
+/// What one delivery caused (for logs and tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Effects {
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub refreshed: Vec<String>,
+    /// Actions already done by an earlier processing of the same delivery.
+    pub repeated: Vec<String>,
+}
+
+/// The consumer name pipelines park deliveries under.
+pub const CONSUMER: &str = "pipelines";
+
+/// The same commit, whether abbreviated (Cloud sends 12 characters) or full.
+fn same_commit(a: &str, b: &str) -> bool {
+    let n = a.len().min(b.len());
+    n >= 7 && a[..n].eq_ignore_ascii_case(&b[..n])
+}
+
+/// How a head commit appears in an action's name: its hash, or `tip` when the event named none
+/// (or something that is not a hash). Never a `-`, so the name splits back into its parts at
+/// its last `-`: `push-{branch}-{head}` is one name per (branch, head), whatever the branch holds.
+fn head_in_name(head: &Option<String>) -> &str {
+    head.as_deref().filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit())).unwrap_or("tip")
+}
+
+/// A full hash can pin a run; an abbreviation cannot, so the branch tip is built instead.
+fn full_hash(head: &Option<String>) -> Option<String> {
+    head.clone().filter(|h| h.len() == 40)
+}
+
+/// The build number in a Pipelines result link (`…/pipelines/results/12`, or Cloud's
+/// `…/addon/pipelines/home#!/results/12`).
+fn build_number_in(url: &str) -> Option<u64> {
+    let (_, rest) = url.rsplit_once("/results/")?;
+    rest.split(['/', '?', '#']).next()?.parse().ok()
+}
+
+#[async_trait]
+impl DeliveryConsumer for Pipelines {
+    fn name(&self) -> &'static str {
+        CONSUMER
+    }
+
+    fn context(&self) -> &IntegrationContext {
+        &self.ctx
+    }
+
+    /// Cloud integrations that are active; one disconnected or whose credential is refused
+    /// starts its runs once it can again (parked, not dropped).
+    fn readiness(&self, integration: &Integration) -> Readiness {
+        match (integration.flavor(), integration.status) {
+            (Flavor::DataCenter, _) => Readiness::Never,
+            (_, IntegrationStatus::Active) => Readiness::Act,
+            (_, status) => Readiness::Later(format!("integration is {}", status.as_str())),
+        }
+    }
+
+    async fn act(&self, integration: &Integration, delivery: &Delivery) -> Result<serde_json::Value, Error> {
+        Ok(serde_json::json!(self.on_delivery(integration, delivery).await?))
+    }
+}
+
+impl Pipelines {
+    /// The runs a delivery of an active Cloud integration causes.
+    async fn on_delivery(&self, integration: &Integration, delivery: &Delivery) -> Result<Effects, Error> {
+        let mut effects = Effects::default();
+        let integration = integration.clone();
+        let mut client: Option<std::sync::Arc<dyn Bitbucket>> = None;
+        for event in &delivery.events {
+            let wanted = self.wanted_action(&integration, event).await?;
+            let Some(action) = wanted else { continue };
+            if client.is_none() {
+                client = Some(self.client(&integration).await?);
+            }
+            let client = client.as_deref().expect("set above");
+            match action {
+                Action::Start { name, request, pull_request } => {
+                    let origin = Origin { delivery_id: delivery.delivery_id.clone(), action: name.clone() };
+                    match self.start_once(&integration, client, &origin, &request, pull_request).await? {
+                        Some(run) => effects.started.push(run.uuid),
+                        None => effects.repeated.push(name),
+                    }
+                }
+                Action::StopFor(pull_request) => {
+                    for open in self.open_runs(&integration.id).await? {
+                        if open.pull_request == Some(pull_request) {
+                            let _ = client.stop_pipeline(&open.uuid).await;
+                            if let Ok(fresh) = client.get_pipeline(&open.uuid).await {
+                                self.record(&integration, client, &fresh, "bitbucket").await?;
+                            }
+                            effects.stopped.push(open.uuid);
+                        }
+                    }
+                }
+                Action::Refresh(build_number) => {
+                    if let Some(run) = self.by_build_number(&integration.id, build_number).await?
+                        && let Ok(fresh) = client.get_pipeline(&run.uuid).await
+                    {
+                        self.record(&integration, client, &fresh, "bitbucket").await?;
+                        effects.refreshed.push(run.uuid);
+                    }
+                }
+            }
+        }
+        Ok(effects)
+    }
+
+    async fn wanted_action(&self, integration: &Integration, event: &RepoEvent) -> Result<Option<Action>, Error> {
+        let options = &integration.options;
+        let pr_run = |pr: &PullRequest, why: &str| Action::Start {
+            name: format!("pr-{}-{why}-{}", pr.id, head_in_name(&pr.head)),
+            request: PipelineRequest {
+                branch: pr.source_branch.clone(),
+                commit: full_hash(&pr.head),
+                custom: None,
+                variables: Vec::new(),
+            },
+            pull_request: Some(pr.id),
+        };
+        Ok(match event {
+            RepoEvent::PullRequestOpened { pull_request: pr } if options.build_pull_requests => {
+                self.remember_head(&integration.id, pr).await?;
+                Some(pr_run(pr, "opened"))
+            }
+            RepoEvent::PullRequestUpdated { pull_request: pr } if options.build_pull_requests => {
+                // Only a new head commit builds; a title or description edit does not.
+                let Some(head) = &pr.head else { return Ok(None) };
+                let known = PR_HEADS.get(self.store(), &integration.id, &[&pr.id.to_string()]).await?;
+                if known.is_some_and(|k| same_commit(&k.record.head, head)) {
+                    return Ok(None);
+                }
+                self.remember_head(&integration.id, pr).await?;
+                Some(pr_run(pr, "updated"))
+            }
+            RepoEvent::PullRequestMerged { pull_request: pr } | RepoEvent::PullRequestDeclined { pull_request: pr } => {
+                Some(Action::StopFor(pr.id))
+            }
+            RepoEvent::BranchCreated { branch, head } | RepoEvent::BranchUpdated { branch, head, .. }
+                if crate::glob::any_matches(&options.build_branches, branch) =>
+            {
+                Some(Action::Start {
+                    name: format!("push-{branch}-{}", head_in_name(head)),
+                    request: PipelineRequest {
+                        branch: branch.clone(),
+                        commit: full_hash(head),
+                        custom: None,
+                        variables: Vec::new(),
+                    },
+                    pull_request: None,
+                })
+            }
+            RepoEvent::CommitStatus { url: Some(url), .. } => build_number_in(url).map(Action::Refresh),
+            _ => None,
+        })
+    }
+
+    async fn remember_head(&self, id: &str, pr: &PullRequest) -> Result<(), Error> {
+        if let Some(head) = &pr.head {
+            let known = PrHead { head: head.clone() };
+            PR_HEADS.put(self.store(), id, &[&pr.id.to_string()], &known, Condition::None).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the run for `origin` unless that (delivery, action) already has one. `None` when
+    /// it had. A claim left by a worker that died mid-way is taken over after checking that
+    /// Bitbucket has no run it started; a claim still being worked on is an error, so the
+    /// record is retried later rather than counted as done.
+    async fn start_once(
+        &self,
+        integration: &Integration,
+        client: &dyn Bitbucket,
+        origin: &Origin,
+        request: &PipelineRequest,
+        pull_request: Option<u64>,
+    ) -> Result<Option<Run>, Error> {
+        let id = &integration.id;
+        let parts = [origin.delivery_id.as_str(), origin.action.as_str()];
+        let now = Utc::now();
+        let claim = ActionClaim { claimed_at: now, run: None, outcome_unknown: false };
+        match ACTION_CLAIMS.put(self.store(), id, &parts, &claim, Condition::Absent).await {
+            Ok(_) => {}
+            Err(StoreError::ConditionFailed { current: Some(current) }) => {
+                let held: ActionClaim = current.record()?;
+                if held.run.is_some() {
+                    return Ok(None);
+                }
+                if !held.outcome_unknown && now - held.claimed_at < self.claim_timeout {
+                    // Its worker is starting the run, or died moments ago. Answering "done" here
+                    // would lose the run for good when it died (the redelivery was the only
+                    // one); a retry after the timeout takes the claim over instead.
+                    return Err(in_progress(&origin.action));
+                }
+                // Abandoned, or its outcome unknown: did its run reach Bitbucket?
+                if let Some(fresh) = self.started_since(client, request, held.claimed_at).await? {
+                    // Started, but its worker never recorded it: record it now, or the builds
+                    // view would never show the run (a poll only refreshes runs it knows of).
+                    self.adopt(integration, &fresh, origin, pull_request).await?;
+                    self.finish_claim(id, &parts, &fresh.uuid).await?;
+                    return Ok(None);
+                }
+                let retake = ActionClaim { claimed_at: now, run: None, outcome_unknown: false };
+                match ACTION_CLAIMS.put(self.store(), id, &parts, &retake, Condition::Version(current.version)).await {
+                    Ok(_) => {}
+                    // Another redelivery took it over first and is starting the run now.
+                    Err(StoreError::ConditionFailed { .. }) => return Err(in_progress(&origin.action)),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let fresh = match client.run_pipeline(request).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                if refused(&e) {
+                    // Nothing started: free the claim so a redelivery tries again.
+                    let _ = ACTION_CLAIMS.delete(self.store(), id, &parts, Condition::None).await;
+                } else {
+                    // The run may exist (freeing the claim here made a redelivery start a
+                    // second one): keep the claim, marked for the redelivery to check first.
+                    let unknown = ActionClaim { claimed_at: now, run: None, outcome_unknown: true };
+                    let _ = ACTION_CLAIMS.put(self.store(), id, &parts, &unknown, Condition::None).await;
+                }
+                return Err(self.noted(id, e).await);
+            }
+        };
+        let run = automatic_run(integration, &fresh, origin, pull_request);
+        self.save(id, &run).await?;
+        self.finish_claim(id, &parts, &run.uuid).await?;
+        Ok(Some(run))
+    }
+
+    /// The run a claim's worker started, if Bitbucket's recent runs hold one: same branch (and
+    /// commit, when pinned), created after the claim (less some clock skew).
+    async fn started_since(
+        &self,
+        client: &dyn Bitbucket,
+        request: &PipelineRequest,
+        claimed_at: DateTime<Utc>,
+    ) -> Result<Option<PipelineRun>, Error> {
+        let recent = client.list_pipelines(1, 30).await?;
+        Ok(recent.into_iter().find(|r| {
+            r.branch.as_deref() == Some(request.branch.as_str())
+                && r.created_on.is_some_and(|t| t >= claimed_at - chrono::Duration::seconds(5))
+                && request.commit.as_ref().is_none_or(|c| r.commit.as_ref().is_some_and(|rc| same_commit(c, rc)))
+        }))
+    }
+
+    /// Records a run found in Bitbucket as the automatic run of `origin`, keeping what a poll
+    /// may have stored of it meanwhile.
+    async fn adopt(
+        &self,
+        integration: &Integration,
+        fresh: &PipelineRun,
+        origin: &Origin,
+        pull_request: Option<u64>,
+    ) -> Result<(), Error> {
+        let ours = automatic_run(integration, fresh, origin, pull_request);
+        let run = match self.stored(&integration.id, &fresh.uuid).await? {
+            Some((known, _)) => Run { trigger: ours.trigger, pull_request, origin: ours.origin, ..known },
+            None => ours,
+        };
+        self.save(&integration.id, &run).await
+    }
+
+    async fn finish_claim(&self, id: &str, parts: &[&str], run: &str) -> Result<(), Error> {
+        let done = ActionClaim { claimed_at: Utc::now(), run: Some(run.to_owned()), outcome_unknown: false };
+        ACTION_CLAIMS.put(self.store(), id, parts, &done, Condition::None).await?;
+        Ok(())
+    }
+
+    pub(super) async fn by_build_number(&self, id: &str, build_number: u64) -> Result<Option<Run>, Error> {
+        let (runs, _) = RUNS.page_sorted(self.store(), id, &[&run_sort(build_number)], false, 1, None).await?;
+        Ok(runs.into_iter().next())
+    }
+}
+
+/// A run started for `origin`, as the builds view keeps it.
+fn automatic_run(integration: &Integration, fresh: &PipelineRun, origin: &Origin, pull_request: Option<u64>) -> Run {
+    let trigger = if pull_request.is_some() { "pull_request" } else { "push" };
+    let mut run = Run::new(fresh, &integration.target.html_url(), trigger);
+    run.pull_request = pull_request;
+    run.origin = Some(origin.clone());
+    run
+}
+
+/// Another processing of the same delivery holds the action's claim: retry later.
+fn in_progress(action: &str) -> Error {
+    Error::Retry(format!("the automatic action `{action}` is being started by another worker; retry later"))
+}
+
+/// Whether Bitbucket answered that it did not start the run (so starting it again is safe).
+/// 5xx, timeouts, broken connections and unreadable answers leave it open.
+fn refused(e: &BitbucketError) -> bool {
+    matches!(
+        e,
+        BitbucketError::BadCredentials(_)
+            | BitbucketError::AppPasswordRemoved
+            | BitbucketError::Forbidden { .. }
+            | BitbucketError::NotFound(_)
+            | BitbucketError::Conflict(_)
+            | BitbucketError::Rejected(_)
+            | BitbucketError::RateLimited
+            | BitbucketError::Unsupported(_)
+    )
+}
+
+enum Action {
+    Start { name: String, request: PipelineRequest, pull_request: Option<u64> },
+    StopFor(u64),
+    Refresh(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_and_result_links() {
+        assert!(same_commit("0123456789ab", "0123456789abcdef0123456789abcdef01234567"));
+        assert!(!same_commit("0123456789ab", "0123456789ac"));
+        assert!(!same_commit("01", "01"));
+        assert_eq!(build_number_in("https://bitbucket.org/w/r/addon/pipelines/home#!/results/12"), Some(12));
+        assert_eq!(
+            build_number_in("http://127.0.0.1:3000/sandbox/bitbucket/sandbox/demo/pipelines/results/7"),
+            Some(7)
+        );
+        assert_eq!(build_number_in("https://ci.example.com/job/1"), None);
+    }
+
+    #[test]
+    fn action_names_have_one_reading() {
+        let push =
+            |branch: &str, head: Option<&str>| format!("push-{branch}-{}", head_in_name(&head.map(String::from)));
+        assert_ne!(push("a-b", Some("c")), push("a", Some("b-c")));
+        assert_eq!(push("a", Some("b-c")), "push-a-tip", "a head that is not a hash is not part of a name");
+        assert_eq!(push("x", Some("0123abc")), "push-x-0123abc");
+        // Claim keys escape the delivery id and the name, so neither can run into the other.
+        let claim = |delivery: &str, name: &str| ACTION_CLAIMS.key("i", &[delivery, name]);
+        assert_ne!(claim("D", "k#push-z-tip"), claim("D#k", "push-z-tip"));
+    }
+}

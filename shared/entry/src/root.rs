@@ -1,0 +1,65 @@
+//! The composition root: what a process builds once — the adapters, the Bitbucket connector and
+//! the services on them — for every Lambda function, the local stack and the tests alike.
+
+use std::sync::{Arc, OnceLock};
+
+use bitbucket_client::{Connector, RetryPolicy};
+use domain::Backends;
+use domain::backup::Backups;
+use domain::bitbucket::Connect;
+use domain::connection::Connections;
+use domain::context::IntegrationContext;
+use domain::pipelines::Pipelines;
+use domain::pruning::Pruner;
+
+use crate::settings::{ConfigError, Settings};
+
+pub struct Root {
+    pub settings: Settings,
+    pub backends: Backends,
+    retry: RetryPolicy,
+    /// Built at first use: the receiver never calls Bitbucket, so never builds (or links) it.
+    connector: OnceLock<Arc<dyn Connect>>,
+}
+
+impl Root {
+    pub fn new(settings: Settings, backends: Backends, retry: RetryPolicy) -> Self {
+        Root { settings, backends, retry, connector: OnceLock::new() }
+    }
+
+    /// A Lambda function's root: the AWS adapters its settings name.
+    pub fn aws(settings: Settings) -> Result<Self, crate::lambda::Error> {
+        let aws = settings.aws.as_ref().ok_or(ConfigError { name: "STATE_TABLE", problem: "must be set".into() })?;
+        let backends = aws_adapters::backends(&aws.sdk, &aws.table, aws.secret_cache)?;
+        Ok(Root::new(settings, backends, RetryPolicy::default()))
+    }
+
+    /// One HTTP client and OAuth token cache for every connection of the process.
+    pub fn connector(&self) -> Arc<dyn Connect> {
+        self.connector.get_or_init(|| Arc::new(Connector::new(self.retry))).clone()
+    }
+
+    pub fn context(&self) -> IntegrationContext {
+        IntegrationContext::new(self.backends.clone(), self.connector())
+    }
+
+    pub fn connections(&self) -> Result<Connections, ConfigError> {
+        Ok(Connections {
+            ctx: self.context(),
+            public_base_url: self.settings.public_base_url()?.to_owned(),
+            secret_prefix: self.settings.secret_prefix.clone(),
+        })
+    }
+
+    pub fn backups(&self) -> Backups {
+        Backups { ctx: self.context() }
+    }
+
+    pub fn pipelines(&self) -> Pipelines {
+        Pipelines::new(self.context())
+    }
+
+    pub fn pruner(&self) -> Pruner {
+        Pruner { ctx: self.context() }
+    }
+}

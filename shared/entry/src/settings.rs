@@ -1,0 +1,104 @@
+//! Settings, read from the environment once, at cold start; nothing else reads it.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use aws_adapters::AwsSettings;
+use domain::secrets::Secret;
+
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}: {problem}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+/// `name` if set and not blank.
+pub fn env_text(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// `name` parsed as `T`, or `default` when unset or empty.
+pub fn env_or<T: FromStr>(name: &'static str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match env_text(name) {
+        Some(v) => v.parse().map_err(|e: T::Err| ConfigError { name, problem: format!("cannot parse {v:?}: {e}") }),
+        None => Ok(default),
+    }
+}
+
+pub fn env_required(name: &'static str) -> Result<String, ConfigError> {
+    env_text(name).ok_or(ConfigError { name, problem: "must be set".into() })
+}
+
+/// What every function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long delivery records are kept (`RETENTION_DAYS`, default 30).
+    pub retention: chrono::Duration,
+    /// Secret names are `{secret_prefix}/{integration id}/…` (`SECRET_PREFIX`).
+    pub secret_prefix: String,
+    /// Where Bitbucket reaches the receiver (`PUBLIC_BASE_URL`); the functions that register
+    /// webhooks require it.
+    pub public_base_url: Option<String>,
+    /// The AWS side, in Lambda (or against an emulator): the table and Secrets Manager.
+    pub aws: Option<AwsBackends>,
+}
+
+/// Where the AWS adapters point.
+#[derive(Debug, Clone)]
+pub struct AwsBackends {
+    /// `STATE_TABLE`.
+    pub table: String,
+    /// How long a secret read stays cached (`SECRET_CACHE_SECONDS`, default 300).
+    pub secret_cache: Duration,
+    pub sdk: AwsSettings,
+}
+
+impl Settings {
+    /// A function's settings in Lambda: the AWS backends are required.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Settings { aws: Some(aws_backends()?), ..Self::common()? })
+    }
+
+    /// The settings that do not depend on where state lives (the local stack reads these).
+    pub fn common() -> Result<Self, ConfigError> {
+        Ok(Settings {
+            retention: retention()?,
+            secret_prefix: env_or("SECRET_PREFIX", "bitbucket-automation".to_owned())?,
+            public_base_url: env_text("PUBLIC_BASE_URL"),
+            aws: None,
+        })
+    }
+
+    pub fn public_base_url(&self) -> Result<&str, ConfigError> {
+        self.public_base_url.as_deref().ok_or(ConfigError { name: "PUBLIC_BASE_URL", problem: "must be set".into() })
+    }
+}
+
+fn retention() -> Result<chrono::Duration, ConfigError> {
+    let days: i64 = env_or("RETENTION_DAYS", 30)?;
+    if !(1..=3650).contains(&days) {
+        return Err(ConfigError { name: "RETENTION_DAYS", problem: "must be between 1 and 3650".into() });
+    }
+    Ok(chrono::Duration::days(days))
+}
+
+/// `STATE_TABLE`, `SECRET_CACHE_SECONDS` and the variables Lambda sets for the SDK.
+pub fn aws_backends() -> Result<AwsBackends, ConfigError> {
+    Ok(AwsBackends {
+        table: env_required("STATE_TABLE")?,
+        secret_cache: Duration::from_secs(env_or("SECRET_CACHE_SECONDS", 300)?),
+        sdk: AwsSettings {
+            region: env_required("AWS_REGION")?,
+            access_key_id: env_required("AWS_ACCESS_KEY_ID")?,
+            secret_access_key: Secret::new(env_required("AWS_SECRET_ACCESS_KEY")?),
+            session_token: env_text("AWS_SESSION_TOKEN").map(Secret::new),
+            endpoint: env_text("AWS_ENDPOINT_URL"),
+            dynamodb_endpoint: env_text("AWS_ENDPOINT_URL_DYNAMODB"),
+            secrets_manager_endpoint: env_text("AWS_ENDPOINT_URL_SECRETS_MANAGER"),
+        },
+    })
+}

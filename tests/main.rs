@@ -1,0 +1,18 @@
+//! The cross-function suites, one binary: each module is one suite (see its own doc comment).
+//! Run one with `cargo test -p cross-function-tests --test system <module>::`.
+
+mod backup;
+mod bad_input;
+mod connections;
+mod faults;
+mod fixtures;
+mod idempotency;
+mod integrity;
+mod local_stack;
+mod openapi;
+mod pipelines;
+mod pruning;
+mod sample_events;
+mod secret_hygiene;
+mod secrets_contract;
+mod storage_contract;
