@@ -44,27 +44,9 @@ fn push(branch: &str, deleted: bool) -> Vec<u8> {
     serde_json::to_vec(&json!({"push": {"changes": [change]}, "repository": {"full_name": "sandbox/demo"}})).unwrap()
 }
 
-/// Posts one signed delivery as Bitbucket Cloud would; the receiver's status and answer.
-async fn deliver(s: &Stack, event_key: &str, delivery_id: &str, body: &[u8]) -> (u16, Value) {
-    let secret = s.running.seeded.sandbox_webhook_secret.expose().to_owned();
-    let response = s
-        .http
-        .post(s.url(&format!("/webhooks/{SANDBOX_ID}")))
-        .header("Content-Type", "application/json")
-        .header("X-Event-Key", event_key)
-        .header("X-Request-UUID", delivery_id)
-        .header("X-Hub-Signature", sign(secret.as_bytes(), body))
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 /// Records `body` once (202) and returns the delivery's record, as the stream would carry it.
 async fn recorded(s: &Stack, event_key: &str, delivery_id: &str, body: &[u8]) -> Item {
-    let (status, answer) = deliver(s, event_key, delivery_id, body).await;
+    let (status, answer) = s.deliver(event_key, delivery_id, body).await;
     assert_eq!((status, answer["duplicate"].clone()), (202, json!(false)), "{answer}");
     let store = s.running.backends.store.clone();
     store.get(&DELIVERIES.key(SANDBOX_ID, &[delivery_id])).await.unwrap().expect("the delivery is recorded")

@@ -30,24 +30,6 @@ async fn commit_json(s: &Stack, hash: &str) -> Value {
     response.json().await.unwrap()
 }
 
-/// Posts one signed Cloud delivery to the seeded integration.
-async fn deliver(s: &Stack, event_key: &str, delivery_id: &str, body: &[u8]) -> (u16, Value) {
-    let secret = s.running.seeded.sandbox_webhook_secret.expose().to_owned();
-    let response = s
-        .http
-        .post(s.url(&format!("/webhooks/{SANDBOX_ID}")))
-        .header("Content-Type", "application/json")
-        .header("X-Event-Key", event_key)
-        .header("X-Request-UUID", delivery_id)
-        .header("X-Hub-Signature", sign(secret.as_bytes(), body))
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 fn push(branch: &str) -> Vec<u8> {
     let tip = json!({"type": "branch", "name": branch,
                      "target": {"type": "commit", "hash": "7f3c2a1d9e8b4c5a6f7e8d9c0b1a2f3e4d5c6b7a"}});
@@ -205,37 +187,21 @@ async fn a_receiver_with_a_cached_secret_accepts_the_rotated_one() {
     use aws_adapters::SecretsManagerStore;
     use domain::secrets::{Secret, SecretStore};
     use domain::tables::INTEGRATIONS;
-    use domain::{Integration, IntegrationStatus, WebhookSecrets};
+    use domain::{Integration, WebhookSecrets};
 
     let config = emulator_config().await;
     let sm = || SecretsManagerStore::new(aws_sdk_secretsmanager::Client::new(&config), Duration::from_secs(300));
     let (receiver_secrets, api_secrets) = (Arc::new(sm()), sm());
     let store = Arc::new(cross_function_tests::emulator_table().await);
     let id = "cached";
-    let name = unique("integrity/cached/webhook");
+    let prefix = unique("integrity");
     let (old, new) = (Secret::new("old-secret"), Secret::new("new-secret"));
-    api_secrets.put(&name, &WebhookSecrets::new(&old).to_secret()).await.unwrap();
     let now = chrono::Utc::now();
-    let record = Integration {
-        id: id.into(),
-        name: id.into(),
-        description: String::new(),
-        status: IntegrationStatus::Active,
-        target: domain::bitbucket::RepoTarget {
-            flavor: domain::webhook::Flavor::Cloud,
-            base_url: domain::bitbucket::CLOUD_API.into(),
-            owner: "ws".into(),
-            slug: "repo".into(),
-        },
-        options: Default::default(),
-        credential: json!({"kind": "access_token"}),
-        credential_secret_name: "unused".into(),
-        webhook_secret_name: name.clone(),
-        webhook: None,
-        last_error: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let access = domain::bitbucket::Credential::AccessToken { token: Secret::new("unused") };
+    let target = domain::bitbucket::RepoTarget::cloud("ws", "repo");
+    let record = Integration::new(id, id, target, &access, &prefix);
+    let name = record.webhook_secret_name.clone();
+    api_secrets.put(&name, &WebhookSecrets::new(&old).to_secret()).await.unwrap();
     INTEGRATIONS.put(store.as_ref(), "", &[id], &record, domain::store::Condition::Absent).await.unwrap();
     let backends = domain::Backends { store, secrets: receiver_secrets };
     let router =
@@ -307,7 +273,7 @@ async fn deliveries_reaching_a_disconnected_integration_are_parked_then_acted_on
     let s = stack_on(temp.path(), &StateBackend::Sqlite, false).await;
     // The branch exists in Bitbucket (so the reconciliation after the drain keeps it).
     s.running.sandbox.seed_branches(&["parked/one".into()], "main").unwrap();
-    let (status, _) = deliver(&s, "repo:push", "parked-1", &push("parked/one")).await;
+    let (status, _) = s.deliver("repo:push", "parked-1", &push("parked/one")).await;
     assert_eq!(status, 202);
     // A pull request opened in Bitbucket: its delivery is recorded (no worker runs here).
     let pr = s.running.sandbox.open_pull_request("develop", "main", "Parked").await;
@@ -344,9 +310,9 @@ async fn deliveries_reaching_a_disconnected_integration_are_parked_then_acted_on
 
     let (status, _) = s.post("/integrations/sandbox/reconnect").await;
     assert_eq!(status, 200);
-    let report = branch_pruner::on_schedule(&s.running.pruner).await;
+    let report = branch_pruner::on_schedule(s.running.pruner.clone()).await;
     assert_eq!(report["integrations"][0]["parked_handled"], 2, "{report}");
-    let report = status_poller::on_schedule(&s.running.pipelines).await;
+    let report = status_poller::on_schedule(s.running.pipelines.clone()).await;
     assert_eq!(report["polled"][0]["parked_handled"], 2, "{report}");
     let (_, environments) = s.get("/integrations/sandbox/environments").await;
     assert!(environments.to_string().contains("parked/one"), "{environments}");
@@ -370,11 +336,11 @@ async fn deliveries_reaching_a_disconnected_integration_are_parked_then_acted_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_id_reused_with_another_body_is_a_conflict() {
     let s = stack("integrity-reuse").await;
-    let (status, first) = deliver(&s, "repo:push", "reused-1", &push("main")).await;
+    let (status, first) = s.deliver("repo:push", "reused-1", &push("main")).await;
     assert_eq!(status, 202, "{first}");
-    let (status, again) = deliver(&s, "repo:push", "reused-1", &push("main")).await;
+    let (status, again) = s.deliver("repo:push", "reused-1", &push("main")).await;
     assert_eq!((status, &again["duplicate"], &again["event_id"]), (200, &json!(true), &first["event_id"]));
-    let (status, other) = deliver(&s, "repo:push", "reused-1", &push("develop")).await;
+    let (status, other) = s.deliver("repo:push", "reused-1", &push("develop")).await;
     assert_eq!(status, 409, "{other}");
     s.stop().await;
 }

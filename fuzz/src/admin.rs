@@ -7,11 +7,12 @@ use chrono::{TimeZone, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use domain::bitbucket::{CLOUD_API, Credential, valid_branch_name};
-use domain::backup::{self, BackupError, BackupTarget, Snapshot, TargetSpec};
-use domain::connection::{ConnectionError, IntegrationPatch, NewIntegration};
+use domain::Error;
+use domain::backup::{self, BackupTarget, Snapshot, TargetSpec};
+use domain::connection::{IntegrationPatch, NewIntegration};
 use domain::integration::{Options, valid_id};
-use domain::pipelines::{PipelineError, RunRequest};
-use domain::pruning::{PruneAction, PruneMode, PruneRequest, PrunerError, restriction_matches};
+use domain::pipelines::RunRequest;
+use domain::pruning::{PruneAction, PruneMode, PruneRequest, restriction_matches};
 use entry::http::{ApiError, parse_json, parse_limit};
 use domain::webhook::Flavor;
 
@@ -126,7 +127,7 @@ fn new_integration(request: NewIntegration) {
     let (name, description, target) = match request.validate() {
         Ok(valid) => valid,
         Err(e) => {
-            assert!(matches!(e, ConnectionError::Invalid { .. }), "{e:?}");
+            assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
             return bad_request(e);
         }
     };
@@ -215,7 +216,7 @@ fn target_spec(spec: TargetSpec) {
         match spec.clone().into_target(name, now) {
             Ok(target) => backup_target(&target, now),
             Err(e) => {
-                assert!(matches!(e, BackupError::Invalid { .. }), "{e:?}");
+                assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
                 bad_request(e);
             }
         }
@@ -268,11 +269,11 @@ fn run_request(request: RunRequest) {
                 assert!(commit.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{commit:?}");
             }
             assert!(settled.variables.len() <= 100);
-            let body = settled.body();
+            let body = bitbucket_client::pipeline_body(&settled);
             assert_eq!(body.pointer("/target/ref_name").and_then(Value::as_str), Some(settled.branch.as_str()));
         }
         Err(e) => {
-            assert!(matches!(e, PipelineError::Invalid { .. }), "{e:?}");
+            assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
             bad_request(e);
         }
     }
@@ -287,7 +288,7 @@ fn prune_request(request: PruneRequest) {
             assert_eq!(settled, dry_run.unwrap_or(true), "a prune is a dry run unless asked otherwise");
         }
         Err(e) => {
-            assert!(matches!(e, PrunerError::Invalid { .. }), "{e:?}");
+            assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
             bad_request(e);
         }
     }

@@ -69,6 +69,25 @@ impl Stack {
         self.call(reqwest::Method::GET, path, None).await
     }
 
+    /// Posts one delivery to the seeded integration as Bitbucket Cloud would, signed with its
+    /// webhook secret; the receiver's status and answer.
+    pub async fn deliver(&self, event_key: &str, delivery_id: &str, body: &[u8]) -> (u16, Value) {
+        let secret = self.running.seeded.sandbox_webhook_secret.expose().to_owned();
+        let response = self
+            .http
+            .post(self.url(&format!("/webhooks/{}", local_stack::SANDBOX_ID)))
+            .header("Content-Type", "application/json")
+            .header("X-Event-Key", event_key)
+            .header("X-Request-UUID", delivery_id)
+            .header("X-Hub-Signature", domain::signature::sign(secret.as_bytes(), body))
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     pub fn hook(&self, id: &str) -> Option<Value> {
         self.running.sandbox.hooks().into_iter().find(|h| h["uuid"] == id)
     }

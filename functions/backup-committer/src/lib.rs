@@ -10,19 +10,14 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use domain::backup::{BackupTarget, Backups, Head, MAX_DOCUMENT_BYTES, Snapshot, TargetSpec};
 use entry::Root;
-use entry::http::{ApiError, JsonBody, Path, Query, is_json, parse_limit, read_body};
+use entry::http::{ApiError, JsonBody, Paging, Path, Query, is_json, read_body};
 use entry::lambda::Function;
 use entry::settings::ConfigError;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// The function: the backup routes.
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
-    Ok(Function::http(app(Arc::new(root.backups()))))
-}
-
-pub fn app(backups: Arc<Backups>) -> Router {
-    entry::http::finish(routes(backups))
+    Ok(Function::http(entry::http::finish(routes(Arc::new(root.backups())))))
 }
 
 pub fn routes(backups: Arc<Backups>) -> Router {
@@ -114,18 +109,12 @@ async fn snapshot(
     Ok((status, Json(outcome)))
 }
 
-#[derive(Deserialize)]
-struct Paging {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 async fn history(
     State(b): State<Arc<Backups>>,
     Path((id, name)): Path<(String, String)>,
     Query(paging): Query<Paging>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = parse_limit(paging.limit.as_deref(), 20, 100)?;
+    let limit = paging.limit(20, 100)?;
     let (entries, next_cursor) = b.history(&id, &name, limit, paging.cursor).await?;
     Ok(Json(json!({"history": entries, "next_cursor": next_cursor})))
 }

@@ -12,10 +12,9 @@ use axum::{Json, Router};
 use chrono::Utc;
 use domain::pruning::{PruneAction, PruneRequest, Pruner};
 use entry::Root;
-use entry::http::{ApiError, JsonBody, Path, Query, parse_limit};
+use entry::http::{ApiError, JsonBody, Paging, Path, Query};
 use entry::lambda::Function;
 use entry::settings::ConfigError;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// The function: the prune and listing routes, environments following every recorded delivery
@@ -23,15 +22,12 @@ use serde_json::{Value, json};
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
     let pruner = Arc::new(root.pruner());
     let scheduled = pruner.clone();
-    let schedule = entry::lambda::scheduled(move || {
-        let pruner = scheduled.clone();
-        async move { on_schedule(&pruner).await }
-    });
-    Ok(Function { router: app(pruner.clone()), consumers: vec![pruner], schedule: Some(schedule) })
-}
-
-pub fn app(pruner: Arc<Pruner>) -> Router {
-    entry::http::finish(routes(pruner))
+    let schedule = entry::lambda::scheduled(move || on_schedule(scheduled.clone()));
+    Ok(Function {
+        router: entry::http::finish(routes(pruner.clone())),
+        consumers: vec![pruner],
+        schedule: Some(schedule),
+    })
 }
 
 pub fn routes(pruner: Arc<Pruner>) -> Router {
@@ -53,18 +49,12 @@ async fn prune(
     }))
 }
 
-#[derive(Deserialize)]
-struct Paging {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 async fn environments(
     State(p): State<Arc<Pruner>>,
     Path(id): Path<String>,
     Query(paging): Query<Paging>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = parse_limit(paging.limit.as_deref(), 100, 1000)?;
+    let limit = paging.limit(100, 1000)?;
     let (environments, next_cursor) = p.list_environments(&id, limit, paging.cursor).await?;
     Ok(Json(json!({"environments": environments, "next_cursor": next_cursor})))
 }
@@ -74,13 +64,13 @@ async fn audit(
     Path(id): Path<String>,
     Query(paging): Query<Paging>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = parse_limit(paging.limit.as_deref(), 20, 100)?;
+    let limit = paging.limit(20, 100)?;
     let (entries, next_cursor) = p.list_audit(&id, limit, paging.cursor).await?;
     Ok(Json(json!({"audit": entries, "next_cursor": next_cursor})))
 }
 
 /// The scheduled run: every eligible integration; failures are reported per integration.
-pub async fn on_schedule(pruner: &Pruner) -> Value {
+pub async fn on_schedule(pruner: Arc<Pruner>) -> Value {
     match pruner.run_scheduled(Utc::now()).await {
         Ok(reports) => {
             for report in &reports {

@@ -9,10 +9,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use domain::Integration;
 use domain::connection::{Connections, IntegrationPatch, NewIntegration};
-use domain::{Integration, list_deliveries, parked};
 use entry::Root;
-use entry::http::{ApiError, JsonBody, Path, Query, parse_limit};
+use entry::http::{ApiError, JsonBody, Paging, Path, Query};
 use entry::lambda::Function;
 use entry::settings::ConfigError;
 use serde::Deserialize;
@@ -24,11 +24,7 @@ pub struct Api {
 
 /// The function: the connections service (it registers webhooks, so it needs the public URL).
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
-    Ok(Function::http(app(Arc::new(Api { connections: root.connections()? }))))
-}
-
-pub fn app(api: Arc<Api>) -> Router {
-    entry::http::finish(routes(api))
+    Ok(Function::http(entry::http::finish(routes(Arc::new(Api { connections: root.connections()? })))))
 }
 
 pub fn routes(api: Arc<Api>) -> Router {
@@ -125,21 +121,12 @@ async fn lifecycle(
     Ok(Json(view(&integration)))
 }
 
-#[derive(Deserialize)]
-struct Paging {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 async fn list_events(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
     Query(paging): Query<Paging>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = parse_limit(paging.limit.as_deref(), 20, 100)?;
-    api.connections.get(&id).await?;
-    let store = api.connections.ctx.store.as_ref();
-    let (events, next_cursor) = list_deliveries(store, &id, limit, paging.cursor).await?;
+    let (events, next_cursor) = api.connections.deliveries(&id, paging.limit(20, 100)?, paging.cursor).await?;
     Ok(Json(json!({"events": events, "next_cursor": next_cursor})))
 }
 
@@ -150,9 +137,7 @@ async fn list_parked(
     Path(id): Path<String>,
     Query(paging): Query<Paging>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = parse_limit(paging.limit.as_deref(), 20, 100)?;
-    api.connections.get(&id).await?;
-    let (parked, next_cursor) = parked::list(api.connections.ctx.store.as_ref(), &id, limit, paging.cursor).await?;
+    let (parked, next_cursor) = api.connections.parked(&id, paging.limit(20, 100)?, paging.cursor).await?;
     let parked: Vec<Value> = parked
         .iter()
         .map(|p| {

@@ -19,11 +19,7 @@ use entry::settings::ConfigError;
 /// (the table's stream).
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
     let pipelines = Arc::new(root.pipelines());
-    Ok(Function { router: app(pipelines.clone()), consumers: vec![pipelines], schedule: None })
-}
-
-pub fn app(pipelines: Arc<Pipelines>) -> Router {
-    entry::http::finish(routes(pipelines))
+    Ok(Function { router: entry::http::finish(routes(pipelines.clone())), consumers: vec![pipelines], schedule: None })
 }
 
 pub fn routes(pipelines: Arc<Pipelines>) -> Router {

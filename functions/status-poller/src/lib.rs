@@ -18,15 +18,8 @@ use serde_json::{Value, json};
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
     let pipelines = Arc::new(root.pipelines());
     let scheduled = pipelines.clone();
-    let schedule = entry::lambda::scheduled(move || {
-        let pipelines = scheduled.clone();
-        async move { on_schedule(&pipelines).await }
-    });
-    Ok(Function { router: app(pipelines), consumers: Vec::new(), schedule: Some(schedule) })
-}
-
-pub fn app(pipelines: Arc<Pipelines>) -> Router {
-    entry::http::finish(routes(pipelines))
+    let schedule = entry::lambda::scheduled(move || on_schedule(scheduled.clone()));
+    Ok(Function { router: entry::http::finish(routes(pipelines)), consumers: Vec::new(), schedule: Some(schedule) })
 }
 
 pub fn routes(pipelines: Arc<Pipelines>) -> Router {
@@ -76,7 +69,7 @@ async fn refresh(State(p): State<Arc<Pipelines>>, Path(id): Path<String>) -> Res
 }
 
 /// The scheduled poll: every eligible integration; failures are reported per integration.
-pub async fn on_schedule(pipelines: &Pipelines) -> Value {
+pub async fn on_schedule(pipelines: Arc<Pipelines>) -> Value {
     match pipelines.poll_all().await {
         Ok(reports) => {
             for report in &reports {

@@ -3,7 +3,6 @@
 //! `cargo lambda invoke` (on the AWS emulator), the sample-event tests (in memory) and the
 //! cold-start benchmark all answer the sample events the same way.
 
-use chrono::Utc;
 use domain::Backends;
 use domain::bitbucket::{Credential, RepoTarget};
 use domain::integration::Options;
@@ -11,7 +10,7 @@ use domain::secrets::Secret;
 use domain::store::Condition;
 use domain::tables::INTEGRATIONS;
 use domain::webhook::Flavor;
-use domain::{Integration, IntegrationStatus, WebhookSecrets};
+use domain::{Integration, WebhookSecrets};
 
 use crate::{Error, SANDBOX_MOUNT};
 
@@ -34,26 +33,16 @@ pub async fn seed(backends: &Backends, bitbucket_base: &str, secret_prefix: &str
         email: bitbucket_sandbox::API_TOKEN_EMAIL.into(),
         token: Secret::new(bitbucket_sandbox::API_TOKEN),
     };
-    let now = Utc::now();
+    let target = RepoTarget {
+        flavor: Flavor::Cloud,
+        base_url: bitbucket_base.to_owned(),
+        owner: bitbucket_sandbox::WORKSPACE.into(),
+        slug: bitbucket_sandbox::REPOSITORY.into(),
+    };
     let demo = Integration {
-        id: DEMO_ID.into(),
-        name: "Demo".into(),
         description: "The integration the sample events are written for".into(),
-        status: IntegrationStatus::Active,
-        target: RepoTarget {
-            flavor: Flavor::Cloud,
-            base_url: bitbucket_base.to_owned(),
-            owner: bitbucket_sandbox::WORKSPACE.into(),
-            slug: bitbucket_sandbox::REPOSITORY.into(),
-        },
         options: Options { build_pull_requests: true, ..Options::default() },
-        credential: credential.summary(),
-        credential_secret_name: format!("{secret_prefix}/{DEMO_ID}/credential"),
-        webhook_secret_name: format!("{secret_prefix}/{DEMO_ID}/webhook"),
-        webhook: None,
-        last_error: None,
-        created_at: now,
-        updated_at: now,
+        ..Integration::new(DEMO_ID, "Demo", target, &credential, secret_prefix)
     };
     let secrets = backends.secrets.as_ref();
     secrets.put(&demo.credential_secret_name, &credential.to_secret()).await?;

@@ -242,8 +242,8 @@ fn poll_loop(pipelines: Arc<Pipelines>, pruner: Arc<Pruner>, every: Duration) ->
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            status_poller::on_schedule(&pipelines).await;
-            branch_pruner::on_schedule(&pruner).await;
+            status_poller::on_schedule(pipelines.clone()).await;
+            branch_pruner::on_schedule(pruner.clone()).await;
         }
     })
 }

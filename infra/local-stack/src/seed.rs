@@ -9,12 +9,12 @@ use std::path::Path;
 use chrono::Utc;
 use domain::bitbucket::{Credential, RepoTarget, WebhookSpec};
 use domain::connection::{CALL_BUDGET, Connections};
-use domain::integration::{Options, RegisteredWebhook};
+use domain::integration::RegisteredWebhook;
 use domain::secrets::Secret;
 use domain::store::{Condition, StoreError};
 use domain::tables::{INTEGRATIONS, Versioned};
 use domain::webhook::Flavor;
-use domain::{Integration, IntegrationStatus, WebhookSecrets};
+use domain::{Integration, WebhookSecrets};
 
 use crate::{Config, Error};
 
@@ -82,21 +82,9 @@ pub async fn sandbox_integration(
     let (mut sandbox, version) = match INTEGRATIONS.get(store, "", &[SANDBOX_ID]).await? {
         Some(Versioned { record, version }) => (record, version),
         None => {
-            let now = Utc::now();
             let fresh = Integration {
-                id: SANDBOX_ID.into(),
-                name: "Sandbox".into(),
                 description: "The local sandbox Bitbucket (sandbox/demo)".into(),
-                status: IntegrationStatus::Active,
-                target: target.clone(),
-                options: Options::default(),
-                credential: credential.summary(),
-                credential_secret_name: format!("local/{SANDBOX_ID}/credential"),
-                webhook_secret_name: format!("local/{SANDBOX_ID}/webhook"),
-                webhook: None,
-                last_error: None,
-                created_at: now,
-                updated_at: now,
+                ..Integration::new(SANDBOX_ID, "Sandbox", target.clone(), &credential, "local")
             };
             let version = INTEGRATIONS.put(store, "", &[SANDBOX_ID], &fresh, Condition::Absent).await?;
             (fresh, version)

@@ -7,6 +7,7 @@ mod datacenter;
 mod parse;
 mod transport;
 
+pub use parse::pipeline_body;
 pub use transport::{RetryPolicy, Transport};
 
 use std::sync::Arc;

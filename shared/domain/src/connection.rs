@@ -288,21 +288,10 @@ impl Connections {
         self.test(client.as_ref(), request.register_webhook).await?;
 
         let id = new_id(&name);
-        let now = Utc::now();
         let mut integration = Integration {
-            id: id.clone(),
-            name,
             description,
-            status: IntegrationStatus::Active,
-            target,
             options: request.options,
-            credential: request.credential.summary(),
-            credential_secret_name: format!("{}/{id}/credential", self.secret_prefix),
-            webhook_secret_name: format!("{}/{id}/webhook", self.secret_prefix),
-            webhook: None,
-            last_error: None,
-            created_at: now,
-            updated_at: now,
+            ..Integration::new(&id, &name, target, &request.credential, &self.secret_prefix)
         };
         let webhook_secret = Secret::generate();
         self.ctx.secrets.put(&integration.credential_secret_name, &request.credential.to_secret()).await?;
@@ -344,6 +333,28 @@ impl Connections {
 
     pub async fn list(&self) -> Result<Vec<Integration>, Error> {
         self.ctx.list().await
+    }
+
+    /// The integration's recorded deliveries, newest first.
+    pub async fn deliveries(
+        &self,
+        id: &str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<(Vec<crate::Delivery>, Option<String>), Error> {
+        self.ctx.get(id).await?;
+        Ok(crate::list_deliveries(self.ctx.store.as_ref(), id, limit, cursor).await?)
+    }
+
+    /// The integration's parked deliveries, newest first.
+    pub async fn parked(
+        &self,
+        id: &str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<(Vec<crate::parked::Parked>, Option<String>), Error> {
+        self.ctx.get(id).await?;
+        Ok(crate::parked::list(self.ctx.store.as_ref(), id, limit, cursor).await?)
     }
 
     /// Takes the integration's lifecycle lock, or answers `Busy` having changed nothing.

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::bitbucket::RepoTarget;
+use crate::bitbucket::{Credential, RepoTarget};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,6 +127,28 @@ pub struct Integration {
 }
 
 impl Integration {
+    /// A new active integration with default options, its two secrets named under
+    /// `secret_prefix` — `{prefix}/{id}/credential` and `{prefix}/{id}/webhook`, the one place
+    /// that names them.
+    pub fn new(id: &str, name: &str, target: RepoTarget, credential: &Credential, secret_prefix: &str) -> Self {
+        let now = Utc::now();
+        Integration {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            description: String::new(),
+            status: IntegrationStatus::Active,
+            target,
+            options: Options::default(),
+            credential: credential.summary(),
+            credential_secret_name: format!("{secret_prefix}/{id}/credential"),
+            webhook_secret_name: format!("{secret_prefix}/{id}/webhook"),
+            webhook: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     pub fn flavor(&self) -> crate::webhook::Flavor {
         self.target.flavor
     }

@@ -5,14 +5,12 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use chrono::Utc;
 use domain::Backends;
-use domain::bitbucket::RepoTarget;
+use domain::bitbucket::{Credential, RepoTarget};
 use domain::secrets::Secret;
 use domain::signature::sign;
 use domain::store::{Condition, MemoryStore};
 use domain::tables::INTEGRATIONS;
-use domain::webhook::Flavor;
 use domain::{Integration, IntegrationStatus, WebhookSecrets, list_deliveries};
 use local_adapters::FileSecretStore;
 use serde_json::{Value, json};
@@ -43,27 +41,8 @@ async fn harness() -> Harness {
     ] {
         let secret_name = format!("test/{id}/webhook");
         backends.secrets.put(&secret_name, &WebhookSecrets::new(&Secret::new(SECRET)).to_secret()).await.unwrap();
-        let now = Utc::now();
-        let i = Integration {
-            id: id.into(),
-            name: id.into(),
-            description: String::new(),
-            status,
-            target: RepoTarget {
-                flavor: Flavor::Cloud,
-                base_url: "https://api.bitbucket.org/2.0".into(),
-                owner: "ws".into(),
-                slug: "repo".into(),
-            },
-            options: Default::default(),
-            credential: json!({"kind": "access_token"}),
-            credential_secret_name: format!("test/{id}/credential"),
-            webhook_secret_name: secret_name,
-            webhook: None,
-            last_error: None,
-            created_at: now,
-            updated_at: now,
-        };
+        let access = Credential::AccessToken { token: Secret::new("unused") };
+        let i = Integration { status, ..Integration::new(id, id, RepoTarget::cloud("ws", "repo"), &access, "test") };
         INTEGRATIONS.put(backends.store.as_ref(), "", &[id], &i, Condition::Absent).await.unwrap();
     }
     let receiver = Receiver { backends: backends.clone(), retention: chrono::Duration::days(30) };

@@ -19,13 +19,13 @@ use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use chrono::Utc;
 use domain::Backends;
-use domain::bitbucket::RepoTarget;
+use domain::bitbucket::{Credential, RepoTarget};
 use domain::secrets::{Secret, SecretStore};
 use domain::signature::sign;
 use domain::store::{Condition, Item, StateStore, StoreError};
 use domain::tables::{DELIVERIES, INTEGRATIONS};
 use domain::webhook::Flavor;
-use domain::{Delivery, Integration, IntegrationStatus, WebhookSecrets};
+use domain::{Delivery, Integration, WebhookSecrets};
 use entry::http::ApiError;
 use local_adapters::FileSecretStore;
 use serde_json::{Value, json};
@@ -106,25 +106,11 @@ impl Reply {
 
 fn integration_record() -> Integration {
     let at = "2026-01-01T00:00:00Z".parse().expect("a time");
+    let access = Credential::AccessToken { token: Secret::new("unused") };
     Integration {
-        id: ID.into(),
-        name: "Live".into(),
-        description: String::new(),
-        status: IntegrationStatus::Active,
-        target: RepoTarget {
-            flavor: Flavor::Cloud,
-            base_url: "https://api.bitbucket.org/2.0".into(),
-            owner: "ws".into(),
-            slug: "repo".into(),
-        },
-        options: Default::default(),
-        credential: json!({"kind": "access_token"}),
-        credential_secret_name: format!("test/{ID}/credential"),
-        webhook_secret_name: format!("test/{ID}/webhook"),
-        webhook: None,
-        last_error: None,
         created_at: at,
         updated_at: at,
+        ..Integration::new(ID, "Live", RepoTarget::cloud("ws", "repo"), &access, "test")
     }
 }
 

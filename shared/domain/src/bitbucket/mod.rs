@@ -36,6 +36,16 @@ pub struct RepoTarget {
 }
 
 impl RepoTarget {
+    /// A repository on Bitbucket Cloud (`api.bitbucket.org`).
+    pub fn cloud(workspace: &str, slug: &str) -> Self {
+        RepoTarget {
+            flavor: Flavor::Cloud,
+            base_url: CLOUD_API.to_owned(),
+            owner: workspace.to_owned(),
+            slug: slug.to_owned(),
+        }
+    }
+
     pub fn full_name(&self) -> String {
         format!("{}/{}", self.owner, self.slug)
     }

@@ -99,6 +99,20 @@ pub fn is_json(headers: &HeaderMap) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
+/// The paging query of a listing: `?limit=…&cursor=…`.
+#[derive(Debug, serde::Deserialize)]
+pub struct Paging {
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+impl Paging {
+    /// The page size asked for (see [`parse_limit`]).
+    pub fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        parse_limit(self.limit.as_deref(), default, max)
+    }
+}
+
 /// A `limit` query parameter: a whole number in 1..=max (`default` when absent); anything
 /// else is a 400 naming the parameter.
 pub fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
