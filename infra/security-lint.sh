@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Security lint of the deployment: checkov on template.yaml against infra/checkov-baseline.json.
+# Security lint of the deployment, two parts:
+#  1. checkov on template.yaml against infra/checkov-baseline.json. Fails when checkov reports a
+#     finding the baseline does not accept, when a baseline entry has no reason, when a baseline
+#     entry matches no finding any more (delete it: the baseline holds only findings that exist),
+#     or when checkov could not parse the template.
+#  2. infra/security_invariants.py: the properties SECURITY.md promises that no generic rule can
+#     know (which function may read which kind of secret, the only public route, throttling,
+#     the caller's identity in the admin access log, stream scope, table settings, …).
 #
 #   infra/security-lint.sh            # from anywhere; CI runs it after `make sam-validate`
-#
-# Fails when checkov reports a finding the baseline does not accept, when a baseline entry has no
-# reason, when a baseline entry matches no finding any more (delete it: the baseline holds only
-# findings that exist), or when checkov could not parse the template.
 #
 # checkov is pinned and lives in its own virtualenv (target/checkov-venv, or $CHECKOV_VENV): a
 # new release adds checks, which would fail CI with no change here, and its dependency pins would
@@ -33,6 +36,7 @@ trap 'rm -f "$report"' EXIT
 "$VENV/bin/checkov" -f "$TEMPLATE" --framework cloudformation --output json \
   --skip-download --soft-fail >"$report"
 
+set +e
 python3 - "$report" "$BASELINE" "$CHECKOV_VERSION" <<'PY'
 import json
 import sys
@@ -88,3 +92,7 @@ for problem in problems:
     print(f"security-lint: {problem}")
 sys.exit(1 if problems else 0)
 PY
+checkov_status=$?
+set -e
+"$VENV/bin/python" infra/security_invariants.py "$TEMPLATE" || exit 1
+exit "$checkov_status"
