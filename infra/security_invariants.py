@@ -192,6 +192,12 @@ for name, f in functions.items():
             own_group = props.get("LoggingConfig", {}).get("LogGroup", {}).get("Ref")
             check(s["Resource"] == {"Fn::GetAtt": [own_group, "Arn"]}, f"{role_name}: logs only to its own log group")
             check(actions <= {"logs:CreateLogStream", "logs:PutLogEvents"}, f"{role_name}: logs actions {sorted(actions)}")
+    if binary == "webhook-receiver":
+        table_statements = [s for s in statements(role) if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))]
+        check(sorted(text(s["Action"]) + text(s.get("Condition")) for s in table_statements) == sorted([
+            text("dynamodb:GetItem") + text({"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["INTEGRATIONS"]}}),
+            text("dynamodb:PutItem") + text({"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["INT#*"]}}),
+        ]), f"{role_name}: reads only integration records and writes only under INT# partitions")
     check(secret_actions == want_actions, f"{name}: secret actions {sorted(secret_actions)}, expected {sorted(want_actions)}")
     check(secret_kinds == want_kinds, f"{name}: secret kinds {sorted(secret_kinds)}, expected {sorted(want_kinds)}")
 
