@@ -33,22 +33,25 @@ fn operations(spec: &Value) -> Vec<(String, String, Value)> {
     out
 }
 
-/// `(METHOD, path)` of every `Type: HttpApi` event in template.yaml. A line-based read: the
-/// template's `!Ref`/`!GetAtt`/`!Sub` tags trip strict YAML parsers, and SAM events always
-/// read `Type`, then `Properties` holding `Path` and `Method`.
-fn deployed_routes() -> Vec<(String, String)> {
+/// `(METHOD, path, API)` of every `Type: HttpApi` event in template.yaml. A line-based read:
+/// the template's `!Ref`/`!GetAtt`/`!Sub` tags trip strict YAML parsers, and SAM events always
+/// read `Type`, then `Properties` holding `ApiId`, `Path` and `Method`.
+fn http_events() -> Vec<(String, String, String)> {
     let template = repo_file("template.yaml");
-    let mut routes = Vec::new();
+    let mut events = Vec::new();
     let mut in_http_event = false;
-    let (mut path, mut method): (Option<String>, Option<String>) = (None, None);
+    let (mut path, mut method, mut api): (Option<String>, Option<String>, Option<String>) = (None, None, None);
     for line in template.lines().map(str::trim) {
         if let Some(kind) = line.strip_prefix("Type: ") {
             in_http_event = kind == "HttpApi";
-            (path, method) = (None, None);
+            (path, method, api) = (None, None, None);
             continue;
         }
         if !in_http_event {
             continue;
+        }
+        if let Some(a) = line.strip_prefix("ApiId: !Ref ") {
+            api = Some(a.to_owned());
         }
         if let Some(p) = line.strip_prefix("Path: ") {
             path = Some(p.to_owned());
@@ -56,15 +59,26 @@ fn deployed_routes() -> Vec<(String, String)> {
         if let Some(m) = line.strip_prefix("Method: ") {
             method = Some(m.to_uppercase());
         }
-        if let (Some(p), Some(m)) = (&path, &method) {
-            routes.push((m.clone(), p.clone()));
+        if let (Some(p), Some(m), Some(a)) = (&path, &method, &api) {
+            events.push((m.clone(), p.clone(), a.clone()));
             in_http_event = false;
         }
     }
-    let events = template.lines().filter(|l| l.trim() == "Type: HttpApi").count();
-    assert_eq!(routes.len(), events, "every HttpApi event has a Path and a Method: {routes:?}");
+    let count = template.lines().filter(|l| l.trim() == "Type: HttpApi").count();
+    assert_eq!(events.len(), count, "every HttpApi event has an ApiId, a Path and a Method: {events:?}");
+    events
+}
+
+/// `(METHOD, path)` of every HTTP API route in template.yaml.
+fn deployed_routes() -> Vec<(String, String)> {
+    let routes: Vec<_> = http_events().into_iter().map(|(m, p, _)| (m, p)).collect();
     assert!(routes.contains(&("GET".into(), "/integrations".into())), "the reader finds the routes: {routes:?}");
     routes
+}
+
+/// The routes of one HTTP API of the template.
+fn deployed_routes_of(api: &str) -> Vec<(String, String)> {
+    http_events().into_iter().filter(|(_, _, a)| a == api).map(|(m, p, _)| (m, p)).collect()
 }
 
 /// Whether an API Gateway route (`{name}` one segment, `{proxy+}` one or more) routes the
@@ -124,9 +138,11 @@ fn every_route_of_the_http_api_is_described() {
     }
     let webhook = &spec["paths"]["/webhooks/{integration_id}"]["post"];
     assert!(webhook.is_object(), "the webhook receiver's route is described");
-    assert!(
-        repo_file("template.yaml").contains("FunctionUrlConfig"),
-        "the receiver is deployed behind its Function URL"
+    let webhook_route = deployed_routes_of("WebhookApi");
+    assert_eq!(
+        webhook_route,
+        [("POST".to_owned(), "/webhooks/{integration_id}".to_owned())],
+        "the receiver is deployed alone behind its own throttled HTTP API"
     );
 }
 
