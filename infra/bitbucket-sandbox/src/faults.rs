@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::Sandbox;
-use crate::auth::INVALID_CREDENTIALS;
+use crate::cloud::auth::INVALID_CREDENTIALS;
 use crate::error::{DcError, Error};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

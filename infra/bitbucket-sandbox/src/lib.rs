@@ -20,14 +20,12 @@
 //! `…/{uuid}/steps/` and `…/steps/{step}/test_reports`, runs driven by hand or on a timer.
 
 mod admin;
-mod api;
-mod auth;
-mod dc;
+mod cloud;
+mod datacenter;
 mod error;
 mod faults;
 mod form;
 mod paging;
-mod pipelines;
 mod state;
 mod webhooks;
 
@@ -39,13 +37,14 @@ use axum::Router;
 use axum::http::StatusCode;
 use tokio::task::JoinHandle;
 
+pub use cloud::pipelines::TestCounts;
 pub use faults::{Fault, FaultKind, RecordedRequest};
-pub use pipelines::TestCounts;
 pub use webhooks::SentWebhook;
 
-use auth::OAuth;
+use cloud::auth::OAuth;
+use datacenter::state::DcHook;
 use error::Error;
-use state::{DEFAULT_AUTHOR, DcHook, Event, NewCommit, PrState, State};
+use state::{DEFAULT_AUTHOR, Event, NewCommit, PrState, State};
 
 pub const WORKSPACE: &str = "sandbox";
 pub const REPOSITORY: &str = "demo";
@@ -91,7 +90,7 @@ struct Inner {
     public_base: String,
     state: Mutex<State>,
     /// Pipelines runs; locked before `state` whenever both are.
-    pipelines: Mutex<pipelines::Pipelines>,
+    pipelines: Mutex<cloud::pipelines::Pipelines>,
     oauth: Mutex<OAuth>,
     extra_credentials: Mutex<Vec<ExtraCredential>>,
     faults: Mutex<Vec<Fault>>,
@@ -139,10 +138,10 @@ impl Sandbox {
     /// `/rest/api/latest/...`, `/_admin/...`.
     pub fn router(&self) -> Router {
         Router::new()
-            .merge(api::routes())
-            .merge(dc::routes(self.clone()))
+            .merge(cloud::routes::routes())
+            .merge(datacenter::routes::routes(self.clone()))
             .merge(admin::routes())
-            .merge(pipelines::routes())
+            .merge(cloud::pipelines::routes())
             .fallback(|| async { Error::not_found("Resource not found") })
             .method_not_allowed_fallback(|| async { Error::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
             .layer(axum::middleware::from_fn_with_state(self.clone(), faults::middleware))

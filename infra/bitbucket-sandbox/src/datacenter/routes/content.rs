@@ -10,10 +10,11 @@ use serde_json::Value;
 
 use super::{Result, apply_dc, check_repo};
 use crate::Sandbox;
+use crate::datacenter::state::DcFileEdit;
 use crate::error::{Error, PathParams};
 use crate::form::{FormField, form_fields};
 use crate::paging::param;
-use crate::state::{DcFileEdit, MAIN};
+use crate::state::MAIN;
 
 type FilePath = PathParams<(String, String, String)>;
 

@@ -11,9 +11,10 @@ use serde_json::Value;
 
 use super::{Result, apply_dc, check_repo};
 use crate::Sandbox;
+use crate::datacenter::state::BranchOrder;
 use crate::error::{DcError, Error, PathParams, parse_json};
 use crate::paging::{dc_paginate, param};
-use crate::state::{BranchOrder, MAIN, PrState, short_branch};
+use crate::state::{MAIN, PrState, short_branch};
 
 type RepoPath = PathParams<(String, String)>;
 

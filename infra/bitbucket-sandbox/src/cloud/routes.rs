@@ -9,11 +9,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::auth::{self, Caller};
+use crate::cloud::auth::{self, Caller};
+use crate::cloud::render;
 use crate::error::{Error, PathParams, parse_json};
 use crate::form::{FormField, form_fields};
 use crate::paging::{paginate, param, params};
-use crate::state::{self, DEFAULT_AUTHOR, HOOK_EVENTS, Hook, MAIN, NewCommit, PrState, StatusInput};
+use crate::state::{DEFAULT_AUTHOR, HOOK_EVENTS, Hook, MAIN, NewCommit, PrState, StatusInput};
 use crate::{REPOSITORY, Sandbox, WORKSPACE};
 
 type RepoPath = PathParams<(String, String)>;
@@ -56,7 +57,7 @@ fn listing(sandbox: &Sandbox, uri: &Uri, values: Vec<Value>) -> Result<Json<Valu
 
 async fn user(caller: Caller) -> Result<Json<Value>, Error> {
     caller.require("account")?;
-    Ok(Json(state::user_json()))
+    Ok(Json(render::user_json()))
 }
 
 async fn repository(

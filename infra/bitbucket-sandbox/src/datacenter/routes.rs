@@ -13,10 +13,10 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{check_events, check_url};
+use crate::cloud::routes::{check_events, check_url};
+use crate::datacenter::state::{DC_HOOK_EVENTS, DC_USER, DcHook, default_branch_json};
 use crate::error::{DcError, Error, PathParams, parse_json};
 use crate::paging::dc_paginate;
-use crate::state::{DC_HOOK_EVENTS, DC_USER, DcHook, default_branch_json};
 use crate::{DC_HTTP_TOKEN, DC_PROJECT, ExtraCredential, REPOSITORY, Sandbox};
 
 mod content;

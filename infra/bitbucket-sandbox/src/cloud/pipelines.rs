@@ -21,7 +21,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::auth::Caller;
+use crate::cloud::auth::Caller;
 use crate::error::{AdminError, Error, PathParams, parse_json};
 use crate::paging::{paginate, param, percent_decode};
 use crate::state::{Event, State, StatusInput};
@@ -218,7 +218,7 @@ impl Run {
             "type": "pipeline",
             "uuid": self.uuid,
             "build_number": self.build_number,
-            "creator": crate::state::user_json(),
+            "creator": crate::cloud::render::user_json(),
             "repository": {
                 "type": "repository",
                 "full_name": repository["full_name"],
