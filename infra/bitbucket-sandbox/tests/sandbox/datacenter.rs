@@ -8,50 +8,19 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use bitbucket_sandbox::{ACCESS_TOKEN, API_TOKEN, API_TOKEN_EMAIL, DC_HTTP_TOKEN, READONLY_ACCESS_TOKEN};
+use bitbucket_sandbox::{ACCESS_TOKEN, READONLY_ACCESS_TOKEN};
 use chrono::{DateTime, Duration, Utc};
+use reqwest::Method;
 use reqwest::multipart::{Form, Part};
-use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 use shared::webhook::{Flavor, RepoEvent, parse};
 use tokio::net::TcpListener;
 
-mod common;
-
-use common::{Harness, start};
+use crate::common::{Harness, dc_error, start};
 const CONFLICT_EXCEPTION: &str = "com.atlassian.bitbucket.scm.git.GitCommitConflictException";
 const METADATA: &str = "com.atlassian.bitbucket.server.bitbucket-branch:latest-commit-metadata";
 
 impl Harness {
-    /// A Data Center URL of `SANDBOX/demo` under `/rest/{api}`.
-    fn dc_api(&self, api: &str, rest: &str) -> String {
-        self.url(&format!("/rest/{api}/projects/SANDBOX/repos/demo{rest}"))
-    }
-    fn dc(&self, rest: &str) -> String {
-        self.dc_api("api/latest", rest)
-    }
-    fn cloud(&self, method: Method, url: &str) -> RequestBuilder {
-        self.http.request(method, url).basic_auth(API_TOKEN_EMAIL, Some(API_TOKEN))
-    }
-    fn dc_request(&self, method: Method, url: &str) -> RequestBuilder {
-        self.http.request(method, url).bearer_auth(DC_HTTP_TOKEN)
-    }
-    async fn dc_get(&self, rest: &str) -> Value {
-        let response = self.dc_request(Method::GET, &self.dc(rest)).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{rest}");
-        response.json().await.unwrap()
-    }
-    async fn cloud_get(&self, url: &str) -> Value {
-        let response = self.cloud(Method::GET, url).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{url}");
-        response.json().await.unwrap()
-    }
-    async fn tip(&self, branch: &str) -> String {
-        self.cloud_get(&self.repo(&format!("/refs/branches/{branch}"))).await["target"]["hash"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
     /// `PUT …/browse/{path}`: `content` as a file part, then the text fields.
     async fn put_file(&self, path: &str, content: Option<&[u8]>, fields: &[(&str, &str)]) -> reqwest::Response {
         let mut form = Form::new();
@@ -74,26 +43,6 @@ impl Harness {
         let status = self.cloud(Method::GET, &self.repo(&format!("/refs/branches/{name}"))).send().await.unwrap();
         status.status() == 200
     }
-    async fn create_dc_hook(&self, url: &str, events: &[&str]) {
-        let body = json!({ "name": "test", "url": url, "active": true, "events": events });
-        let response = self.dc_request(Method::POST, &self.dc("/webhooks")).json(&body).send().await.unwrap();
-        assert_eq!(response.status(), 201);
-    }
-    async fn create_cloud_hook(&self, url: &str, events: &[&str]) {
-        let body = json!({ "description": "test", "url": url, "active": true, "events": events });
-        let response = self.cloud(Method::POST, &self.repo("/hooks")).json(&body).send().await.unwrap();
-        assert_eq!(response.status(), 201);
-    }
-}
-
-/// The whole Data Center error body, checking its shape; returns the first error.
-async fn dc_error(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status);
-    let body: Value = response.json().await.unwrap();
-    let errors = body["errors"].as_array().unwrap_or_else(|| panic!("not a Data Center error: {body}"));
-    assert_eq!(errors.len(), 1, "{body}");
-    assert!(errors[0]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
-    errors[0].clone()
 }
 
 fn is_hash(value: &Value) -> bool {
@@ -143,8 +92,8 @@ async fn start_receiver() -> (String, Receiver) {
 async fn browse_put_commits_one_file_and_raw_reads_it_back() {
     let h = start().await;
     let (url, receiver) = start_receiver().await;
-    h.create_dc_hook(&url, &["repo:refs_changed"]).await;
-    h.create_cloud_hook(&url, &["repo:push"]).await;
+    h.create_dc_hook(&url, "", &["repo:refs_changed"]).await;
+    h.create_hook(&url, None, &["repo:push"]).await;
     let before = h.tip("main").await;
     // Not UTF-8, with a NUL and a CR: the bytes must come back exactly.
     let bytes: &[u8] = b"{\"v\":1}\r\n\x00\xff\xfe binary";
@@ -373,7 +322,7 @@ async fn branch_utils_delete_checks_then_deletes_with_a_webhook() {
     let topic = h.sandbox.create_branch("topic", "develop").await.unwrap();
     h.sandbox.settle().await;
     let (url, receiver) = start_receiver().await;
-    h.create_dc_hook(&url, &["repo:refs_changed"]).await;
+    h.create_dc_hook(&url, "", &["repo:refs_changed"]).await;
     h.sandbox.add_branch_restriction("delete", "release/*");
 
     let error = dc_error(h.delete_dc_branch(json!({ "name": "refs/heads/main" })).await, 400).await;
@@ -601,8 +550,8 @@ async fn cloud_refuses_to_delete_a_restricted_branch() {
 async fn seeded_branches_and_quiet_deletions_send_no_webhooks() {
     let h = start().await;
     let (url, receiver) = start_receiver().await;
-    h.create_dc_hook(&url, &["repo:refs_changed"]).await;
-    h.create_cloud_hook(&url, &["repo:push"]).await;
+    h.create_dc_hook(&url, "", &["repo:refs_changed"]).await;
+    h.create_hook(&url, None, &["repo:push"]).await;
 
     let names: Vec<String> = (0..250).map(|i| format!("bulk/{i:03}")).collect();
     h.sandbox.seed_branches(&names, "main").unwrap();

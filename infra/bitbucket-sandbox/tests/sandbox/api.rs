@@ -14,50 +14,17 @@ use bitbucket_sandbox::{
     ACCESS_TOKEN, APP_PASSWORD, APP_PASSWORD_USER, DC_HTTP_TOKEN, Fault, FaultKind, OAUTH_CONSUMER_KEY,
     OAUTH_CONSUMER_SECRET, READONLY_ACCESS_TOKEN,
 };
-use reqwest::RequestBuilder;
 use serde_json::{Value, json};
 use shared::webhook::{Flavor, RepoEvent, parse};
 use tokio::net::TcpListener;
 
-mod common;
-
-use common::{Harness, start};
+use crate::common::{Harness, start};
 
 async fn serve(app: Router) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     format!("http://{addr}")
-}
-
-impl Harness {
-    async fn tip(&self, branch: &str) -> String {
-        let branch: Value =
-            self.get(&self.repo(&format!("/refs/branches/{branch}"))).send().await.unwrap().json().await.unwrap();
-        branch["target"]["hash"].as_str().unwrap().to_owned()
-    }
-    /// A Data Center URL of `SANDBOX/demo`.
-    fn dc(&self, rest: &str) -> String {
-        self.url(&format!("/rest/api/latest/projects/SANDBOX/repos/demo{rest}"))
-    }
-    /// With the Data Center HTTP access token.
-    fn dc_request(&self, method: reqwest::Method, url: &str) -> RequestBuilder {
-        self.http.request(method, url).bearer_auth(DC_HTTP_TOKEN)
-    }
-    async fn create_dc_hook(&self, url: &str, secret: &str, events: &[&str]) -> Value {
-        let configuration = json!({ "secret": secret });
-        let body =
-            json!({ "name": "test", "url": url, "active": true, "events": events, "configuration": configuration });
-        let response = self.dc_request(reqwest::Method::POST, &self.dc("/webhooks")).json(&body).send().await.unwrap();
-        assert_eq!(response.status(), 201);
-        response.json().await.unwrap()
-    }
-    async fn create_hook(&self, url: &str, secret: Option<&str>, events: &[&str]) -> Value {
-        let body = json!({ "description": "test", "url": url, "active": true, "secret": secret, "events": events });
-        let response = self.post(&self.repo("/hooks")).json(&body).send().await.unwrap();
-        assert_eq!(response.status(), 201);
-        response.json().await.unwrap()
-    }
 }
 
 async fn error_message(response: reqwest::Response) -> String {

@@ -16,19 +16,9 @@ use serde_json::{Value, json};
 use shared::webhook::{Flavor, RepoEvent, parse};
 use tokio::net::TcpListener;
 
-mod common;
-
-use common::{Harness, start};
+use crate::common::{Harness, start};
 
 impl Harness {
-    async fn json(&self, url: &str) -> Value {
-        let response = self.get(url).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{url}");
-        response.json().await.unwrap()
-    }
-    async fn tip(&self, branch: &str) -> String {
-        self.json(&self.repo(&format!("/refs/branches/{branch}"))).await["target"]["hash"].as_str().unwrap().to_owned()
-    }
     /// Triggers a run on `branch` (default selector, no variables); answers with it.
     async fn trigger(&self, branch: &str) -> Value {
         let body = json!({ "target": { "type": "pipeline_ref_target", "ref_type": "branch", "ref_name": branch } });
@@ -37,10 +27,10 @@ impl Harness {
         response.json().await.unwrap()
     }
     async fn run(&self, uuid: &str) -> Value {
-        self.json(&self.repo(&format!("/pipelines/{uuid}"))).await
+        self.cloud_get(&self.repo(&format!("/pipelines/{uuid}"))).await
     }
     async fn step(&self, uuid: &str) -> Value {
-        let steps = self.json(&self.repo(&format!("/pipelines/{uuid}/steps/"))).await;
+        let steps = self.cloud_get(&self.repo(&format!("/pipelines/{uuid}/steps/"))).await;
         assert_eq!(steps["size"], 1);
         steps["values"][0].clone()
     }
@@ -233,17 +223,17 @@ async fn listing_pages_newest_first_and_filters_by_branch() {
     for branch in ["main", "develop", "main", "develop", "main"] {
         h.trigger(branch).await;
     }
-    let oldest_first = h.json(&h.repo("/pipelines/")).await;
+    let oldest_first = h.cloud_get(&h.repo("/pipelines/")).await;
     assert_eq!(oldest_first["size"], 5);
     assert_eq!(build_numbers(&oldest_first["values"]), [1, 2, 3, 4, 5]);
-    let without_slash = h.json(&h.repo("/pipelines")).await;
+    let without_slash = h.cloud_get(&h.repo("/pipelines")).await;
     assert_eq!(build_numbers(&without_slash["values"]), [1, 2, 3, 4, 5]);
 
     let mut seen = Vec::new();
     let mut pages = 0;
     let mut url = Some(h.repo("/pipelines/?sort=-created_on&pagelen=2"));
     while let Some(next) = url {
-        let page = h.json(&next).await;
+        let page = h.cloud_get(&next).await;
         pages += 1;
         assert_eq!((&page["size"], &page["page"], &page["pagelen"]), (&json!(5), &json!(pages), &json!(2)));
         seen.extend(build_numbers(&page["values"]));
@@ -254,18 +244,18 @@ async fn listing_pages_newest_first_and_filters_by_branch() {
     }
     assert_eq!((pages, seen), (3, vec![5, 4, 3, 2, 1]));
 
-    let develop = h.json(&h.repo("/pipelines/?target.ref_name=develop&sort=-created_on")).await;
+    let develop = h.cloud_get(&h.repo("/pipelines/?target.ref_name=develop&sort=-created_on")).await;
     assert_eq!(build_numbers(&develop["values"]), [4, 2]);
     assert!(develop["values"].as_array().unwrap().iter().all(|r| r["target"]["ref_name"] == "develop"));
-    let none = h.json(&h.repo("/pipelines/?target.ref_name=feature%2Flogin")).await;
+    let none = h.cloud_get(&h.repo("/pipelines/?target.ref_name=feature%2Flogin")).await;
     assert_eq!(none["size"], 0);
     h.trigger("feature/login").await;
-    let login = h.json(&h.repo("/pipelines/?target.ref_name=feature%2Flogin")).await;
+    let login = h.cloud_get(&h.repo("/pipelines/?target.ref_name=feature%2Flogin")).await;
     assert_eq!(build_numbers(&login["values"]), [6]);
 
     assert_eq!(h.get(&h.repo("/pipelines/?sort=state")).send().await.unwrap().status(), 400);
     assert_eq!(h.get(&h.repo("/pipelines/?pagelen=0")).send().await.unwrap().status(), 400);
-    assert_eq!(h.json(&h.repo("/pipelines/?pagelen=500")).await["pagelen"], 100);
+    assert_eq!(h.cloud_get(&h.repo("/pipelines/?pagelen=500")).await["pagelen"], 100);
 }
 
 // ---- stopping, steps and test reports ---------------------------------------------------------
@@ -327,9 +317,9 @@ async fn one_build_step_and_its_test_report() {
     assert_eq!((&step["type"], &step["name"]), (&json!("pipeline_step"), &json!("Build")));
     assert_eq!(step["state"], json!({ "name": "PENDING", "type": "pipeline_step_state_pending" }));
     assert!(step.get("started_on").is_none() && step.get("duration_in_seconds").is_none());
-    let without_slash = h.json(&h.repo(&format!("/pipelines/{uuid}/steps"))).await;
+    let without_slash = h.cloud_get(&h.repo(&format!("/pipelines/{uuid}/steps"))).await;
     assert_eq!(without_slash["values"][0], step);
-    assert_eq!(h.json(&h.repo(&format!("/pipelines/{}/steps/{}", bare(&uuid), bare(&step_uuid)))).await, step);
+    assert_eq!(h.cloud_get(&h.repo(&format!("/pipelines/{}/steps/{}", bare(&uuid), bare(&step_uuid)))).await, step);
     assert_eq!(h.report(&uuid, &step_uuid).await.status(), 404, "pending: no report");
 
     h.sandbox.start_pipeline(&uuid).unwrap();
@@ -506,7 +496,7 @@ async fn automatic_runs_follow_the_sandbox_clock() {
 async fn automatic_runs_finish_on_their_own_and_report_their_statuses() {
     let h = start().await;
     let (url, receiver) = start_receiver().await;
-    h.create_hook(&url, &["repo:commit_status_created", "repo:commit_status_updated"]).await;
+    h.create_hook(&url, None, &["repo:commit_status_created", "repo:commit_status_updated"]).await;
     let timing = json!({ "pending_seconds": 0.1, "running_seconds": 0.2 });
     let set = h.http.put(h.url("/_admin/pipelines/timing")).json(&timing).send().await.unwrap();
     assert_eq!(set.status(), 200);
@@ -585,14 +575,6 @@ async fn start_receiver() -> (String, Receiver) {
     (url, receiver)
 }
 
-impl Harness {
-    async fn create_hook(&self, url: &str, events: &[&str]) {
-        let body = json!({ "description": "test", "url": url, "active": true, "events": events });
-        let response = self.post(&self.repo("/hooks")).json(&body).send().await.unwrap();
-        assert_eq!(response.status(), 201);
-    }
-}
-
 fn status_event(run: &Value, state: &str, url: &str) -> RepoEvent {
     RepoEvent::CommitStatus {
         commit: run["target"]["commit"]["hash"].as_str().map(str::to_owned),
@@ -607,7 +589,7 @@ fn status_event(run: &Value, state: &str, url: &str) -> RepoEvent {
 async fn runs_set_build_statuses_on_their_commits() {
     let h = start().await;
     let (url, receiver) = start_receiver().await;
-    h.create_hook(&url, &["repo:commit_status_created", "repo:commit_status_updated"]).await;
+    h.create_hook(&url, None, &["repo:commit_status_created", "repo:commit_status_updated"]).await;
     let run = h.trigger("develop").await;
     let uuid = uuid_of(&run);
     let html = run["links"]["html"]["href"].as_str().unwrap().to_owned();
@@ -624,7 +606,7 @@ async fn runs_set_build_statuses_on_their_commits() {
     assert_eq!(events[1], ("repo:commit_status_updated".to_owned(), status_event(&run, "FAILED", &html)));
 
     let commit = run["target"]["commit"]["hash"].as_str().unwrap();
-    let statuses = h.json(&h.repo(&format!("/commit/{commit}/statuses"))).await;
+    let statuses = h.cloud_get(&h.repo(&format!("/commit/{commit}/statuses"))).await;
     assert_eq!(statuses["size"], 1);
     let status = &statuses["values"][0];
     assert_eq!(
@@ -649,7 +631,7 @@ async fn runs_set_build_statuses_on_their_commits() {
     ];
     expected.sort_by_key(|(_, event)| format!("{event:?}"));
     assert_eq!(events, expected);
-    let statuses = h.json(&h.repo(&format!("/commit/{commit}/statuses"))).await;
+    let statuses = h.cloud_get(&h.repo(&format!("/commit/{commit}/statuses"))).await;
     let keys: Vec<_> = statuses["values"].as_array().unwrap().iter().map(|s| s["key"].clone()).collect();
     assert_eq!(keys, [json!("pipeline-1"), json!("pipeline-2")], "both develop runs were on the same commit");
 }

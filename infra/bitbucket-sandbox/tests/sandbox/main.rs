@@ -1,0 +1,7 @@
+//! The sandbox's tests, one binary: the sandbox served over real HTTP as the local stack mounts
+//! it, driven with reqwest.
+
+mod api;
+mod common;
+mod datacenter;
+mod pipelines;
