@@ -5,3 +5,4 @@ pub(crate) mod auth;
 pub(crate) mod pipelines;
 pub(crate) mod render;
 pub(crate) mod routes;
+pub(crate) mod scopes;

@@ -34,7 +34,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
+use axum::response::IntoResponse;
 use tokio::task::JoinHandle;
 
 pub use cloud::pipelines::TestCounts;
@@ -48,13 +49,52 @@ use state::{DEFAULT_AUTHOR, Event, NewCommit, PrState, State};
 
 pub const WORKSPACE: &str = "sandbox";
 pub const REPOSITORY: &str = "demo";
-/// `Basic base64(API_TOKEN_EMAIL:API_TOKEN)`, all scopes.
+
+/// Every granular scope the served operations need: what [`API_TOKEN`] and accepted API tokens
+/// hold. The project's README list lacks `admin:repository:bitbucket` (branch restrictions),
+/// `delete:webhook:bitbucket` (deleting a hook) and `read:workspace:bitbucket` (`/workspaces/{ws}`).
+pub const API_TOKEN_SCOPES: &[&str] = &[
+    "read:user:bitbucket",
+    "read:workspace:bitbucket",
+    "read:repository:bitbucket",
+    "write:repository:bitbucket",
+    "admin:repository:bitbucket",
+    "read:pullrequest:bitbucket",
+    "read:webhook:bitbucket",
+    "write:webhook:bitbucket",
+    "delete:webhook:bitbucket",
+    "read:pipeline:bitbucket",
+    "write:pipeline:bitbucket",
+];
+/// Every legacy scope the served operations need: what [`ACCESS_TOKEN`], the OAuth consumer and
+/// accepted access tokens and consumers hold.
+pub const ACCESS_TOKEN_SCOPES: &[&str] = &[
+    "account",
+    "repository",
+    "repository:write",
+    "repository:admin",
+    "pullrequest",
+    "webhook",
+    "pipeline",
+    "pipeline:write",
+];
+/// What [`READONLY_ACCESS_TOKEN`] holds.
+pub const READONLY_ACCESS_TOKEN_SCOPES: &[&str] = &["account", "repository"];
+
+/// `Basic base64(API_TOKEN_EMAIL:API_TOKEN)`: [`API_TOKEN_SCOPES`].
 pub const API_TOKEN_EMAIL: &str = "dev@sandbox.test";
 pub const API_TOKEN: &str = "sandbox-token";
-/// `Bearer`, all scopes.
+/// `Basic base64(NO_ADMIN_API_TOKEN_EMAIL:NO_ADMIN_API_TOKEN)`: [`API_TOKEN_SCOPES`] but
+/// `admin:repository:bitbucket`, so listing branch restrictions answers 403.
+pub const NO_ADMIN_API_TOKEN_EMAIL: &str = "no-admin@sandbox.test";
+pub const NO_ADMIN_API_TOKEN: &str = "sandbox-token-no-admin";
+/// `Bearer`: [`ACCESS_TOKEN_SCOPES`].
 pub const ACCESS_TOKEN: &str = "sandbox-access-token";
-/// `Bearer`, scopes `account` and `repository` only.
+/// `Bearer`: [`READONLY_ACCESS_TOKEN_SCOPES`] (`account`, `repository`).
 pub const READONLY_ACCESS_TOKEN: &str = "sandbox-readonly-token";
+/// `Bearer`: [`ACCESS_TOKEN_SCOPES`] but `pullrequest`, so listing pull requests answers 403.
+pub const NO_PULLREQUEST_ACCESS_TOKEN: &str = "sandbox-no-pullrequest-token";
+/// A client-credentials consumer whose tokens hold [`ACCESS_TOKEN_SCOPES`].
 pub const OAUTH_CONSUMER_KEY: &str = "sandbox-consumer-key";
 pub const OAUTH_CONSUMER_SECRET: &str = "sandbox-consumer-secret";
 pub const APP_PASSWORD_USER: &str = "sandbox-dev";
@@ -62,12 +102,16 @@ pub const APP_PASSWORD_USER: &str = "sandbox-dev";
 pub const APP_PASSWORD: &str = "sandbox-app-password";
 /// The Data Center project holding `REPOSITORY`: `SANDBOX/demo` is `sandbox/demo`.
 pub const DC_PROJECT: &str = "SANDBOX";
-/// Data Center HTTP access token (`Bearer`), all permissions; the only credential the
-/// `/rest` routes accept.
+/// Data Center HTTP access tokens (`Bearer`), the only credentials the `/rest` routes accept:
+/// [`DcPermission::RepoAdmin`] on `SANDBOX/demo` (every route)…
 pub const DC_HTTP_TOKEN: &str = "sandbox-dc-token";
+/// …[`DcPermission::RepoWrite`] (no hooks, no branch restrictions: 401)…
+pub const DC_WRITE_TOKEN: &str = "sandbox-dc-write-token";
+/// …and [`DcPermission::RepoRead`] (no file edits, branch changes, hooks or restrictions: 401).
+pub const DC_READ_TOKEN: &str = "sandbox-dc-read-token";
 
-/// A credential accepted (with every scope) besides the constants above: tests that look for
-/// secret values everywhere use random ones.
+/// A credential accepted besides the constants above, with a [`Grant`]: tests that look for
+/// secret values everywhere use random ones, tests of missing scopes choose the scopes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExtraCredential {
     /// `Basic base64(email:token)`.
@@ -78,6 +122,46 @@ pub enum ExtraCredential {
     OauthConsumer { key: String, secret: String },
     /// Data Center `Bearer`.
     DcHttpToken(String),
+}
+
+/// What an [`ExtraCredential`] may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// Everything its kind can hold: [`API_TOKEN_SCOPES`] for an API token,
+    /// [`ACCESS_TOKEN_SCOPES`] for an access token or consumer, [`DcPermission::RepoAdmin`] for
+    /// a Data Center token.
+    Everything,
+    /// Exactly these Cloud scopes: granular (`read:repository:bitbucket`…) for an API token,
+    /// legacy (`repository`…) for an access token or consumer.
+    Scopes(Vec<String>),
+    /// A Data Center token's permission on `SANDBOX/demo`.
+    Permission(DcPermission),
+}
+
+impl Grant {
+    /// `Grant::Scopes` from string slices.
+    pub fn scopes(scopes: &[&str]) -> Self {
+        Grant::Scopes(scopes.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+/// A Data Center repository permission, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DcPermission {
+    RepoRead,
+    RepoWrite,
+    RepoAdmin,
+}
+
+impl DcPermission {
+    /// `REPO_READ`, `REPO_WRITE`, `REPO_ADMIN`, as Data Center names them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DcPermission::RepoRead => "REPO_READ",
+            DcPermission::RepoWrite => "REPO_WRITE",
+            DcPermission::RepoAdmin => "REPO_ADMIN",
+        }
+    }
 }
 
 /// The sandbox; clones share one state.
@@ -92,13 +176,23 @@ struct Inner {
     /// Pipelines runs; locked before `state` whenever both are.
     pipelines: Mutex<cloud::pipelines::Pipelines>,
     oauth: Mutex<OAuth>,
-    extra_credentials: Mutex<Vec<ExtraCredential>>,
+    extra_credentials: Mutex<Vec<(ExtraCredential, Grant)>>,
     faults: Mutex<Vec<Fault>>,
     requests: Mutex<Vec<RecordedRequest>>,
     sent: Mutex<Vec<SentWebhook>>,
     deliveries: Mutex<Vec<JoinHandle<()>>>,
     src_commits: AtomicUsize,
     client: reqwest::Client,
+}
+
+/// An unknown route (404) or method (405), in the envelope of the API the path belongs to.
+fn unrouted(uri: &Uri, status: StatusCode) -> axum::response::Response {
+    let message = if status == StatusCode::NOT_FOUND { "Resource not found" } else { "Method not allowed" };
+    if uri.path().starts_with("/rest/") {
+        let message = format!("{message}: {}", uri.path());
+        return error::DcError::from(Error::new(status, message)).into_response();
+    }
+    Error::new(status, message).into_response()
 }
 
 /// Locks, ignoring poisoning: a panicking test thread must not take the sandbox down with it.
@@ -142,8 +236,8 @@ impl Sandbox {
             .merge(datacenter::routes::routes(self.clone()))
             .merge(admin::routes())
             .merge(cloud::pipelines::routes())
-            .fallback(|| async { Error::not_found("Resource not found") })
-            .method_not_allowed_fallback(|| async { Error::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
+            .fallback(|uri: Uri| async move { unrouted(&uri, StatusCode::NOT_FOUND) })
+            .method_not_allowed_fallback(|uri: Uri| async move { unrouted(&uri, StatusCode::METHOD_NOT_ALLOWED) })
             .layer(axum::middleware::from_fn_with_state(self.clone(), faults::middleware))
             .with_state(self.clone())
     }
@@ -164,9 +258,24 @@ impl Sandbox {
         self.state().advance_clock(by);
     }
 
-    /// Accepts `credential` from now on, as the constants are.
+    /// Accepts `credential` from now on with everything its kind can hold ([`Grant::Everything`]).
     pub fn accept_credential(&self, credential: ExtraCredential) {
-        lock(&self.inner.extra_credentials).push(credential);
+        self.accept_credential_with(credential, Grant::Everything);
+    }
+
+    /// Accepts `credential` from now on with `grant` (registering it again replaces its grant).
+    /// Panics on a grant its kind cannot hold: scopes for a Data Center token, a permission for
+    /// a Cloud credential.
+    pub fn accept_credential_with(&self, credential: ExtraCredential, grant: Grant) {
+        let data_center = matches!(credential, ExtraCredential::DcHttpToken(_));
+        match &grant {
+            Grant::Scopes(_) if data_center => panic!("a Data Center token has a permission, not scopes"),
+            Grant::Permission(_) if !data_center => panic!("a Cloud credential has scopes, not a permission"),
+            _ => {}
+        }
+        let mut accepted = lock(&self.inner.extra_credentials);
+        accepted.retain(|(c, _)| *c != credential);
+        accepted.push((credential, grant));
     }
 
     /// Every OAuth access token issued and not yet swept (expired ones go at the next grant).
@@ -313,8 +422,9 @@ impl Sandbox {
         lock(&self.inner.oauth)
     }
 
-    pub(crate) fn accepts(&self, credential: &ExtraCredential) -> bool {
-        lock(&self.inner.extra_credentials).contains(credential)
+    /// The grant of an accepted extra credential.
+    pub(crate) fn grant_of(&self, credential: &ExtraCredential) -> Option<Grant> {
+        lock(&self.inner.extra_credentials).iter().find(|(c, _)| c == credential).map(|(_, g)| g.clone())
     }
 
     pub(crate) fn faults(&self) -> MutexGuard<'_, Vec<Fault>> {

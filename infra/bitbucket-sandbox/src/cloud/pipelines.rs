@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::cloud::auth::Caller;
+use crate::cloud::scopes::{self, Operation};
 use crate::error::{AdminError, Error, PathParams, parse_json};
 use crate::paging::{paginate, param, percent_decode};
 use crate::state::{Event, State, StatusInput};
@@ -482,9 +483,9 @@ pub fn routes() -> Router<Sandbox> {
 type RunPath = PathParams<(String, String, String)>;
 type StepPath = PathParams<(String, String, String, String)>;
 
-/// The pipeline scope, on `sandbox/demo` only.
-fn check(caller: &Caller, workspace: &str, repo: &str) -> Result<(), Error> {
-    caller.require("pipeline")?;
+/// The operation's scopes, on `sandbox/demo` only.
+fn check(caller: &Caller, operation: &Operation, workspace: &str, repo: &str) -> Result<(), Error> {
+    caller.require(operation)?;
     if workspace.eq_ignore_ascii_case(WORKSPACE) && repo.eq_ignore_ascii_case(REPOSITORY) {
         Ok(())
     } else {
@@ -597,7 +598,7 @@ async fn create(
     PathParams((w, r)): PathParams<(String, String)>,
     body: Bytes,
 ) -> Result<Response, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::CREATE_PIPELINE, &w, &r)?;
     let body: NewRun = parse_json(&body)?;
     let base = sandbox.public_base();
     let (uuid, location, json, automatic) = sandbox.with_pipelines(|p, ctx| {
@@ -620,7 +621,7 @@ async fn list(
     PathParams((w, r)): PathParams<(String, String)>,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::LIST_PIPELINES, &w, &r)?;
     let query = uri.query().unwrap_or_default();
     let newest_first = match param(query, "sort").as_deref() {
         None | Some("created_on" | "build_number") => false,
@@ -651,7 +652,7 @@ async fn get_run(
     caller: Caller,
     PathParams((w, r, uuid)): RunPath,
 ) -> Result<Json<Value>, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::GET_PIPELINE, &w, &r)?;
     let base = sandbox.public_base();
     sandbox.with_pipelines(|p, ctx| Ok(p.run(&uuid)?.json(ctx.state, base, ctx.state.now()))).map(Json)
 }
@@ -661,7 +662,7 @@ async fn stop(
     caller: Caller,
     PathParams((w, r, uuid)): RunPath,
 ) -> Result<StatusCode, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::STOP_PIPELINE, &w, &r)?;
     sandbox.drive(&uuid, Drive::Complete(Outcome::Stopped, None))?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -672,7 +673,7 @@ async fn list_steps(
     PathParams((w, r, uuid)): RunPath,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::LIST_STEPS, &w, &r)?;
     let steps = sandbox.with_pipelines(|p, ctx| Ok(vec![p.run(&uuid)?.step_json(ctx.state.now())]))?;
     let url = format!("{}{}", sandbox.public_base(), uri.path());
     paginate(steps, uri.query().unwrap_or_default(), &url).map(Json)
@@ -692,7 +693,7 @@ async fn get_step(
     caller: Caller,
     PathParams((w, r, uuid, step)): StepPath,
 ) -> Result<Json<Value>, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::GET_STEP, &w, &r)?;
     sandbox.with_pipelines(|p, ctx| Ok(find_step(p, &uuid, &step)?.step_json(ctx.state.now()))).map(Json)
 }
 
@@ -701,7 +702,7 @@ async fn test_reports(
     caller: Caller,
     PathParams((w, r, uuid, step)): StepPath,
 ) -> Result<Json<Value>, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::GET_TEST_REPORTS, &w, &r)?;
     let tests = sandbox.with_pipelines(|p, _| {
         let run = find_step(p, &uuid, &step)?;
         match (run.phase, run.tests) {

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::cloud::auth::{self, Caller};
 use crate::cloud::render;
+use crate::cloud::scopes;
 use crate::error::{Error, PathParams, parse_json};
 use crate::form::{FormField, form_fields};
 use crate::paging::{paginate, param, params};
@@ -56,7 +57,7 @@ fn listing(sandbox: &Sandbox, uri: &Uri, values: Vec<Value>) -> Result<Json<Valu
 }
 
 async fn user(caller: Caller) -> Result<Json<Value>, Error> {
-    caller.require("account")?;
+    caller.require(&scopes::GET_USER)?;
     Ok(Json(render::user_json()))
 }
 
@@ -65,7 +66,7 @@ async fn repository(
     caller: Caller,
     PathParams((w, r)): RepoPath,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::GET_REPOSITORY)?;
     check_repo(&w, &r)?;
     Ok(Json(sandbox.state().repository_json()))
 }
@@ -123,7 +124,7 @@ async fn list_hooks(
     PathParams((w, r)): RepoPath,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    caller.require("webhook")?;
+    caller.require(&scopes::LIST_HOOKS)?;
     check_repo(&w, &r)?;
     listing(&sandbox, &uri, sandbox.hooks())
 }
@@ -134,7 +135,7 @@ async fn create_hook(
     PathParams((w, r)): RepoPath,
     body: Bytes,
 ) -> Result<Response, Error> {
-    caller.require("webhook")?;
+    caller.require(&scopes::CREATE_HOOK)?;
     check_repo(&w, &r)?;
     let body: HookBody = parse_json(&body)?;
     let hook = Hook {
@@ -157,7 +158,7 @@ async fn get_hook(
     caller: Caller,
     PathParams((w, r, uid)): RepoItemPath,
 ) -> Result<Json<Value>, Error> {
-    caller.require("webhook")?;
+    caller.require(&scopes::GET_HOOK)?;
     check_repo(&w, &r)?;
     let state = sandbox.state();
     let index = state.hook_index(&uid).ok_or_else(|| hook_not_found(&uid))?;
@@ -174,7 +175,7 @@ async fn update_hook(
     PathParams((w, r, uid)): RepoItemPath,
     body: Bytes,
 ) -> Result<Json<Value>, Error> {
-    caller.require("webhook")?;
+    caller.require(&scopes::UPDATE_HOOK)?;
     check_repo(&w, &r)?;
     let body: HookBody = parse_json(&body)?;
     // Validate everything before changing anything.
@@ -207,7 +208,7 @@ async fn delete_hook(
     caller: Caller,
     PathParams((w, r, uid)): RepoItemPath,
 ) -> Result<StatusCode, Error> {
-    caller.require("webhook")?;
+    caller.require(&scopes::DELETE_HOOK)?;
     check_repo(&w, &r)?;
     let mut state = sandbox.state();
     let index = state.hook_index(&uid).ok_or_else(|| hook_not_found(&uid))?;
@@ -234,7 +235,7 @@ async fn list_branches(
     PathParams((w, r)): RepoPath,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::LIST_BRANCHES)?;
     check_repo(&w, &r)?;
     let q = param(uri.query().unwrap_or_default(), "q");
     let values = {
@@ -249,7 +250,7 @@ async fn get_branch(
     caller: Caller,
     PathParams((w, r, name)): RepoItemPath,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::GET_BRANCH)?;
     check_repo(&w, &r)?;
     let json = sandbox.state().branch_json(&name);
     json.map(Json).ok_or_else(|| Error::not_found(format!("Branch {name} not found")))
@@ -272,7 +273,7 @@ async fn create_branch(
     PathParams((w, r)): RepoPath,
     body: Bytes,
 ) -> Result<Response, Error> {
-    caller.require("repository:write")?;
+    caller.require(&scopes::CREATE_BRANCH)?;
     check_repo(&w, &r)?;
     let body: NewBranch = parse_json(&body)?;
     sandbox.apply(|s| s.create_branch(&body.name, &body.target.hash))?;
@@ -285,7 +286,7 @@ async fn delete_branch(
     caller: Caller,
     PathParams((w, r, name)): RepoItemPath,
 ) -> Result<StatusCode, Error> {
-    caller.require("repository:write")?;
+    caller.require(&scopes::DELETE_BRANCH)?;
     check_repo(&w, &r)?;
     sandbox.apply(|s| {
         // The main branch (400), an unknown one (404), one under a `delete` restriction (403).
@@ -297,14 +298,14 @@ async fn delete_branch(
 
 // ---- branch restrictions --------------------------------------------------------------------
 
-/// `kind` and `pattern` filter. Cloud wants `repository:admin`; the sandbox asks `repository`.
+/// `kind` and `pattern` filter.
 async fn list_branch_restrictions(
     State(sandbox): State<Sandbox>,
     caller: Caller,
     PathParams((w, r)): RepoPath,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::LIST_RESTRICTIONS)?;
     check_repo(&w, &r)?;
     let query = uri.query().unwrap_or_default();
     let (kind, pattern) = (param(query, "kind"), param(query, "pattern"));
@@ -317,7 +318,7 @@ async fn get_branch_restriction(
     caller: Caller,
     PathParams((w, r, id)): RepoItemPath<u64>,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::GET_RESTRICTION)?;
     check_repo(&w, &r)?;
     let json = sandbox.state().cloud_restriction_json(id);
     json.map(Json).ok_or_else(|| Error::not_found(format!("Branch restriction {id} not found")))
@@ -366,7 +367,7 @@ async fn create_commit(
     PathParams((w, r)): RepoPath,
     request: Request,
 ) -> Result<Response, Error> {
-    caller.require("repository:write")?;
+    caller.require(&scopes::CREATE_COMMIT)?;
     check_repo(&w, &r)?;
     let commit = new_commit(form_fields(request).await?)?;
     let hash = sandbox.apply(|s| s.commit_files(commit))?;
@@ -380,7 +381,7 @@ async fn read_file(
     caller: Caller,
     PathParams((w, r, rev, path)): PathParams<(String, String, String, String)>,
 ) -> Result<Response, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::GET_SRC)?;
     check_repo(&w, &r)?;
     let state = sandbox.state();
     // A branch with slashes may arrive unencoded (`src/feature/x/a.txt`): move leading path
@@ -403,7 +404,7 @@ async fn get_commit(
     caller: Caller,
     PathParams((w, r, hash)): RepoItemPath,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::GET_COMMIT)?;
     check_repo(&w, &r)?;
     let state = sandbox.state();
     let commit = state.resolve(&hash).ok_or_else(|| Error::not_found(format!("Commit {hash} not found")))?;
@@ -418,7 +419,7 @@ async fn list_statuses(
     PathParams((w, r, hash)): RepoItemPath,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::LIST_STATUSES)?;
     check_repo(&w, &r)?;
     let values = sandbox.state().statuses_json(&hash);
     let values = values.ok_or_else(|| Error::not_found(format!("Commit {hash} not found")))?;
@@ -431,7 +432,7 @@ async fn create_status(
     PathParams((w, r, hash)): RepoItemPath,
     body: Bytes,
 ) -> Result<Response, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::CREATE_STATUS)?;
     check_repo(&w, &r)?;
     let input: StatusInput = parse_json(&body)?;
     let json = sandbox.apply(|s| s.set_status(&hash, input))?;
@@ -446,7 +447,7 @@ async fn list_pull_requests(
     PathParams((w, r)): RepoPath,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::LIST_PULL_REQUESTS)?;
     check_repo(&w, &r)?;
     let mut states = Vec::new();
     for raw in params(uri.query().unwrap_or_default(), "state") {
@@ -464,7 +465,7 @@ async fn get_pull_request(
     caller: Caller,
     PathParams((w, r, id)): RepoItemPath<u64>,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::GET_PULL_REQUEST)?;
     check_repo(&w, &r)?;
     let json = sandbox.state().pull_json(id);
     json.map(Json).ok_or_else(|| Error::not_found(format!("Pull request {id} not found")))

@@ -251,6 +251,19 @@ impl State {
         self.resolve(rev).or_else(|| self.resolve(short_branch(rev)))
     }
 
+    /// One branch as `RestBranch` (`GET …/branches/default`, branch creation).
+    pub fn dc_branch_json(&self, name: &str) -> Option<Value> {
+        let hash = self.tip(name)?;
+        Some(json!({
+            "id": format!("refs/heads/{name}"),
+            "displayId": name,
+            "type": "BRANCH",
+            "latestCommit": hash,
+            "latestChangeset": hash,
+            "isDefault": name == MAIN,
+        }))
+    }
+
     /// The branches whose name contains `filter` (any case), as `GET …/branches` lists them.
     pub fn dc_branches_json(&self, filter: &str, order: BranchOrder, details: bool) -> Vec<Value> {
         let filter = filter.to_lowercase();

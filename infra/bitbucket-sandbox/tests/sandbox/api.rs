@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use bitbucket_sandbox::{
-    ACCESS_TOKEN, APP_PASSWORD, APP_PASSWORD_USER, DC_HTTP_TOKEN, Fault, FaultKind, OAUTH_CONSUMER_KEY,
+    self as sb, ACCESS_TOKEN, APP_PASSWORD, APP_PASSWORD_USER, DC_HTTP_TOKEN, Fault, FaultKind, OAUTH_CONSUMER_KEY,
     OAUTH_CONSUMER_SECRET, READONLY_ACCESS_TOKEN,
 };
 use serde_json::{Value, json};
@@ -128,7 +128,9 @@ async fn oauth_client_credentials_tokens_work_until_they_expire() {
     let token = oauth_token(&h).await;
     assert_eq!(token["token_type"], "bearer");
     assert_eq!(token["expires_in"], 7200);
-    assert_eq!(token["scopes"], "account repository repository:write webhook pipeline");
+    // `scope`, space-separated, as Cloud answers since 2026-05-04; no refresh token for client credentials.
+    assert_eq!(token["scope"], sb::ACCESS_TOKEN_SCOPES.join(" "));
+    assert!(token.get("scopes").is_none() && token.get("refresh_token").is_none(), "{token}");
     let access = token["access_token"].as_str().unwrap();
     let user = h.http.get(h.url("/2.0/user")).bearer_auth(access).send().await.unwrap();
     assert_eq!(user.status(), 200);
@@ -602,9 +604,10 @@ async fn data_center_reads_the_same_repository_with_its_own_token() {
     let unknown = h.dc_request(reqwest::Method::GET, &h.url("/rest/api/latest/projects/SANDBOX/repos/x")).send();
     let unknown = unknown.await.unwrap();
     assert_eq!(unknown.status(), 404);
+    let exception = "com.atlassian.bitbucket.repository.NoSuchRepositoryException";
     assert_eq!(
         unknown.json::<Value>().await.unwrap(),
-        json!({ "errors": [{ "message": "Repository SANDBOX/x does not exist." }] })
+        json!({ "errors": [{ "context": null, "message": "Repository SANDBOX/x does not exist.", "exceptionName": exception }] })
     );
     let paths: Vec<_> = h.sandbox.requests().iter().map(|r| (r.path.clone(), r.status)).collect();
     assert_eq!(paths[0], ("/rest/api/latest/projects/SANDBOX/repos/demo".to_owned(), 200));

@@ -328,17 +328,20 @@ async fn branch_utils_delete_checks_then_deletes_with_a_webhook() {
     let error = dc_error(h.delete_dc_branch(json!({ "name": "refs/heads/main" })).await, 400).await;
     assert!(error["message"].as_str().unwrap().contains("default branch"), "{error}");
     dc_error(h.delete_dc_branch(json!({ "name": "main" })).await, 400).await;
-    dc_error(h.delete_dc_branch(json!({ "name": "refs/heads/nope" })).await, 404).await;
-    dc_error(h.delete_dc_branch(json!({ "name": "refs/heads/release/1.0" })).await, 403).await;
+    // As the description says: no error for a branch that is not there, 401 for a missing branch
+    // permission, 400 for an endPoint the branch is not at.
+    assert_eq!(h.delete_dc_branch(json!({ "name": "refs/heads/nope" })).await.status(), 204);
+    let refused = dc_error(h.delete_dc_branch(json!({ "name": "refs/heads/release/1.0" })).await, 401).await;
+    assert_eq!(refused["exceptionName"], "com.atlassian.bitbucket.AuthorisationException");
     let main = h.tip("main").await;
-    dc_error(h.delete_dc_branch(json!({ "name": "topic", "endPoint": main })).await, 409).await;
+    dc_error(h.delete_dc_branch(json!({ "name": "topic", "endPoint": main })).await, 400).await;
     dc_error(h.delete_dc_branch(json!({ "nme": "topic" })).await, 400).await;
 
     // A dry run answers as the deletion would, and deletes nothing.
     let dry = h.delete_dc_branch(json!({ "name": "refs/heads/topic", "endPoint": topic, "dryRun": true })).await;
     assert_eq!(dry.status(), 204);
     assert!(h.branch_exists("topic").await);
-    dc_error(h.delete_dc_branch(json!({ "name": "release/1.0", "dryRun": true })).await, 403).await;
+    dc_error(h.delete_dc_branch(json!({ "name": "release/1.0", "dryRun": true })).await, 401).await;
 
     // Nor can anyone without the token.
     let url = h.dc_api("branch-utils/latest", "/branches");
@@ -353,7 +356,7 @@ async fn branch_utils_delete_checks_then_deletes_with_a_webhook() {
     let deleted = h.delete_dc_branch(json!({ "name": "refs/heads/topic", "endPoint": &topic[..7] })).await;
     assert_eq!(deleted.status(), 204);
     assert!(!h.branch_exists("topic").await);
-    dc_error(h.delete_dc_branch(json!({ "name": "topic" })).await, 404).await;
+    assert_eq!(h.delete_dc_branch(json!({ "name": "topic" })).await.status(), 204, "gone already: no error");
     h.sandbox.settle().await;
 
     let received = receiver.received();
@@ -464,8 +467,10 @@ async fn branch_restrictions_show_on_both_flavors() {
     assert_eq!(h.cloud_get(&h.repo("/branch-restrictions")).await["size"], 4);
     let single = h.cloud_get(&h.repo("/branch-restrictions/2")).await;
     assert_eq!((&single["kind"], &single["pattern"]), (&json!("force"), &json!("main")));
+    // `repository:admin`, which `repository` does not give.
     let readonly = h.http.get(h.repo("/branch-restrictions")).bearer_auth(READONLY_ACCESS_TOKEN).send().await.unwrap();
-    assert_eq!(readonly.status(), 200);
+    assert_eq!(readonly.status(), 403);
+    assert_eq!(readonly.json::<Value>().await.unwrap()["error"]["detail"]["required"], json!(["repository:admin"]));
     assert_eq!(h.cloud(Method::GET, &h.repo("/branch-restrictions/9")).send().await.unwrap().status(), 404);
     assert_eq!(h.http.get(h.repo("/branch-restrictions")).send().await.unwrap().status(), 401);
 
@@ -622,4 +627,115 @@ async fn an_advanced_clock_ages_commits_and_pull_requests() {
     let at = |field: &str| DateTime::parse_from_rfc3339(pull[field].as_str().unwrap()).unwrap().with_timezone(&Utc);
     assert!(near(at("created_on"), start));
     assert!(near(at("updated_on"), later));
+}
+
+// ---- routes clients use -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rest_api_1_0_is_served_as_latest() {
+    let h = start().await;
+    for rest in ["", "/default-branch", "/branches", "/pull-requests", "/webhooks", "/raw/README.md"] {
+        let latest = h.dc_request(Method::GET, &h.dc(rest)).send().await.unwrap();
+        let one = h.dc_request(Method::GET, &h.dc_api("api/1.0", rest)).send().await.unwrap();
+        assert_eq!((one.status(), latest.status()), (StatusCode::OK, StatusCode::OK), "{rest}");
+        assert_eq!(one.bytes().await.unwrap(), latest.bytes().await.unwrap(), "{rest}");
+    }
+    let form = Form::new().text("content", "one").text("branch", "main");
+    let put = h.dc_request(Method::PUT, &h.dc_api("api/1.0", "/browse/one.txt")).multipart(form).send().await;
+    assert_eq!(put.unwrap().status(), 200);
+    assert_eq!(h.raw("one.txt", "main").await.text().await.unwrap(), "one");
+}
+
+#[tokio::test]
+async fn default_branch_the_deprecated_way() {
+    let h = start().await;
+    let main = h.tip("main").await;
+    let branch = h.dc_get("/branches/default").await;
+    let expected = json!({
+        "id": "refs/heads/main",
+        "displayId": "main",
+        "type": "BRANCH",
+        "latestCommit": main,
+        "latestChangeset": main,
+        "isDefault": true,
+    });
+    assert_eq!(branch, expected);
+}
+
+#[tokio::test]
+async fn branches_are_created_through_the_api_and_branch_utils() {
+    let h = start().await;
+    let (url, receiver) = start_receiver().await;
+    h.create_dc_hook(&url, "", &["repo:refs_changed"]).await;
+    let develop = h.tip("develop").await;
+
+    let created =
+        h.dc_request(Method::POST, &h.dc("/branches")).json(&json!({ "name": "one", "startPoint": "develop" }));
+    let created = created.send().await.unwrap();
+    assert_eq!(created.status(), 200, "createBranchForRepository answers 200");
+    let created: Value = created.json().await.unwrap();
+    assert_eq!((&created["id"], &created["latestCommit"]), (&json!("refs/heads/one"), &json!(develop)));
+
+    let utils = h.dc_api("branch-utils/latest", "/branches");
+    let body = json!({ "name": "refs/heads/two", "startPoint": &develop[..12] });
+    let created = h.dc_request(Method::POST, &utils).json(&body).send().await.unwrap();
+    assert_eq!(created.status(), 201, "createBranch answers 201");
+    assert_eq!(created.json::<Value>().await.unwrap()["displayId"], "two");
+    assert_eq!(h.tip("two").await, develop);
+
+    // branch-utils: 400 for a name that exists, 409 for one overlapping another's.
+    dc_error(
+        h.dc_request(Method::POST, &utils).json(&json!({ "name": "two", "startPoint": "main" })).send().await.unwrap(),
+        400,
+    )
+    .await;
+    dc_error(
+        h.dc_request(Method::POST, &utils)
+            .json(&json!({ "name": "two/x", "startPoint": "main" }))
+            .send()
+            .await
+            .unwrap(),
+        409,
+    )
+    .await;
+    dc_error(
+        h.dc_request(Method::POST, &utils)
+            .json(&json!({ "name": "three", "startPoint": "nope" }))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    dc_error(h.dc_request(Method::POST, &utils).json(&json!({ "name": "three" })).send().await.unwrap(), 400).await;
+    assert!(!h.branch_exists("three").await);
+
+    h.sandbox.settle().await;
+    let added: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|(_, body)| {
+            serde_json::from_slice::<Value>(body).unwrap()["changes"][0]["ref"]["displayId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(added.len(), 2);
+    assert!(added.contains(&"one".to_owned()) && added.contains(&"two".to_owned()), "{added:?}");
+}
+
+#[tokio::test]
+async fn unknown_data_center_routes_answer_in_data_center_envelope() {
+    let h = start().await;
+    let unknown = h.dc_request(Method::GET, &h.dc("/nothing-here")).send().await.unwrap();
+    dc_error(unknown, 404).await;
+    let wrong = h.dc_request(Method::PATCH, &h.dc("/webhooks")).send().await.unwrap();
+    dc_error(wrong, 405).await;
+    let plugin = h.dc_request(Method::GET, &h.url("/rest/nope/1.0/x")).send().await.unwrap();
+    dc_error(plugin, 404).await;
+    // Cloud's stay Cloud's.
+    let cloud = h.get(&h.url("/2.0/nothing")).send().await.unwrap();
+    assert_eq!(cloud.status(), 404);
+    assert_eq!(cloud.json::<Value>().await.unwrap()["type"], "error");
 }

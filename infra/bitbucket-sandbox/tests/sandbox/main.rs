@@ -5,3 +5,4 @@ mod api;
 mod common;
 mod datacenter;
 mod pipelines;
+mod scopes;

@@ -1,30 +1,40 @@
-//! Data Center branches, branch deletion (`branch-utils`), pull request listing and ref
-//! restrictions (`branch-permissions`).
+//! Data Center branches (listing, the default branch, creation through the core API and through
+//! `branch-utils`), branch deletion (`branch-utils`), pull request listing and ref restrictions
+//! (`branch-permissions`).
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
-use axum::routing::{delete, get};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Result, apply_dc, check_repo};
-use crate::Sandbox;
+use super::{API_VERSIONS, Result, apply_dc, check};
+use crate::datacenter::auth::DcCaller;
 use crate::datacenter::state::BranchOrder;
-use crate::error::{DcError, Error, PathParams, parse_json};
+use crate::error::{DcError, DcPath, Error, parse_json};
 use crate::paging::{dc_paginate, param};
 use crate::state::{MAIN, PrState, short_branch};
+use crate::{DcPermission, Sandbox};
 
-type RepoPath = PathParams<(String, String)>;
+type RepoPath = DcPath<(String, String)>;
 
 pub fn routes() -> Router<Sandbox> {
     let repo = |api: &str, rest: &str| format!("/rest/{api}/projects/{{project}}/repos/{{slug}}{rest}");
-    let mut router = Router::new()
-        .route(&repo("api/latest", "/branches"), get(list_branches))
-        .route(&repo("api/latest", "/pull-requests"), get(list_pull_requests));
+    let mut router = Router::new();
+    for version in API_VERSIONS {
+        let api = format!("api/{version}");
+        router = router
+            .route(&repo(&api, "/branches"), get(list_branches).post(create_branch))
+            .route(&repo(&api, "/branches/default"), get(default_branch))
+            .route(&repo(&api, "/pull-requests"), get(list_pull_requests));
+    }
     for version in ["latest", "1.0"] {
-        router = router.route(&repo(&format!("branch-utils/{version}"), "/branches"), delete(delete_branch));
+        let utils = format!("branch-utils/{version}");
+        router =
+            router.route(&repo(&utils, "/branches"), axum::routing::post(create_utils_branch).delete(delete_branch));
     }
     for version in ["latest", "2.0"] {
         router = router.route(&repo(&format!("branch-permissions/{version}"), "/restrictions"), get(list_restrictions));
@@ -48,8 +58,13 @@ fn flag(uri: &Uri, name: &str) -> Result<bool> {
 
 /// `filterText` (contains, any case), `orderBy` (`ALPHABETICAL`, the default, or
 /// `MODIFICATION`: most recently changed first), `details=true` (the tip commit in `metadata`).
-async fn list_branches(State(sandbox): State<Sandbox>, PathParams((p, s)): RepoPath, uri: Uri) -> Result<Json<Value>> {
-    check_repo(&p, &s)?;
+async fn list_branches(
+    State(sandbox): State<Sandbox>,
+    caller: DcCaller,
+    DcPath((p, s)): RepoPath,
+    uri: Uri,
+) -> Result<Json<Value>> {
+    check(caller, DcPermission::RepoRead, &p, &s)?;
     let filter = param(query(&uri), "filterText").unwrap_or_default();
     let order = match param(query(&uri), "orderBy").map(|o| o.to_ascii_uppercase()).as_deref() {
         None | Some("ALPHABETICAL") => BranchOrder::Alphabetical,
@@ -65,6 +80,77 @@ async fn list_branches(State(sandbox): State<Sandbox>, PathParams((p, s)): RepoP
     Ok(Json(dc_paginate(values, query(&uri))?))
 }
 
+/// The deprecated `GET …/branches/default`: the default branch with its tip, as `RestBranch`.
+async fn default_branch(
+    State(sandbox): State<Sandbox>,
+    caller: DcCaller,
+    DcPath((p, s)): RepoPath,
+) -> Result<Json<Value>> {
+    check(caller, DcPermission::RepoRead, &p, &s)?;
+    let json = sandbox.state().dc_branch_json(MAIN);
+    // The seeded repository always has its default branch; Data Center answers 204 when empty.
+    json.map(Json).ok_or_else(|| Error::not_found("The repository has no default branch").into())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewBranch {
+    name: Option<String>,
+    start_point: Option<String>,
+}
+
+/// Creates `name` at `startPoint` (a branch, `refs/heads/…` or a commit); `overlap` is the status
+/// for a name that already exists (the `branch-utils` plugin answers 400 for that and 409 for a
+/// name overlapping another branch's, `a` and `a/b`; the core API answers 409 for both).
+fn create(sandbox: &Sandbox, body: &Bytes, exists: StatusCode) -> Result<Value> {
+    let body: NewBranch = parse_json(body)?;
+    let name = short_branch(body.name.as_deref().unwrap_or_default().trim()).to_owned();
+    if name.is_empty() {
+        return Err(Error::bad_request("name: a branch name is required").into());
+    }
+    let start = body.start_point.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let start = start.ok_or_else(|| Error::bad_request("startPoint: the commit to start from is required"))?;
+    apply_dc(sandbox, |state| {
+        if state.tip(&name).is_some() {
+            return Err(Error::new(exists, format!("Branch '{name}' already exists in {}.", crate::REPOSITORY)).into());
+        }
+        if let Some(other) =
+            state.branch_names().find(|b| b.starts_with(&format!("{name}/")) || name.starts_with(&format!("{b}/")))
+        {
+            return Err(Error::conflict(format!("Branch '{name}' overlaps with the existing branch '{other}'.")).into());
+        }
+        let hash = state.dc_resolve(start).map(|c| c.hash.clone());
+        let hash = hash.ok_or_else(|| Error::not_found(format!("Object '{start}' does not exist.")))?;
+        let (_, events) = state.create_branch(&name, &hash)?;
+        Ok(((), events))
+    })?;
+    let json = sandbox.state().dc_branch_json(&name);
+    json.ok_or_else(|| Error::not_found(format!("Branch {name} vanished")).into())
+}
+
+/// `POST /rest/api/…/branches` (`createBranchForRepository`): 200 with the branch.
+async fn create_branch(
+    State(sandbox): State<Sandbox>,
+    caller: DcCaller,
+    DcPath((p, s)): RepoPath,
+    body: Bytes,
+) -> Result<Json<Value>> {
+    check(caller, DcPermission::RepoWrite, &p, &s)?;
+    create(&sandbox, &body, StatusCode::CONFLICT).map(Json)
+}
+
+/// `POST /rest/branch-utils/…/branches` (`createBranch`): 201 with the branch.
+async fn create_utils_branch(
+    State(sandbox): State<Sandbox>,
+    caller: DcCaller,
+    DcPath((p, s)): RepoPath,
+    body: Bytes,
+) -> Result<Response> {
+    check(caller, DcPermission::RepoWrite, &p, &s)?;
+    let json = create(&sandbox, &body, StatusCode::BAD_REQUEST)?;
+    Ok((StatusCode::CREATED, Json(json)).into_response())
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DeleteBranch {
@@ -74,29 +160,34 @@ struct DeleteBranch {
     dry_run: bool,
 }
 
-/// `{"name", "endPoint"?, "dryRun"?}`: 204, or 400 (the default branch), 404, 403 (a `delete`
-/// restriction), 409 (`endPoint` is not the tip). A dry run checks everything and changes nothing.
+/// `{"name", "endPoint"?, "dryRun"?}` as the description says: 204, also for a branch that does
+/// not exist ("will not raise an error"); 400 for the default branch and for an `endPoint` the
+/// branch is not at; 401 without REPO_WRITE or when a `delete` restriction covers the branch (a
+/// missing branch permission). A dry run checks everything and changes nothing.
 async fn delete_branch(
     State(sandbox): State<Sandbox>,
-    PathParams((p, s)): RepoPath,
+    caller: DcCaller,
+    DcPath((p, s)): RepoPath,
     body: Bytes,
 ) -> Result<StatusCode> {
-    check_repo(&p, &s)?;
+    check(caller, DcPermission::RepoWrite, &p, &s)?;
     let body: DeleteBranch = parse_json(&body)?;
     let name = short_branch(body.name.trim()).to_owned();
     apply_dc(&sandbox, |state| {
         if name == MAIN {
             return Err(Error::bad_request(format!("{name} is the default branch and cannot be deleted.")).into());
         }
-        let tip = state.check_branch_deletion(&name).map_err(|mut e| {
-            if e.status == StatusCode::NOT_FOUND {
-                e.message = format!("Branch refs/heads/{name} does not exist.");
-            }
-            DcError::from(e)
-        })?;
+        let Some(tip) = state.tip(&name).map(str::to_owned) else {
+            return Ok(((), Vec::new()));
+        };
+        if state.branch_restricted("delete", &name) {
+            return Err(DcError::not_permitted(format!(
+                "You do not have permission to delete refs/heads/{name}: a branch permission prevents deletion."
+            )));
+        }
         let end = body.end_point.as_deref().map(str::trim).filter(|e| !e.is_empty());
         if let Some(end) = end.filter(|end| !(tip == *end || (end.len() >= 7 && tip.starts_with(end)))) {
-            return Err(Error::conflict(format!("Branch {name} is at {tip}, not at the endPoint {end}")).into());
+            return Err(Error::bad_request(format!("Branch {name} is at {tip}, not at the endPoint {end}")).into());
         }
         if body.dry_run {
             return Ok(((), Vec::new()));
@@ -111,10 +202,11 @@ async fn delete_branch(
 /// `OLDEST`).
 async fn list_pull_requests(
     State(sandbox): State<Sandbox>,
-    PathParams((p, s)): RepoPath,
+    caller: DcCaller,
+    DcPath((p, s)): RepoPath,
     uri: Uri,
 ) -> Result<Json<Value>> {
-    check_repo(&p, &s)?;
+    check(caller, DcPermission::RepoRead, &p, &s)?;
     let q = query(&uri);
     let states = match param(q, "state").map(|s| s.to_ascii_uppercase()).as_deref() {
         None | Some("") => vec![PrState::Open],
@@ -145,10 +237,11 @@ const DC_RESTRICTION_TYPES: &[&str] = &["read-only", "no-deletes", "fast-forward
 /// `type` (`no-deletes`…), `matcherType` (`BRANCH`, `PATTERN`) and `matcherId` filter.
 async fn list_restrictions(
     State(sandbox): State<Sandbox>,
-    PathParams((p, s)): RepoPath,
+    caller: DcCaller,
+    DcPath((p, s)): RepoPath,
     uri: Uri,
 ) -> Result<Json<Value>> {
-    check_repo(&p, &s)?;
+    check(caller, DcPermission::RepoAdmin, &p, &s)?;
     let q = query(&uri);
     let kind = param(q, "type").filter(|t| !t.is_empty());
     if let Some(kind) = kind.as_deref().filter(|t| !DC_RESTRICTION_TYPES.contains(t)) {
