@@ -27,6 +27,7 @@ mod faults;
 mod form;
 mod paging;
 mod state;
+mod traffic;
 mod webhooks;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,6 +41,7 @@ use tokio::task::JoinHandle;
 
 pub use cloud::pipelines::TestCounts;
 pub use faults::{Fault, FaultKind, RecordedRequest};
+pub use traffic::{PROBE_HEADER, TEST_HEADER, TRAFFIC_LOG_VARIABLE};
 pub use webhooks::SentWebhook;
 
 use cloud::auth::OAuth;
@@ -179,6 +181,8 @@ struct Inner {
     extra_credentials: Mutex<Vec<(ExtraCredential, Grant)>>,
     faults: Mutex<Vec<Fault>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// The traffic log's file, opened for appending.
+    traffic: Mutex<Option<std::fs::File>>,
     sent: Mutex<Vec<SentWebhook>>,
     deliveries: Mutex<Vec<JoinHandle<()>>>,
     src_commits: AtomicUsize,
@@ -207,6 +211,15 @@ impl Sandbox {
     /// `develop` and `feature/login`.
     pub fn new(public_base: impl Into<String>) -> Self {
         let public_base = public_base.into().trim_end_matches('/').to_owned();
+        let traffic = std::env::var_os(traffic::TRAFFIC_LOG_VARIABLE).filter(|p| !p.is_empty()).map(|path| {
+            traffic::open(std::path::Path::new(&path)).unwrap_or_else(|e| {
+                panic!(
+                    "{}={}: cannot open it for appending: {e}",
+                    traffic::TRAFFIC_LOG_VARIABLE,
+                    path.to_string_lossy()
+                )
+            })
+        });
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -220,6 +233,7 @@ impl Sandbox {
                 extra_credentials: Mutex::default(),
                 faults: Mutex::default(),
                 requests: Mutex::default(),
+                traffic: Mutex::new(traffic),
                 sent: Mutex::default(),
                 deliveries: Mutex::default(),
                 src_commits: AtomicUsize::new(0),
@@ -297,6 +311,13 @@ impl Sandbox {
     /// Every `/2.0`, `/rest` and `/site` request (not `/_admin`), in order, with its final status.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.inner.requests).clone()
+    }
+
+    /// Appends every exchange from now on to `path`, as `SANDBOX_TRAFFIC_LOG` does (see the crate
+    /// documentation); replaces the file the variable named.
+    pub fn log_traffic_to(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        *lock(&self.inner.traffic) = Some(traffic::open(path.as_ref())?);
+        Ok(())
     }
 
     pub fn clear_requests(&self) {
@@ -433,6 +454,16 @@ impl Sandbox {
 
     pub(crate) fn record(&self, request: RecordedRequest) {
         lock(&self.inner.requests).push(request);
+    }
+
+    pub(crate) fn logs_traffic(&self) -> bool {
+        lock(&self.inner.traffic).is_some()
+    }
+
+    pub(crate) fn log_traffic(&self, line: &serde_json::Value) {
+        if let Some(file) = lock(&self.inner.traffic).as_mut() {
+            traffic::append(file, line);
+        }
     }
 
     pub(crate) fn count_src_commit(&self) {

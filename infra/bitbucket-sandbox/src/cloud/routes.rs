@@ -342,7 +342,7 @@ fn new_commit(fields: Vec<FormField>) -> Result<NewCommit, Error> {
         files: Vec::new(),
         deletes: Vec::new(),
     };
-    for FormField { name, value, is_file } in fields {
+    for FormField { name, value, is_file, .. } in fields {
         match name.as_str() {
             _ if is_file => commit.files.push((name, value)),
             "message" => commit.message = text(&name, value)?,

@@ -114,3 +114,24 @@ pub async fn dc_error(response: reqwest::Response, status: u16) -> Value {
     assert!(errors[0]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     errors[0].clone()
 }
+
+/// A file path under the temporary directory, removed when dropped.
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    pub fn new(name: &str) -> Self {
+        TempPath(std::env::temp_dir().join(format!("sandbox-{name}-{}", uuid::Uuid::new_v4())))
+    }
+
+    /// Every line of the file, parsed.
+    pub fn json_lines(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

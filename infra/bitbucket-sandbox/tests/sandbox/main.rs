@@ -6,3 +6,4 @@ mod common;
 mod datacenter;
 mod pipelines;
 mod scopes;
+mod traffic;
