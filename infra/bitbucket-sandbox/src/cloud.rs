@@ -3,6 +3,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod pipelines;
+pub(crate) mod query;
 pub(crate) mod render;
 pub(crate) mod routes;
 pub(crate) mod scopes;

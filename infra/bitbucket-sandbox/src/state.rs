@@ -25,6 +25,7 @@ pub const DEFAULT_AUTHOR: &str = "Sandbox Developer <dev@sandbox.test>";
 // Fixed ids, so links and payloads look the same from one run to the next.
 pub(crate) const REPO_UUID: &str = "{2b9d3e4f-6a71-4c5e-9f08-1d2c3b4a5e6f}";
 pub(crate) const USER_UUID: &str = "{7e1c2d3b-4a5f-4e6d-8c9b-0a1f2e3d4c5b}";
+pub(crate) const WORKSPACE_UUID: &str = "{5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d}";
 pub(crate) const ACCOUNT_ID: &str = "712020:7e1c2d3b-4a5f-4e6d-8c9b-0a1f2e3d4c5b";
 
 pub const HOOK_EVENTS: &[&str] = &[
@@ -47,6 +48,15 @@ pub struct Commit {
     pub date: DateTime<Utc>,
     pub parents: Vec<String>,
     pub tree: Tree,
+    /// Creation order: newer commits have larger numbers.
+    pub seq: usize,
+}
+
+/// What a path names in a commit's tree.
+pub enum TreeEntry<'a> {
+    File(&'a [u8]),
+    /// A directory: its immediate children, `(name, is_directory)`, in name order.
+    Directory(Vec<(String, bool)>),
 }
 
 pub struct Hook {
@@ -209,6 +219,7 @@ impl State {
             date: self.now(),
             parents: parent.map(str::to_owned).into_iter().collect(),
             tree,
+            seq: self.commits.len(),
         };
         self.commits.insert(hash.clone(), commit);
         hash
@@ -243,6 +254,56 @@ impl State {
             (Some(commit), None) => Some(commit),
             _ => None,
         }
+    }
+
+    /// The commits reachable from `include` (every branch when empty) and not from `exclude`,
+    /// newest first, as `git log` lists them.
+    pub fn history<'a>(&'a self, include: &[&'a Commit], exclude: &[&'a Commit]) -> Vec<&'a Commit> {
+        let reach = |starts: Vec<&'a str>| -> std::collections::HashSet<&'a str> {
+            let mut seen = std::collections::HashSet::new();
+            let mut todo = starts;
+            while let Some(hash) = todo.pop() {
+                if let Some(commit) = self.commits.get(hash).filter(|_| seen.insert(hash)) {
+                    todo.extend(commit.parents.iter().map(String::as_str));
+                }
+            }
+            seen
+        };
+        let starts = if include.is_empty() {
+            self.branches.values().map(String::as_str).collect()
+        } else {
+            include.iter().map(|c| c.hash.as_str()).collect()
+        };
+        let excluded = reach(exclude.iter().map(|c| c.hash.as_str()).collect());
+        let mut commits: Vec<&Commit> =
+            reach(starts).into_iter().filter(|h| !excluded.contains(h)).filter_map(|h| self.commits.get(h)).collect();
+        commits.sort_by_key(|c| std::cmp::Reverse(c.seq));
+        commits
+    }
+
+    /// What `path` (relative, `""` for the root, a trailing `/` allowed) names at `commit`.
+    pub fn tree_entry<'a>(&self, commit: &'a Commit, path: &str) -> Option<TreeEntry<'a>> {
+        let path = path.trim_matches('/');
+        if let Some(content) = commit.tree.get(path) {
+            return Some(TreeEntry::File(content));
+        }
+        let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+        let mut children: Vec<(String, bool)> = commit
+            .tree
+            .keys()
+            .filter_map(|file| file.strip_prefix(&prefix))
+            .map(|rest| match rest.split_once('/') {
+                Some((dir, _)) => (dir.to_owned(), true),
+                None => (rest.to_owned(), false),
+            })
+            .collect();
+        children.dedup();
+        if children.is_empty() {
+            return None;
+        }
+        children.sort();
+        children.dedup();
+        Some(TreeEntry::Directory(children))
     }
 
     pub fn branch_names(&self) -> impl Iterator<Item = &str> {
@@ -583,19 +644,29 @@ mod tests {
         }
     }
 
+    /// As Cloud shows it: the head's first 12 digits.
+    fn cloud_pr(state: &State, id: u64, title: &str, pr_state: &str) -> ParsedPr {
+        let mut pr = pr(state, id, title, pr_state);
+        pr.head = pr.head.map(|h| h[..12].to_owned());
+        pr
+    }
+
     #[test]
     fn pull_request_lifecycle() {
         let mut state = sandbox_state();
         let (id, events) = state.open_pull_request("feature/login", "main", "Login").unwrap();
-        assert_eq!(parsed(events), RepoEvent::PullRequestOpened { pull_request: pr(&state, id, "Login", "OPEN") });
+        assert_eq!(
+            parsed(events),
+            RepoEvent::PullRequestOpened { pull_request: cloud_pr(&state, id, "Login", "OPEN") }
+        );
 
         state.commit_files(commit("feature/login", None)).unwrap();
         let events = state.update_pull_request(id, Some("Login page")).unwrap();
-        let expected = pr(&state, id, "Login page", "OPEN");
+        let expected = cloud_pr(&state, id, "Login page", "OPEN");
         assert_eq!(parsed(events), RepoEvent::PullRequestUpdated { pull_request: expected });
 
         let events = state.close_pull_request(id, PrState::Merged).unwrap();
-        let expected = pr(&state, id, "Login page", "MERGED");
+        let expected = cloud_pr(&state, id, "Login page", "MERGED");
         assert_eq!(parsed(events), RepoEvent::PullRequestMerged { pull_request: expected });
         assert!(state.close_pull_request(id, PrState::Declined).is_err(), "only open ones close");
     }

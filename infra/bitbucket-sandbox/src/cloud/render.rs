@@ -4,15 +4,55 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::state::{ACCOUNT_ID, BuildStatus, Commit, Hook, MAIN, PrState, REPO_UUID, State, USER_UUID};
+use crate::state::{ACCOUNT_ID, BuildStatus, Commit, Hook, MAIN, PrState, REPO_UUID, State, USER_UUID, WORKSPACE_UUID};
 use crate::{REPOSITORY, WORKSPACE};
 
 pub(crate) fn iso(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, false)
 }
 
-fn href(url: String) -> Value {
+pub(crate) fn href(url: String) -> Value {
     json!({ "href": url })
+}
+
+/// How many hex digits of a commit hash Cloud shows in pull requests (API and webhooks).
+pub const PULL_REQUEST_HASH_DIGITS: usize = 12;
+
+pub(crate) fn short_hash(hash: &str) -> &str {
+    hash.get(..PULL_REQUEST_HASH_DIGITS).unwrap_or(hash)
+}
+
+/// One path segment, percent-encoded (all but RFC 3986 unreserved characters).
+pub(crate) fn escape(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Each `/`-separated segment of a path, percent-encoded.
+pub(crate) fn escape_path(path: &str) -> String {
+    path.split('/').map(escape).collect::<Vec<_>>().join("/")
+}
+
+/// The workspace `sandbox`, as `GET /2.0/workspaces/{workspace}` shows it.
+pub fn workspace_json(base: &str) -> Value {
+    json!({
+        "type": "workspace",
+        "uuid": WORKSPACE_UUID,
+        "name": "Sandbox",
+        "slug": WORKSPACE,
+        "is_private": true,
+        "created_on": "2024-01-01T00:00:00.000000+00:00",
+        "links": {
+            "self": href(format!("{base}/2.0/workspaces/{WORKSPACE}")),
+            "html": href(format!("{base}/{WORKSPACE}/")),
+            "repositories": href(format!("{base}/2.0/repositories/{WORKSPACE}")),
+        },
+    })
 }
 
 pub fn user_json() -> Value {
@@ -87,6 +127,40 @@ impl State {
         self.resolve_branch(name).map(|c| self.ref_json(name, c))
     }
 
+    /// A `commit_file` or `commit_directory` at `path` (relative) of `commit`, as `src` lists them.
+    pub fn tree_entry_json(&self, c: &Commit, path: &str, directory: bool) -> Value {
+        let commit = json!({
+            "type": "commit",
+            "hash": c.hash,
+            "links": { "self": href(self.api(&format!("/commit/{}", c.hash))) },
+        });
+        let src = self.api(&format!("/src/{}/{}", c.hash, escape_path(path)));
+        if directory {
+            return json!({
+                "type": "commit_directory",
+                "path": path,
+                "commit": commit,
+                "links": {
+                    "self": href(format!("{src}/")),
+                    "meta": href(format!("{src}/?format=meta")),
+                },
+            });
+        }
+        let size = c.tree.get(path).map_or(0, Vec::len);
+        json!({
+            "type": "commit_file",
+            "path": path,
+            "escaped_path": path,
+            "commit": commit,
+            "size": size,
+            "links": {
+                "self": href(src.clone()),
+                "meta": href(format!("{src}?format=meta")),
+                "history": href(self.api(&format!("/filehistory/{}/{}", c.hash, escape_path(path)))),
+            },
+        })
+    }
+
     pub fn hook_json(&self, h: &Hook) -> Value {
         json!({
             "type": "webhook_subscription",
@@ -100,6 +174,7 @@ impl State {
             "secret_set": h.secret.is_some(),
             "skip_cert_verification": false,
             "created_at": iso(&h.created_at),
+            "links": { "self": href(self.api(&format!("/hooks/{}", escape(&h.uuid)))) },
         })
     }
 
@@ -109,7 +184,8 @@ impl State {
         let endpoint = |branch: &str, hash: String| {
             json!({
                 "branch": { "name": branch },
-                "commit": { "type": "commit", "hash": hash },
+                // Schema `pullrequest_endpoint`: `{hash}` only, and live Cloud sends 12 digits.
+            "commit": { "hash": short_hash(&hash) },
                 "repository": { "type": "repository", "full_name": format!("{WORKSPACE}/{REPOSITORY}"), "name": REPOSITORY, "uuid": REPO_UUID },
             })
         };
@@ -149,7 +225,10 @@ impl State {
             "created_on": iso(&s.created_on),
             "updated_on": iso(&s.updated_on),
             "commit": { "type": "commit", "hash": s.commit, "links": { "self": href(self.api(&format!("/commit/{}", s.commit))) } },
-            "links": { "commit": href(self.api(&format!("/commit/{}", s.commit))) },
+            "links": {
+                "self": href(self.api(&format!("/commit/{}/statuses/build/{}", s.commit, escape(&i.key)))),
+                "commit": href(self.api(&format!("/commit/{}", s.commit))),
+            },
         })
     }
 

@@ -2,6 +2,7 @@
 //! it, driven with reqwest.
 
 mod api;
+mod cloud;
 mod common;
 mod datacenter;
 mod pipelines;
