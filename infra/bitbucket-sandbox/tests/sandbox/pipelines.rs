@@ -102,7 +102,8 @@ async fn triggered_runs_are_pending_with_cloud_fields() {
         "selector": { "type": "branches", "pattern": "main" },
     });
     assert_eq!(run["target"], target);
-    assert_eq!(run["trigger"], json!({ "name": "MANUAL", "type": "pipeline_trigger_manual" }));
+    // Only `type`: the description's `pipeline_trigger` has no `name`, nor does live Cloud send one.
+    assert_eq!(run["trigger"], json!({ "type": "pipeline_trigger_manual" }));
     assert_eq!(run["state"], json!({ "name": "PENDING", "type": "pipeline_state_pending" }));
     assert_eq!(run["variables"], json!([]));
     let created = chrono::DateTime::parse_from_rfc3339(run["created_on"].as_str().unwrap()).unwrap();
@@ -133,8 +134,10 @@ async fn triggered_runs_are_pending_with_cloud_fields() {
     assert_eq!(custom["target"]["commit"]["hash"], main.as_str());
     assert_ne!(main, develop);
     assert_eq!(custom["target"]["selector"], json!({ "type": "custom", "pattern": "deploy" }));
-    let variables =
-        json!([{ "key": "ENV", "secured": false, "value": "staging" }, { "key": "TOKEN", "secured": true }]);
+    let variables = json!([
+        { "type": "pipeline_variable", "key": "ENV", "secured": false, "value": "staging" },
+        { "type": "pipeline_variable", "key": "TOKEN", "secured": true },
+    ]);
     assert_eq!(custom["variables"], variables);
     assert!(!custom.to_string().contains("hunter2"));
     assert_eq!(h.trigger("feature/login").await["build_number"], 3);
@@ -166,9 +169,11 @@ async fn bad_triggers_are_refused_and_store_nothing() {
         (target(json!({ "commit": { "hash": "main" } })), "does not exist"),
         (target(json!({ "selector": { "type": "custom" } })), "needs a pattern"),
         (target(json!({ "selector": { "type": "custom", "pattern": " " } })), "needs a pattern"),
-        (target(json!({ "selector": { "type": "nightly" } })), "not supported"),
-        (target(json!({ "ref_type": "tag" })), "not supported"),
-        (target(json!({ "type": "pipeline_commit_target" })), "not supported"),
+        (target(json!({ "selector": { "type": "nightly" } })), "is not one of"),
+        (target(json!({ "ref_type": "tag" })), "Tag main does not exist"),
+        (target(json!({ "ref_type": "commit" })), "is not one of"),
+        (target(json!({ "type": "pipeline_pullrequest_target" })), "is not one of"),
+        (json!({ "target": { "type": "pipeline_commit_target" } }), "target.commit: This field is required."),
         (json!({ "variables": [] }), "target: This field is required."),
     ];
     for (body, message) in cases {
@@ -182,6 +187,11 @@ async fn bad_triggers_are_refused_and_store_nothing() {
     let response = h.post(&h.repo("/pipelines/")).json(&no_key).send().await.unwrap();
     assert_eq!(response.status(), 400);
     assert_eq!(error_message(response).await, "variables[1].key: This field is required.");
+    let mut bad_type = target(json!({}));
+    bad_type["variables"] = json!([{ "type": "variable", "key": "A", "value": "1" }]);
+    let response = h.post(&h.repo("/pipelines/")).json(&bad_type).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(error_message(response).await.contains("is not pipeline_variable"));
     let malformed = h.post(&h.repo("/pipelines/")).body("{nope").send().await.unwrap();
     assert_eq!(malformed.status(), 400);
     assert!(h.sandbox.pipelines().is_empty());
@@ -636,4 +646,43 @@ async fn runs_set_build_statuses_on_their_commits() {
     let statuses = h.cloud_get(&h.repo(&format!("/commit/{commit}/statuses"))).await;
     let keys: Vec<_> = statuses["values"].as_array().unwrap().iter().map(|s| s["key"].clone()).collect();
     assert_eq!(keys, [json!("pipeline-1"), json!("pipeline-2")], "both develop runs were on the same commit");
+}
+
+#[tokio::test]
+async fn commit_targets_and_typed_variables_are_accepted() {
+    let h = start().await;
+    let develop = h.tip("develop").await;
+    let body = json!({
+        "target": {
+            "type": "pipeline_commit_target",
+            "commit": { "type": "commit", "hash": develop },
+            "selector": { "type": "custom", "pattern": "Deploy to production" },
+        },
+        "variables": [
+            { "type": "pipeline_variable", "key": "ENV", "value": "prod" },
+            { "key": "UNTYPED", "value": "as the operation's own example sends it" },
+        ],
+    });
+    let response = h.post(&h.repo("/pipelines/")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let run: Value = response.json().await.unwrap();
+    let target = json!({
+        "type": "pipeline_commit_target",
+        "commit": { "type": "commit", "hash": develop },
+        "selector": { "type": "custom", "pattern": "Deploy to production" },
+    });
+    assert_eq!(run["target"], target);
+    assert!(run["variables"].as_array().unwrap().iter().all(|v| v["type"] == "pipeline_variable"), "{run}");
+    assert_eq!(h.run(&uuid_of(&run)).await["target"], target);
+
+    // A commit target has no branch: the build status it sets carries no refname.
+    h.sandbox.start_pipeline(&uuid_of(&run)).unwrap();
+    let statuses = h.cloud_get(&h.repo(&format!("/commit/{develop}/statuses"))).await;
+    assert_eq!(statuses["values"][0]["refname"], Value::Null);
+    // Listing by branch leaves it out.
+    assert_eq!(h.cloud_get(&h.repo("/pipelines/?target.ref_name=develop")).await["size"], 0);
+    // A named branch is a branch.
+    let named =
+        json!({ "target": { "type": "pipeline_ref_target", "ref_type": "named_branch", "ref_name": "develop" } });
+    assert_eq!(h.post(&h.repo("/pipelines/")).json(&named).send().await.unwrap().status(), 201);
 }
