@@ -1,7 +1,8 @@
 //! Cloud's filter and sort query parameters (narrative "Filter and sort API objects"): `q` in a
 //! subset of BBQL — comparisons `field op value` with `=`, `!=`, `~` (contains, any case), `!~`,
-//! `>`, `>=`, `<`, `<=`; values quoted strings, numbers, `true`, `false`, `null` or bare datetimes;
-//! `AND`, `OR` and parentheses — and `sort=field` / `sort=-field`. Fields are dotted paths into the
+//! `>`, `>=`, `<`, `<=`, `IN (…)`, `NOT IN (…)`; values quoted strings, numbers, `true`, `false`,
+//! `null` or bare datetimes; `AND`, `OR` (any case) and parentheses — and `sort=field` /
+//! `sort=-field`. Fields are dotted paths into the
 //! objects the listing returns (`source.branch.name`), each listing naming the fields it allows;
 //! anything else is a 400, as Bitbucket refuses a query it cannot apply rather than ignoring it.
 
@@ -35,6 +36,7 @@ pub enum Op {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     Compare { field: String, op: Op, value: Literal },
+    In { field: String, values: Vec<Literal>, negated: bool },
     And(Box<Filter>, Box<Filter>),
     Or(Box<Filter>, Box<Filter>),
 }
@@ -46,6 +48,7 @@ enum Token {
     Op(Op),
     Open,
     Close,
+    Comma,
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -67,6 +70,10 @@ fn tokens(q: &str) -> Result<Vec<Token>, Error> {
             }
             ')' => {
                 out.push(Token::Close);
+                i += 1;
+            }
+            ',' => {
+                out.push(Token::Comma);
                 i += 1;
             }
             '"' => {
@@ -117,7 +124,7 @@ fn tokens(q: &str) -> Result<Vec<Token>, Error> {
             }
             _ => {
                 let start = i;
-                while i < chars.len() && !chars[i].is_whitespace() && !"()=~!<>\"".contains(chars[i]) {
+                while i < chars.len() && !chars[i].is_whitespace() && !"()=~!<>\",".contains(chars[i]) {
                     i += 1;
                 }
                 if i == start {
@@ -179,22 +186,60 @@ impl Parser<'_> {
                 self.fields.join(", ")
             )));
         }
-        let op = match self.tokens.get(self.at + 1) {
+        self.at += 1;
+        let negated = self.peek_keyword("NOT");
+        if negated {
+            self.at += 1;
+        }
+        if self.peek_keyword("IN") {
+            self.at += 1;
+            return Ok(Filter::In { field, values: self.list()?, negated });
+        }
+        if negated {
+            return Err(invalid(format!("expected IN after {field} NOT")));
+        }
+        let op = match self.tokens.get(self.at) {
             Some(Token::Op(op)) => *op,
             _ => return Err(invalid(format!("expected an operator after {field}"))),
         };
-        let value = match self.tokens.get(self.at + 2) {
-            Some(Token::Text(t)) => Literal::Text(t.clone()),
-            Some(Token::Word(w)) => match w.as_str() {
+        self.at += 1;
+        let value = self.value().ok_or_else(|| invalid(format!("expected a value after {field}")))?;
+        Ok(Filter::Compare { field, op, value })
+    }
+
+    fn value(&mut self) -> Option<Literal> {
+        let value = match self.tokens.get(self.at)? {
+            Token::Text(t) => Literal::Text(t.clone()),
+            Token::Word(w) => match w.as_str() {
                 "true" => Literal::Bool(true),
                 "false" => Literal::Bool(false),
                 "null" => Literal::Null,
                 _ => w.parse::<f64>().map(Literal::Number).unwrap_or_else(|_| Literal::Text(w.clone())),
             },
-            _ => return Err(invalid(format!("expected a value after {field}"))),
+            _ => return None,
         };
-        self.at += 3;
-        Ok(Filter::Compare { field, op, value })
+        self.at += 1;
+        Some(value)
+    }
+
+    /// `( value, value, … )`.
+    fn list(&mut self) -> Result<Vec<Literal>, Error> {
+        if self.tokens.get(self.at) != Some(&Token::Open) {
+            return Err(invalid("expected ( after IN"));
+        }
+        self.at += 1;
+        let mut values = Vec::new();
+        loop {
+            values.push(self.value().ok_or_else(|| invalid("expected a value in the IN list"))?);
+            match self.tokens.get(self.at) {
+                Some(Token::Comma) => self.at += 1,
+                Some(Token::Close) => {
+                    self.at += 1;
+                    return Ok(values);
+                }
+                _ => return Err(invalid("expected , or ) in the IN list")),
+            }
+        }
     }
 }
 
@@ -240,6 +285,10 @@ impl Filter {
         match self {
             Filter::And(a, b) => a.matches(item) && b.matches(item),
             Filter::Or(a, b) => a.matches(item) || b.matches(item),
+            Filter::In { field, values, negated } => {
+                let actual = lookup(item, field);
+                values.iter().any(|v| order(actual, v) == Some(Ordering::Equal)) != *negated
+            }
             Filter::Compare { field, op, value } => {
                 let actual = lookup(item, field);
                 let contains = || match value {
@@ -258,14 +307,6 @@ impl Filter {
                     Op::Le => matches!(ordering, Some(Ordering::Less | Ordering::Equal)),
                 }
             }
-        }
-    }
-
-    /// Whether the filter says anything about `field`.
-    pub fn mentions(&self, field: &str) -> bool {
-        match self {
-            Filter::And(a, b) | Filter::Or(a, b) => a.mentions(field) || b.mentions(field),
-            Filter::Compare { field: f, .. } => f == field,
         }
     }
 }
@@ -336,13 +377,24 @@ mod tests {
         assert_eq!(ids(r#"(state = "OPEN" OR state = "MERGED") AND id > 1"#), [2, 3]);
         assert_eq!(ids(r#"state != "OPEN""#), [2]);
         assert_eq!(ids(r#"title !~ "1""#), [2, 3]);
-        for bad in
-            ["", "state", "state =", "nope = 1", r#"state = "OPEN" AND"#, "(id = 1", r#"id = "1"#, "id = 1 id = 2"]
-        {
+        assert_eq!(ids(r#"state IN ("MERGED", "DECLINED")"#), [2]);
+        assert_eq!(ids(r#"id NOT IN (1,3) or id = 1"#), [1, 2]);
+        for bad in [
+            "",
+            "state",
+            "state =",
+            "nope = 1",
+            r#"state = "OPEN" AND"#,
+            "(id = 1",
+            r#"id = "1"#,
+            "id = 1 id = 2",
+            "id IN 1",
+            "id IN (1",
+            "id NOT = 1",
+        ] {
             assert!(filter(values.clone(), Some(bad), FIELDS).is_err() || bad.is_empty(), "{bad}");
         }
         assert!(parse("nope = 1", FIELDS).is_err());
-        assert!(parse(r#"state = "OPEN""#, FIELDS).unwrap().mentions("state"));
     }
 
     #[test]

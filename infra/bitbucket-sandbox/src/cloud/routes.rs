@@ -583,8 +583,9 @@ const PULL_REQUEST_FIELDS: &[&str] = &[
     "author.display_name",
 ];
 
-/// `state` (repeatable; OPEN unless given, or unless `q` filters on the state), `q`, `sort`, and
-/// pages of at most 50, as live Cloud answers.
+/// `state` (repeatable; OPEN when not given), `q`, `sort`, and pages of at most 50, as live Cloud
+/// answers. With `q`, live Cloud ignores `state` and its OPEN default: the query alone decides
+/// (MunifTanjim/node-bitbucket#16 shows it).
 async fn list_pull_requests(
     State(sandbox): State<Sandbox>,
     caller: Caller,
@@ -600,12 +601,10 @@ async fn list_pull_requests(
     for raw in params(query, "state") {
         states.push(PrState::parse(&raw).ok_or_else(|| Error::bad_request(format!("state: unknown state {raw:?}")))?);
     }
-    if states.is_empty() {
-        if filter.as_ref().is_some_and(|f| f.mentions("state")) {
-            states.extend([PrState::Open, PrState::Merged, PrState::Declined]);
-        } else {
-            states.push(PrState::Open);
-        }
+    if filter.is_some() {
+        states = vec![PrState::Open, PrState::Merged, PrState::Declined];
+    } else if states.is_empty() {
+        states.push(PrState::Open);
     }
     let mut values = sandbox.state().pulls_json(&states);
     if let Some(filter) = &filter {
