@@ -4,6 +4,7 @@
 mod api;
 mod cloud;
 mod common;
+mod conformance;
 mod datacenter;
 mod pipelines;
 mod scopes;
