@@ -1,23 +1,76 @@
 //! A stateful, in-memory Bitbucket Cloud (REST 2.0 subset) served over real HTTP: repositories,
 //! branches with commits and file trees, hooks, pull requests and build statuses, behind Cloud's
 //! credentials and scopes, sending real signed webhooks when state changes. The same repository
-//! is also served as Bitbucket Data Center (REST 1.0 subset) shows it, with its own hooks.
-//! Tests start it on a free port; the local stack mounts it at `/sandbox/bitbucket`.
+//! is also served as Bitbucket Data Center (REST subset) shows it, with its own hooks. It is as
+//! strict as the live service where the project knows how the service behaves: Atlassian's
+//! OpenAPI descriptions (`../shared/bitbucket-openapi/`), and the live differences cited in
+//! `infra/conformance/allowlist.yaml` and `live-rules.yaml`. Tests start it on a free port; the
+//! local stack mounts it at `/sandbox/bitbucket`.
 //!
 //! Routes are relative to the mount point: `/2.0/...` and `/site/oauth2/access_token` as on
-//! Cloud, `/rest/api/latest/...` as on Data Center, and `/_admin/...` (no auth) to drive it and
-//! inspect what it saw.
+//! Cloud, `/rest/api/{1.0,latest}/...` (and `/rest/branch-utils/…`, `/rest/branch-permissions/…`)
+//! as on Data Center, and `/_admin/...` (no auth) to drive it and inspect what it saw.
 //!
-//! - Data Center files: `PUT …/browse/{path}` (multipart commit of one file), `GET …/raw/{path}?at=`,
-//!   `GET …/commits/{id}`.
-//! - Data Center branches and pull requests: `GET …/branches` (filterText, orderBy, details),
-//!   `DELETE /rest/branch-utils/latest/…/branches` (endPoint, dryRun), `GET …/pull-requests`.
-//! - Branch restrictions, one list for both flavors: Cloud `GET /2.0/…/branch-restrictions`, Data
-//!   Center `GET /rest/branch-permissions/2.0/…/restrictions`, `POST /_admin/branch-restrictions`;
-//!   a `delete` restriction makes both flavors refuse to delete the branches it matches (403).
+//! # Cloud
 //!
-//! Pipelines: `…/pipelines/` (trigger, list), `…/pipelines/{uuid}`, `…/{uuid}/stopPipeline`,
-//! `…/{uuid}/steps/` and `…/steps/{step}/test_reports`, runs driven by hand or on a timer.
+//! `user`, `workspaces/{ws}`, the repository; hooks; branches (`q`, `sort`), branch creation and
+//! deletion; branch restrictions; `src` (commits by form, files, directory listings, `format=meta`;
+//! `src/{branch}/…` is refused when the branch name has a `/`, as live Cloud does: read by commit);
+//! `commit/{hash}`, `commits[/{revision}]` (`include`, `exclude`); build statuses; pull requests
+//! (12-digit `{hash}` commits, pages of at most 50, `q` in a BBQL subset, `sort`). Collections
+//! answer with a trailing slash too. Pipelines: `…/pipelines/` (trigger by ref or commit, list),
+//! `…/pipelines/{uuid}`, `…/{uuid}/stopPipeline`, `…/{uuid}/steps/`, `…/steps/{step}` and
+//! `…/test_reports`, runs driven by hand or on a timer. OAuth: the client-credentials grant
+//! (`scope` in the answer, no refresh token).
+//!
+//! # Credentials and scopes
+//!
+//! Every Cloud operation requires the scopes its description states: granular ones
+//! (`read:repository:bitbucket`…) for API tokens, legacy ones (`repository`…, with the narrative's
+//! implications: `pullrequest` gives `repository`) for access tokens and OAuth consumers. A
+//! missing scope is a 403 `{"type":"error","error":{"message","detail":{"required","granted"}}}`
+//! naming the operation's scopes in the credential's vocabulary.
+//!
+//! | credential | scopes / permission |
+//! |---|---|
+//! | [`API_TOKEN_EMAIL`]:[`API_TOKEN`] (Basic) | [`API_TOKEN_SCOPES`]: every granular scope the routes need |
+//! | [`NO_ADMIN_API_TOKEN_EMAIL`]:[`NO_ADMIN_API_TOKEN`] (Basic) | the same but `admin:repository:bitbucket` |
+//! | [`ACCESS_TOKEN`] (Bearer) | [`ACCESS_TOKEN_SCOPES`]: every legacy scope the routes need |
+//! | [`READONLY_ACCESS_TOKEN`] (Bearer) | [`READONLY_ACCESS_TOKEN_SCOPES`]: `account`, `repository` |
+//! | [`NO_PULLREQUEST_ACCESS_TOKEN`] (Bearer) | [`ACCESS_TOKEN_SCOPES`] but `pullrequest` |
+//! | [`OAUTH_CONSUMER_KEY`]/[`OAUTH_CONSUMER_SECRET`] | tokens with [`ACCESS_TOKEN_SCOPES`] |
+//! | [`APP_PASSWORD_USER`]:[`APP_PASSWORD`] | always 401 (removed 2026-07-28) |
+//! | [`DC_HTTP_TOKEN`] (Bearer, `/rest`) | `REPO_ADMIN` |
+//! | [`DC_WRITE_TOKEN`] (Bearer, `/rest`) | `REPO_WRITE` |
+//! | [`DC_READ_TOKEN`] (Bearer, `/rest`) | `REPO_READ` |
+//!
+//! [`Sandbox::accept_credential_with`] adds a credential ([`ExtraCredential`]) with any scope list
+//! or Data Center permission ([`Grant`]); [`Sandbox::accept_credential`] with everything.
+//!
+//! # Data Center
+//!
+//! The repository, `default-branch` and `branches/default`; webhooks; `PUT …/browse/{path}`
+//! (multipart commit of one file), `GET …/raw/{path}?at=`, `GET …/commits/{id}`; `GET …/branches`
+//! (filterText, orderBy, details) and branch creation (`POST …/branches`, `POST
+//! /rest/branch-utils/…/branches`); `DELETE /rest/branch-utils/…/branches` (204 also for a branch
+//! that is not there, 400 for the default branch or an `endPoint` it is not at, 401 for a branch
+//! permission); `GET …/pull-requests`; `GET /rest/branch-permissions/{2.0,latest}/…/restrictions`.
+//! Each route checks the permission its description names; a missing one is 401 with
+//! `AuthorisationException` and `X-AUSERNAME` (a refused token: 401
+//! `IncorrectPasswordAuthenticationException`, no `X-AUSERNAME`). Every error, unknown routes and
+//! methods included, is `{"errors":[{"context","message","exceptionName"}]}`.
+//!
+//! Branch restrictions are one list for both flavors (Cloud `branch-restrictions`, Data Center ref
+//! restrictions, `POST /_admin/branch-restrictions`); a `delete` restriction makes both refuse to
+//! delete the branches it matches (Cloud 403, Data Center 401).
+//!
+//! # The traffic log
+//!
+//! With [`TRAFFIC_LOG_VARIABLE`] (`SANDBOX_TRAFFIC_LOG`) set to a file path (or
+//! [`Sandbox::log_traffic_to`]), every exchange but `/_admin` is appended to it as one JSON line
+//! in `infra/conformance/check.py`'s format, secrets redacted; [`PROBE_HEADER`] marks a deliberate
+//! probe, [`TEST_HEADER`] labels the line. One `write` per line with `O_APPEND`: many processes can
+//! share the file.
 
 mod admin;
 mod cloud;
