@@ -68,13 +68,17 @@ impl IntoResponse for AdminError {
     }
 }
 
-/// The same failure, in Data Center's shape; `context` and `exceptionName` come with the failures
-/// whose exception Data Center names (authentication).
+/// The same failure, in Data Center's shape: `{"errors": [{"context", "message", "exceptionName"}]}`
+/// with all three keys, `context` and `exceptionName` null unless known, as the description's
+/// narrative ("Errors & Validation") shows every error.
 #[derive(Debug)]
 pub struct DcError {
     pub error: Error,
     pub exception: Option<&'static str>,
 }
+
+/// What Data Center names a permission failure (answered 401, with the user in `X-AUSERNAME`).
+pub const DC_NOT_PERMITTED: &str = "com.atlassian.bitbucket.AuthorisationException";
 
 impl DcError {
     pub fn authentication_failed() -> Self {
@@ -82,6 +86,16 @@ impl DcError {
             error: Error::unauthorized("Authentication failed. Please check your credentials and try again."),
             exception: Some("com.atlassian.bitbucket.auth.IncorrectPasswordAuthenticationException"),
         }
+    }
+
+    /// 401 for an authenticated user who lacks a permission (the description documents 401 for
+    /// insufficient permissions on every repository operation the sandbox serves).
+    pub fn not_permitted(message: impl Into<String>) -> Self {
+        DcError { error: Error::unauthorized(message), exception: Some(DC_NOT_PERMITTED) }
+    }
+
+    pub fn with_exception(error: Error, exception: &'static str) -> Self {
+        DcError { error, exception: Some(exception) }
     }
 }
 
@@ -93,11 +107,7 @@ impl From<Error> for DcError {
 
 impl IntoResponse for DcError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "message": self.error.message });
-        if let Some(exception) = self.exception {
-            error["context"] = Value::Null;
-            error["exceptionName"] = json!(exception);
-        }
+        let error = json!({ "context": Value::Null, "message": self.error.message, "exceptionName": self.exception });
         (self.error.status, Json(json!({ "errors": [error] }))).into_response()
     }
 }
@@ -112,6 +122,20 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(value)) => Ok(PathParams(value)),
             Err(rejection) => Err(Error::bad_request(rejection.body_text())),
+        }
+    }
+}
+
+/// [`PathParams`] for the Data Center routes: a bad segment is a 400 in Data Center's shape.
+pub struct DcPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for DcPath<T> {
+    type Rejection = DcError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, DcError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(DcPath(value)),
+            Err(rejection) => Err(Error::bad_request(rejection.body_text()).into()),
         }
     }
 }

@@ -10,9 +10,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use crate::Sandbox;
-use crate::auth::INVALID_CREDENTIALS;
+use crate::cloud::auth::INVALID_CREDENTIALS;
 use crate::error::{DcError, Error};
+use crate::{Sandbox, traffic};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Fault {
@@ -94,8 +94,8 @@ fn fault_response(status: u16, dc: bool) -> Response {
     response
 }
 
-/// Applies faults to, and records, every `/2.0`, `/rest` and `/site` request; `/_admin` passes
-/// untouched.
+/// Applies faults to, and records (and logs, see [`crate::traffic`]), every `/2.0`, `/rest` and
+/// `/site` request; `/_admin` passes untouched.
 pub async fn middleware(State(sandbox): State<Sandbox>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let dc = path.starts_with("/rest/");
@@ -104,6 +104,15 @@ pub async fn middleware(State(sandbox): State<Sandbox>, request: Request, next: 
     }
     let method = request.method().to_string();
     let query = request.uri().query().unwrap_or_default().to_owned();
+    // The traffic log, when there is one, reads both bodies.
+    let (pending, request) = if sandbox.logs_traffic() {
+        match traffic::before(&sandbox, request).await {
+            Ok((pending, request)) => (Some(pending), request),
+            Err(response) => return response,
+        }
+    } else {
+        (None, request)
+    };
     let hits = take_matching(&mut sandbox.faults(), &method, &path);
     let mut answer = None;
     let mut hold = Duration::ZERO;
@@ -130,5 +139,8 @@ pub async fn middleware(State(sandbox): State<Sandbox>, request: Request, next: 
         tokio::time::sleep(hold).await;
     }
     sandbox.record(RecordedRequest { method, path, query, status: response.status().as_u16() });
-    response
+    match pending {
+        Some(pending) => traffic::after(&sandbox, pending, response).await,
+        None => response,
+    }
 }

@@ -19,6 +19,8 @@ pub struct FormField {
     pub value: Vec<u8>,
     /// A multipart file field: its `Content-Disposition` has a `filename`.
     pub is_file: bool,
+    /// That `filename` (`filename*` decoded), when there is one.
+    pub filename: Option<String>,
 }
 
 /// The fields of a form body, multipart or URL-encoded, in order.
@@ -41,8 +43,9 @@ pub async fn form_fields(request: Request) -> Result<Vec<FormField>, Error> {
                 .ok_or_else(|| Error::bad_request("A form part has no Content-Disposition"))?;
             let disposition = std::str::from_utf8(disposition.as_bytes())
                 .map_err(|_| Error::bad_request("A form part's Content-Disposition is not UTF-8"))?;
-            let (name, is_file) = field_name(disposition)?;
-            fields.push(FormField { name, value: field.bytes().await.map_err(bad)?.to_vec(), is_file });
+            let (name, filename) = field_name(disposition)?;
+            let value = field.bytes().await.map_err(bad)?.to_vec();
+            fields.push(FormField { name, value, is_file: filename.is_some(), filename });
         }
         Ok(fields)
     } else if content_type.starts_with("application/x-www-form-urlencoded") {
@@ -51,16 +54,16 @@ pub async fn form_fields(request: Request) -> Result<Vec<FormField>, Error> {
             .map_err(|e| Error::bad_request(e.body_text()))?;
         Ok(pairs
             .into_iter()
-            .map(|(name, value)| FormField { name, value: value.into_bytes(), is_file: false })
+            .map(|(name, value)| FormField { name, value: value.into_bytes(), is_file: false, filename: None })
             .collect())
     } else {
         Err(Error::bad_request("Expected multipart/form-data or application/x-www-form-urlencoded"))
     }
 }
 
-/// The field name of a `form-data` disposition, and whether it names a file. `name*=utf-8''…`
-/// (RFC 5987, what some clients send for non-ASCII names) is read too.
-fn field_name(disposition: &str) -> Result<(String, bool), Error> {
+/// The field name of a `form-data` disposition, and the file name it gives (a file field).
+/// `name*=utf-8''…` (RFC 5987, what some clients send for non-ASCII names) is read too.
+fn field_name(disposition: &str) -> Result<(String, Option<String>), Error> {
     let malformed = || Error::bad_request(format!("Malformed Content-Disposition: {disposition:?}"));
     let mut rest = disposition.trim();
     let kind_end = rest.find(';').unwrap_or(rest.len());
@@ -68,7 +71,7 @@ fn field_name(disposition: &str) -> Result<(String, bool), Error> {
         return Err(malformed());
     }
     rest = &rest[kind_end..];
-    let (mut name, mut extended, mut is_file) = (None, None, false);
+    let (mut name, mut extended, mut filename) = (None, None, None);
     while let Some(after) = rest.strip_prefix(';') {
         let after = after.trim_start();
         if after.is_empty() {
@@ -96,17 +99,21 @@ fn field_name(disposition: &str) -> Result<(String, bool), Error> {
         match key.as_str() {
             "name" => name = Some(value),
             "name*" => extended = Some(value),
-            "filename" | "filename*" => is_file = true,
+            "filename" => filename = Some(filename.unwrap_or(value)),
+            "filename*" => filename = Some(decode_extended(&value).unwrap_or(value)),
             _ => {}
         }
     }
-    let extended = extended.and_then(|v| {
-        let (charset, rest) = v.split_once('\'')?;
-        let (_language, encoded) = rest.split_once('\'')?;
-        charset.eq_ignore_ascii_case("utf-8").then(|| percent_decode(encoded))
-    });
+    let extended = extended.and_then(|v| decode_extended(&v));
     let name = extended.or(name).ok_or_else(|| Error::bad_request("A form field has no name"))?;
-    Ok((name, is_file))
+    Ok((name, filename))
+}
+
+/// RFC 5987 `utf-8''percent-encoded`.
+fn decode_extended(value: &str) -> Option<String> {
+    let (charset, rest) = value.split_once('\'')?;
+    let (_language, encoded) = rest.split_once('\'')?;
+    charset.eq_ignore_ascii_case("utf-8").then(|| percent_decode(encoded))
 }
 
 #[cfg(test)]
@@ -115,13 +122,13 @@ mod tests {
 
     #[test]
     fn names_files_and_malformed_dispositions() {
-        assert_eq!(field_name(r#"form-data; name="message""#).unwrap(), ("message".into(), false));
+        assert_eq!(field_name(r#"form-data; name="message""#).unwrap(), ("message".into(), None));
         assert_eq!(
             field_name(r#"form-data; name="/a/b.json"; filename="b.json""#).unwrap(),
-            ("/a/b.json".into(), true)
+            ("/a/b.json".into(), Some("b.json".into()))
         );
-        assert_eq!(field_name("form-data; name=branch").unwrap(), ("branch".into(), false));
-        assert_eq!(field_name("form-data; name*=utf-8''docs%2F%C3%A9.md").unwrap(), ("docs/é.md".into(), false));
+        assert_eq!(field_name("form-data; name=branch").unwrap(), ("branch".into(), None));
+        assert_eq!(field_name("form-data; name*=utf-8''docs%2F%C3%A9.md").unwrap(), ("docs/é.md".into(), None));
         for bad in [
             r#"form-data; name="important.json".bak""#,
             r#"form-data; name="a\"b""#,

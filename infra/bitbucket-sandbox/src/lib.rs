@@ -1,34 +1,86 @@
 //! A stateful, in-memory Bitbucket Cloud (REST 2.0 subset) served over real HTTP: repositories,
 //! branches with commits and file trees, hooks, pull requests and build statuses, behind Cloud's
 //! credentials and scopes, sending real signed webhooks when state changes. The same repository
-//! is also served as Bitbucket Data Center (REST 1.0 subset) shows it, with its own hooks.
-//! Tests start it on a free port; the local stack mounts it at `/sandbox/bitbucket`.
+//! is also served as Bitbucket Data Center (REST subset) shows it, with its own hooks. It is as
+//! strict as the live service where the project knows how the service behaves: Atlassian's
+//! OpenAPI descriptions (`../shared/bitbucket-openapi/`), and the live differences cited in
+//! `infra/conformance/allowlist.yaml` and `live-rules.yaml`. Tests start it on a free port; the
+//! local stack mounts it at `/sandbox/bitbucket`.
 //!
 //! Routes are relative to the mount point: `/2.0/...` and `/site/oauth2/access_token` as on
-//! Cloud, `/rest/api/latest/...` as on Data Center, and `/_admin/...` (no auth) to drive it and
-//! inspect what it saw.
+//! Cloud, `/rest/api/{1.0,latest}/...` (and `/rest/branch-utils/…`, `/rest/branch-permissions/…`)
+//! as on Data Center, and `/_admin/...` (no auth) to drive it and inspect what it saw.
 //!
-//! - Data Center files: `PUT …/browse/{path}` (multipart commit of one file), `GET …/raw/{path}?at=`,
-//!   `GET …/commits/{id}`.
-//! - Data Center branches and pull requests: `GET …/branches` (filterText, orderBy, details),
-//!   `DELETE /rest/branch-utils/latest/…/branches` (endPoint, dryRun), `GET …/pull-requests`.
-//! - Branch restrictions, one list for both flavors: Cloud `GET /2.0/…/branch-restrictions`, Data
-//!   Center `GET /rest/branch-permissions/2.0/…/restrictions`, `POST /_admin/branch-restrictions`;
-//!   a `delete` restriction makes both flavors refuse to delete the branches it matches (403).
+//! # Cloud
 //!
-//! Pipelines: `…/pipelines/` (trigger, list), `…/pipelines/{uuid}`, `…/{uuid}/stopPipeline`,
-//! `…/{uuid}/steps/` and `…/steps/{step}/test_reports`, runs driven by hand or on a timer.
+//! `user`, `workspaces/{ws}`, the repository; hooks; branches (`q`, `sort`), branch creation and
+//! deletion; branch restrictions; `src` (commits by form, files, directory listings, `format=meta`;
+//! `src/{branch}/…` is refused when the branch name has a `/`, as live Cloud does: read by commit);
+//! `commit/{hash}`, `commits[/{revision}]` (`include`, `exclude`); build statuses; pull requests
+//! (12-digit `{hash}` commits, pages of at most 50, `q` in a BBQL subset, `sort`). Collections
+//! answer with a trailing slash too. Pipelines: `…/pipelines/` (trigger by ref or commit, list),
+//! `…/pipelines/{uuid}`, `…/{uuid}/stopPipeline`, `…/{uuid}/steps/`, `…/steps/{step}` and
+//! `…/test_reports`, runs driven by hand or on a timer. OAuth: the client-credentials grant
+//! (`scope` in the answer, no refresh token).
+//!
+//! # Credentials and scopes
+//!
+//! Every Cloud operation requires the scopes its description states: granular ones
+//! (`read:repository:bitbucket`…) for API tokens, legacy ones (`repository`…, with the narrative's
+//! implications: `pullrequest` gives `repository`) for access tokens and OAuth consumers. A
+//! missing scope is a 403 `{"type":"error","error":{"message","detail":{"required","granted"}}}`
+//! naming the operation's scopes in the credential's vocabulary.
+//!
+//! | credential | scopes / permission |
+//! |---|---|
+//! | [`API_TOKEN_EMAIL`]:[`API_TOKEN`] (Basic) | [`API_TOKEN_SCOPES`]: every granular scope the routes need |
+//! | [`NO_ADMIN_API_TOKEN_EMAIL`]:[`NO_ADMIN_API_TOKEN`] (Basic) | the same but `admin:repository:bitbucket` |
+//! | [`ACCESS_TOKEN`] (Bearer) | [`ACCESS_TOKEN_SCOPES`]: every legacy scope the routes need |
+//! | [`READONLY_ACCESS_TOKEN`] (Bearer) | [`READONLY_ACCESS_TOKEN_SCOPES`]: `account`, `repository` |
+//! | [`NO_PULLREQUEST_ACCESS_TOKEN`] (Bearer) | [`ACCESS_TOKEN_SCOPES`] but `pullrequest` |
+//! | [`OAUTH_CONSUMER_KEY`]/[`OAUTH_CONSUMER_SECRET`] | tokens with [`ACCESS_TOKEN_SCOPES`] |
+//! | [`APP_PASSWORD_USER`]:[`APP_PASSWORD`] | always 401 (removed 2026-07-28) |
+//! | [`DC_HTTP_TOKEN`] (Bearer, `/rest`) | `REPO_ADMIN` |
+//! | [`DC_WRITE_TOKEN`] (Bearer, `/rest`) | `REPO_WRITE` |
+//! | [`DC_READ_TOKEN`] (Bearer, `/rest`) | `REPO_READ` |
+//!
+//! [`Sandbox::accept_credential_with`] adds a credential ([`ExtraCredential`]) with any scope list
+//! or Data Center permission ([`Grant`]); [`Sandbox::accept_credential`] with everything.
+//!
+//! # Data Center
+//!
+//! The repository, `default-branch` and `branches/default`; webhooks; `PUT …/browse/{path}`
+//! (multipart commit of one file), `GET …/raw/{path}?at=`, `GET …/commits/{id}`; `GET …/branches`
+//! (filterText, orderBy, details) and branch creation (`POST …/branches`, `POST
+//! /rest/branch-utils/…/branches`); `DELETE /rest/branch-utils/…/branches` (204 also for a branch
+//! that is not there, 400 for the default branch or an `endPoint` it is not at, 401 for a branch
+//! permission); `GET …/pull-requests`; `GET /rest/branch-permissions/{2.0,latest}/…/restrictions`.
+//! Each route checks the permission its description names; a missing one is 401 with
+//! `AuthorisationException` and `X-AUSERNAME` (a refused token: 401
+//! `IncorrectPasswordAuthenticationException`, no `X-AUSERNAME`). Every error, unknown routes and
+//! methods included, is `{"errors":[{"context","message","exceptionName"}]}`.
+//!
+//! Branch restrictions are one list for both flavors (Cloud `branch-restrictions`, Data Center ref
+//! restrictions, `POST /_admin/branch-restrictions`); a `delete` restriction makes both refuse to
+//! delete the branches it matches (Cloud 403, Data Center 401).
+//!
+//! # The traffic log
+//!
+//! With [`TRAFFIC_LOG_VARIABLE`] (`SANDBOX_TRAFFIC_LOG`) set to a file path (or
+//! [`Sandbox::log_traffic_to`]), every exchange but `/_admin` is appended to it as one JSON line
+//! in `infra/conformance/check.py`'s format, secrets redacted; [`PROBE_HEADER`] marks a deliberate
+//! probe, [`TEST_HEADER`] labels the line. One `write` per line with `O_APPEND`: many processes can
+//! share the file.
 
 mod admin;
-mod api;
-mod auth;
-mod dc;
+mod cloud;
+mod datacenter;
 mod error;
 mod faults;
 mod form;
 mod paging;
-mod pipelines;
 mod state;
+mod traffic;
 mod webhooks;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,26 +88,68 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
+use axum::response::IntoResponse;
 use tokio::task::JoinHandle;
 
+pub use cloud::pipelines::TestCounts;
 pub use faults::{Fault, FaultKind, RecordedRequest};
-pub use pipelines::TestCounts;
+pub use traffic::{PROBE_HEADER, TEST_HEADER, TRAFFIC_LOG_VARIABLE};
 pub use webhooks::SentWebhook;
 
-use auth::OAuth;
+use cloud::auth::OAuth;
+use datacenter::state::DcHook;
 use error::Error;
-use state::{DEFAULT_AUTHOR, DcHook, Event, NewCommit, PrState, State};
+use state::{DEFAULT_AUTHOR, Event, NewCommit, PrState, State};
 
 pub const WORKSPACE: &str = "sandbox";
 pub const REPOSITORY: &str = "demo";
-/// `Basic base64(API_TOKEN_EMAIL:API_TOKEN)`, all scopes.
+
+/// Every granular scope the served operations need: what [`API_TOKEN`] and accepted API tokens
+/// hold. The project's README list lacks `admin:repository:bitbucket` (branch restrictions),
+/// `delete:webhook:bitbucket` (deleting a hook) and `read:workspace:bitbucket` (`/workspaces/{ws}`).
+pub const API_TOKEN_SCOPES: &[&str] = &[
+    "read:user:bitbucket",
+    "read:workspace:bitbucket",
+    "read:repository:bitbucket",
+    "write:repository:bitbucket",
+    "admin:repository:bitbucket",
+    "read:pullrequest:bitbucket",
+    "read:webhook:bitbucket",
+    "write:webhook:bitbucket",
+    "delete:webhook:bitbucket",
+    "read:pipeline:bitbucket",
+    "write:pipeline:bitbucket",
+];
+/// Every legacy scope the served operations need: what [`ACCESS_TOKEN`], the OAuth consumer and
+/// accepted access tokens and consumers hold.
+pub const ACCESS_TOKEN_SCOPES: &[&str] = &[
+    "account",
+    "repository",
+    "repository:write",
+    "repository:admin",
+    "pullrequest",
+    "webhook",
+    "pipeline",
+    "pipeline:write",
+];
+/// What [`READONLY_ACCESS_TOKEN`] holds.
+pub const READONLY_ACCESS_TOKEN_SCOPES: &[&str] = &["account", "repository"];
+
+/// `Basic base64(API_TOKEN_EMAIL:API_TOKEN)`: [`API_TOKEN_SCOPES`].
 pub const API_TOKEN_EMAIL: &str = "dev@sandbox.test";
 pub const API_TOKEN: &str = "sandbox-token";
-/// `Bearer`, all scopes.
+/// `Basic base64(NO_ADMIN_API_TOKEN_EMAIL:NO_ADMIN_API_TOKEN)`: [`API_TOKEN_SCOPES`] but
+/// `admin:repository:bitbucket`, so listing branch restrictions answers 403.
+pub const NO_ADMIN_API_TOKEN_EMAIL: &str = "no-admin@sandbox.test";
+pub const NO_ADMIN_API_TOKEN: &str = "sandbox-token-no-admin";
+/// `Bearer`: [`ACCESS_TOKEN_SCOPES`].
 pub const ACCESS_TOKEN: &str = "sandbox-access-token";
-/// `Bearer`, scopes `account` and `repository` only.
+/// `Bearer`: [`READONLY_ACCESS_TOKEN_SCOPES`] (`account`, `repository`).
 pub const READONLY_ACCESS_TOKEN: &str = "sandbox-readonly-token";
+/// `Bearer`: [`ACCESS_TOKEN_SCOPES`] but `pullrequest`, so listing pull requests answers 403.
+pub const NO_PULLREQUEST_ACCESS_TOKEN: &str = "sandbox-no-pullrequest-token";
+/// A client-credentials consumer whose tokens hold [`ACCESS_TOKEN_SCOPES`].
 pub const OAUTH_CONSUMER_KEY: &str = "sandbox-consumer-key";
 pub const OAUTH_CONSUMER_SECRET: &str = "sandbox-consumer-secret";
 pub const APP_PASSWORD_USER: &str = "sandbox-dev";
@@ -63,12 +157,16 @@ pub const APP_PASSWORD_USER: &str = "sandbox-dev";
 pub const APP_PASSWORD: &str = "sandbox-app-password";
 /// The Data Center project holding `REPOSITORY`: `SANDBOX/demo` is `sandbox/demo`.
 pub const DC_PROJECT: &str = "SANDBOX";
-/// Data Center HTTP access token (`Bearer`), all permissions; the only credential the
-/// `/rest` routes accept.
+/// Data Center HTTP access tokens (`Bearer`), the only credentials the `/rest` routes accept:
+/// [`DcPermission::RepoAdmin`] on `SANDBOX/demo` (every route)…
 pub const DC_HTTP_TOKEN: &str = "sandbox-dc-token";
+/// …[`DcPermission::RepoWrite`] (no hooks, no branch restrictions: 401)…
+pub const DC_WRITE_TOKEN: &str = "sandbox-dc-write-token";
+/// …and [`DcPermission::RepoRead`] (no file edits, branch changes, hooks or restrictions: 401).
+pub const DC_READ_TOKEN: &str = "sandbox-dc-read-token";
 
-/// A credential accepted (with every scope) besides the constants above: tests that look for
-/// secret values everywhere use random ones.
+/// A credential accepted besides the constants above, with a [`Grant`]: tests that look for
+/// secret values everywhere use random ones, tests of missing scopes choose the scopes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExtraCredential {
     /// `Basic base64(email:token)`.
@@ -81,6 +179,46 @@ pub enum ExtraCredential {
     DcHttpToken(String),
 }
 
+/// What an [`ExtraCredential`] may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// Everything its kind can hold: [`API_TOKEN_SCOPES`] for an API token,
+    /// [`ACCESS_TOKEN_SCOPES`] for an access token or consumer, [`DcPermission::RepoAdmin`] for
+    /// a Data Center token.
+    Everything,
+    /// Exactly these Cloud scopes: granular (`read:repository:bitbucket`…) for an API token,
+    /// legacy (`repository`…) for an access token or consumer.
+    Scopes(Vec<String>),
+    /// A Data Center token's permission on `SANDBOX/demo`.
+    Permission(DcPermission),
+}
+
+impl Grant {
+    /// `Grant::Scopes` from string slices.
+    pub fn scopes(scopes: &[&str]) -> Self {
+        Grant::Scopes(scopes.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+/// A Data Center repository permission, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DcPermission {
+    RepoRead,
+    RepoWrite,
+    RepoAdmin,
+}
+
+impl DcPermission {
+    /// `REPO_READ`, `REPO_WRITE`, `REPO_ADMIN`, as Data Center names them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DcPermission::RepoRead => "REPO_READ",
+            DcPermission::RepoWrite => "REPO_WRITE",
+            DcPermission::RepoAdmin => "REPO_ADMIN",
+        }
+    }
+}
+
 /// The sandbox; clones share one state.
 #[derive(Clone)]
 pub struct Sandbox {
@@ -91,15 +229,27 @@ struct Inner {
     public_base: String,
     state: Mutex<State>,
     /// Pipelines runs; locked before `state` whenever both are.
-    pipelines: Mutex<pipelines::Pipelines>,
+    pipelines: Mutex<cloud::pipelines::Pipelines>,
     oauth: Mutex<OAuth>,
-    extra_credentials: Mutex<Vec<ExtraCredential>>,
+    extra_credentials: Mutex<Vec<(ExtraCredential, Grant)>>,
     faults: Mutex<Vec<Fault>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// The traffic log's file, opened for appending.
+    traffic: Mutex<Option<std::fs::File>>,
     sent: Mutex<Vec<SentWebhook>>,
     deliveries: Mutex<Vec<JoinHandle<()>>>,
     src_commits: AtomicUsize,
     client: reqwest::Client,
+}
+
+/// An unknown route (404) or method (405), in the envelope of the API the path belongs to.
+fn unrouted(uri: &Uri, status: StatusCode) -> axum::response::Response {
+    let message = if status == StatusCode::NOT_FOUND { "Resource not found" } else { "Method not allowed" };
+    if uri.path().starts_with("/rest/") {
+        let message = format!("{message}: {}", uri.path());
+        return error::DcError::from(Error::new(status, message)).into_response();
+    }
+    Error::new(status, message).into_response()
 }
 
 /// Locks, ignoring poisoning: a panicking test thread must not take the sandbox down with it.
@@ -114,6 +264,15 @@ impl Sandbox {
     /// `develop` and `feature/login`.
     pub fn new(public_base: impl Into<String>) -> Self {
         let public_base = public_base.into().trim_end_matches('/').to_owned();
+        let traffic = std::env::var_os(traffic::TRAFFIC_LOG_VARIABLE).filter(|p| !p.is_empty()).map(|path| {
+            traffic::open(std::path::Path::new(&path)).unwrap_or_else(|e| {
+                panic!(
+                    "{}={}: cannot open it for appending: {e}",
+                    traffic::TRAFFIC_LOG_VARIABLE,
+                    path.to_string_lossy()
+                )
+            })
+        });
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -127,6 +286,7 @@ impl Sandbox {
                 extra_credentials: Mutex::default(),
                 faults: Mutex::default(),
                 requests: Mutex::default(),
+                traffic: Mutex::new(traffic),
                 sent: Mutex::default(),
                 deliveries: Mutex::default(),
                 src_commits: AtomicUsize::new(0),
@@ -139,12 +299,12 @@ impl Sandbox {
     /// `/rest/api/latest/...`, `/_admin/...`.
     pub fn router(&self) -> Router {
         Router::new()
-            .merge(api::routes())
-            .merge(dc::routes(self.clone()))
+            .merge(cloud::routes::routes())
+            .merge(datacenter::routes::routes(self.clone()))
             .merge(admin::routes())
-            .merge(pipelines::routes())
-            .fallback(|| async { Error::not_found("Resource not found") })
-            .method_not_allowed_fallback(|| async { Error::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
+            .merge(cloud::pipelines::routes())
+            .fallback(|uri: Uri| async move { unrouted(&uri, StatusCode::NOT_FOUND) })
+            .method_not_allowed_fallback(|uri: Uri| async move { unrouted(&uri, StatusCode::METHOD_NOT_ALLOWED) })
             .layer(axum::middleware::from_fn_with_state(self.clone(), faults::middleware))
             .with_state(self.clone())
     }
@@ -165,9 +325,24 @@ impl Sandbox {
         self.state().advance_clock(by);
     }
 
-    /// Accepts `credential` from now on, as the constants are.
+    /// Accepts `credential` from now on with everything its kind can hold ([`Grant::Everything`]).
     pub fn accept_credential(&self, credential: ExtraCredential) {
-        lock(&self.inner.extra_credentials).push(credential);
+        self.accept_credential_with(credential, Grant::Everything);
+    }
+
+    /// Accepts `credential` from now on with `grant` (registering it again replaces its grant).
+    /// Panics on a grant its kind cannot hold: scopes for a Data Center token, a permission for
+    /// a Cloud credential.
+    pub fn accept_credential_with(&self, credential: ExtraCredential, grant: Grant) {
+        let data_center = matches!(credential, ExtraCredential::DcHttpToken(_));
+        match &grant {
+            Grant::Scopes(_) if data_center => panic!("a Data Center token has a permission, not scopes"),
+            Grant::Permission(_) if !data_center => panic!("a Cloud credential has scopes, not a permission"),
+            _ => {}
+        }
+        let mut accepted = lock(&self.inner.extra_credentials);
+        accepted.retain(|(c, _)| *c != credential);
+        accepted.push((credential, grant));
     }
 
     /// Every OAuth access token issued and not yet swept (expired ones go at the next grant).
@@ -189,6 +364,13 @@ impl Sandbox {
     /// Every `/2.0`, `/rest` and `/site` request (not `/_admin`), in order, with its final status.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.inner.requests).clone()
+    }
+
+    /// Appends every exchange from now on to `path`, as `SANDBOX_TRAFFIC_LOG` does (see the crate
+    /// documentation); replaces the file the variable named.
+    pub fn log_traffic_to(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        *lock(&self.inner.traffic) = Some(traffic::open(path.as_ref())?);
+        Ok(())
     }
 
     pub fn clear_requests(&self) {
@@ -314,8 +496,9 @@ impl Sandbox {
         lock(&self.inner.oauth)
     }
 
-    pub(crate) fn accepts(&self, credential: &ExtraCredential) -> bool {
-        lock(&self.inner.extra_credentials).contains(credential)
+    /// The grant of an accepted extra credential.
+    pub(crate) fn grant_of(&self, credential: &ExtraCredential) -> Option<Grant> {
+        lock(&self.inner.extra_credentials).iter().find(|(c, _)| c == credential).map(|(_, g)| g.clone())
     }
 
     pub(crate) fn faults(&self) -> MutexGuard<'_, Vec<Fault>> {
@@ -324,6 +507,16 @@ impl Sandbox {
 
     pub(crate) fn record(&self, request: RecordedRequest) {
         lock(&self.inner.requests).push(request);
+    }
+
+    pub(crate) fn logs_traffic(&self) -> bool {
+        lock(&self.inner.traffic).is_some()
+    }
+
+    pub(crate) fn log_traffic(&self, line: &serde_json::Value) {
+        if let Some(file) = lock(&self.inner.traffic).as_mut() {
+            traffic::append(file, line);
+        }
     }
 
     pub(crate) fn count_src_commit(&self) {

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use crate::error::Error;
 
 const DEFAULT_PAGELEN: usize = 10;
-const MAX_PAGELEN: usize = 100;
+pub const MAX_PAGELEN: usize = 100;
+/// Cloud's pull request listings: at most 50 a page, whatever is asked.
+pub const MAX_PULL_REQUEST_PAGELEN: usize = 50;
 const DC_DEFAULT_LIMIT: usize = 25;
 const DC_MAX_LIMIT: usize = 1000;
 
@@ -69,7 +71,12 @@ fn positive(query: &str, name: &str, default: usize) -> Result<usize, Error> {
 
 /// One page of `values`; `url` is the absolute URL of the listing, without query.
 pub fn paginate(values: Vec<Value>, query: &str, url: &str) -> Result<Value, Error> {
-    let pagelen = positive(query, "pagelen", DEFAULT_PAGELEN)?.min(MAX_PAGELEN);
+    paginate_up_to(values, query, url, MAX_PAGELEN)
+}
+
+/// [`paginate`] with its own largest page.
+pub fn paginate_up_to(values: Vec<Value>, query: &str, url: &str, max: usize) -> Result<Value, Error> {
+    let pagelen = positive(query, "pagelen", DEFAULT_PAGELEN)?.min(max);
     let page = positive(query, "page", 1)?;
     let size = values.len();
     let start = (page - 1).saturating_mul(pagelen);
@@ -119,6 +126,7 @@ mod tests {
         assert_eq!(last["values"], json!([20, 21, 22, 23, 24]));
         assert!(last.get("next").is_none());
         assert_eq!(paginate(values.clone(), "pagelen=500", "u").unwrap()["pagelen"], 100);
+        assert_eq!(paginate_up_to(values.clone(), "pagelen=100", "u", 50).unwrap()["pagelen"], 50);
         assert!(paginate(values, "page=0", "u").is_err());
     }
 

@@ -1,32 +1,32 @@
 //! The repository model: commits that keep their full file tree, branches, hooks, pull requests
 //! and build statuses. Each mutation returns the webhook events it causes; `Sandbox` sends them.
-//! The [`dc`] submodule shows the same repository as Data Center does.
+//! How each flavor shows the model is elsewhere: Cloud's JSON in [`crate::cloud::render`], Data
+//! Center's (and its own hooks and file edits) in [`crate::datacenter::state`].
 
 mod branch_admin;
-mod dc;
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use domain::webhook::Flavor;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+pub use crate::cloud::render::user_json;
+use crate::datacenter::state::{DcEvent, DcHook};
 use crate::error::Error;
 use crate::webhooks::Delivery;
-use crate::{REPOSITORY, WORKSPACE};
 
 pub use branch_admin::short_branch;
-pub use dc::{BranchOrder, DcFileEdit};
-pub use dc::{DC_HOOK_EVENTS, DC_USER, DcEvent, DcHook, default_branch_json};
 
 pub const MAIN: &str = "main";
 pub const DEFAULT_AUTHOR: &str = "Sandbox Developer <dev@sandbox.test>";
 // Fixed ids, so links and payloads look the same from one run to the next.
-const REPO_UUID: &str = "{2b9d3e4f-6a71-4c5e-9f08-1d2c3b4a5e6f}";
-const USER_UUID: &str = "{7e1c2d3b-4a5f-4e6d-8c9b-0a1f2e3d4c5b}";
-const ACCOUNT_ID: &str = "712020:7e1c2d3b-4a5f-4e6d-8c9b-0a1f2e3d4c5b";
+pub(crate) const REPO_UUID: &str = "{2b9d3e4f-6a71-4c5e-9f08-1d2c3b4a5e6f}";
+pub(crate) const USER_UUID: &str = "{7e1c2d3b-4a5f-4e6d-8c9b-0a1f2e3d4c5b}";
+pub(crate) const WORKSPACE_UUID: &str = "{5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d}";
+pub(crate) const ACCOUNT_ID: &str = "712020:7e1c2d3b-4a5f-4e6d-8c9b-0a1f2e3d4c5b";
 
 pub const HOOK_EVENTS: &[&str] = &[
     "repo:push",
@@ -48,6 +48,15 @@ pub struct Commit {
     pub date: DateTime<Utc>,
     pub parents: Vec<String>,
     pub tree: Tree,
+    /// Creation order: newer commits have larger numbers.
+    pub seq: usize,
+}
+
+/// What a path names in a commit's tree.
+pub enum TreeEntry<'a> {
+    File(&'a [u8]),
+    /// A directory: its immediate children, `(name, is_directory)`, in name order.
+    Directory(Vec<(String, bool)>),
 }
 
 pub struct Hook {
@@ -80,24 +89,24 @@ impl PrState {
     }
 }
 
-struct PullRequest {
-    id: u64,
-    title: String,
-    state: PrState,
-    source: String,
-    destination: String,
+pub(crate) struct PullRequest {
+    pub(crate) id: u64,
+    pub(crate) title: String,
+    pub(crate) state: PrState,
+    pub(crate) source: String,
+    pub(crate) destination: String,
     // The tips when last touched: what a closed pull request keeps showing.
-    source_hash: String,
-    destination_hash: String,
-    created_on: DateTime<Utc>,
-    updated_on: DateTime<Utc>,
+    pub(crate) source_hash: String,
+    pub(crate) destination_hash: String,
+    pub(crate) created_on: DateTime<Utc>,
+    pub(crate) updated_on: DateTime<Utc>,
 }
 
-struct BuildStatus {
-    commit: String,
-    input: StatusInput,
-    created_on: DateTime<Utc>,
-    updated_on: DateTime<Utc>,
+pub(crate) struct BuildStatus {
+    pub(crate) commit: String,
+    pub(crate) input: StatusInput,
+    pub(crate) created_on: DateTime<Utc>,
+    pub(crate) updated_on: DateTime<Utc>,
 }
 
 /// The body of `POST …/commit/{hash}/statuses/build`.
@@ -131,42 +140,23 @@ pub struct Event {
 }
 
 pub struct State {
-    base: String,
-    branches: BTreeMap<String, String>,
-    commits: HashMap<String, Commit>,
+    pub(crate) base: String,
+    pub(crate) branches: BTreeMap<String, String>,
+    pub(crate) commits: HashMap<String, Commit>,
     pub hooks: Vec<Hook>,
     /// Data Center's hooks: their own list, numbered from 1.
     pub dc_hooks: Vec<DcHook>,
-    dc_hook_ids: u64,
+    pub(crate) dc_hook_ids: u64,
     /// Branch restrictions, shown to both flavors.
-    restrictions: branch_admin::Restrictions,
-    pulls: BTreeMap<u64, PullRequest>,
-    statuses: Vec<BuildStatus>,
+    pub(crate) restrictions: branch_admin::Restrictions,
+    pub(crate) pulls: BTreeMap<u64, PullRequest>,
+    pub(crate) statuses: Vec<BuildStatus>,
     /// How far the sandbox clock runs ahead of the wall clock (tests age branches with it).
-    clock_offset: chrono::Duration,
-}
-
-fn iso(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, false)
-}
-
-fn href(url: String) -> Value {
-    json!({ "href": url })
-}
-
-pub fn user_json() -> Value {
-    json!({
-        "type": "user",
-        "uuid": USER_UUID,
-        "account_id": ACCOUNT_ID,
-        "display_name": "Sandbox Developer",
-        "nickname": "sandbox-dev",
-        "username": "sandbox-dev",
-    })
+    pub(crate) clock_offset: chrono::Duration,
 }
 
 /// Branch names as git allows them (roughly): no spaces, control characters or `..`.
-fn check_branch_name(name: &str) -> Result<(), Error> {
+pub(crate) fn check_branch_name(name: &str) -> Result<(), Error> {
     let bad_char = |c: char| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c);
     if name.is_empty() || name.contains("..") || name.starts_with('/') || name.ends_with('/') || name.contains(bad_char)
     {
@@ -176,7 +166,7 @@ fn check_branch_name(name: &str) -> Result<(), Error> {
 }
 
 /// `a/b.txt` from `/a/b.txt`; empty, `.` and `..` segments are refused.
-fn clean_path(path: &str) -> Result<String, Error> {
+pub(crate) fn clean_path(path: &str) -> Result<String, Error> {
     let path = path.trim_start_matches('/');
     if path.is_empty() || path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
         return Err(Error::bad_request(format!("Invalid file path: {path:?}")));
@@ -229,6 +219,7 @@ impl State {
             date: self.now(),
             parents: parent.map(str::to_owned).into_iter().collect(),
             tree,
+            seq: self.commits.len(),
         };
         self.commits.insert(hash.clone(), commit);
         hash
@@ -263,6 +254,56 @@ impl State {
             (Some(commit), None) => Some(commit),
             _ => None,
         }
+    }
+
+    /// The commits reachable from `include` (every branch when empty) and not from `exclude`,
+    /// newest first, as `git log` lists them.
+    pub fn history<'a>(&'a self, include: &[&'a Commit], exclude: &[&'a Commit]) -> Vec<&'a Commit> {
+        let reach = |starts: Vec<&'a str>| -> std::collections::HashSet<&'a str> {
+            let mut seen = std::collections::HashSet::new();
+            let mut todo = starts;
+            while let Some(hash) = todo.pop() {
+                if let Some(commit) = self.commits.get(hash).filter(|_| seen.insert(hash)) {
+                    todo.extend(commit.parents.iter().map(String::as_str));
+                }
+            }
+            seen
+        };
+        let starts = if include.is_empty() {
+            self.branches.values().map(String::as_str).collect()
+        } else {
+            include.iter().map(|c| c.hash.as_str()).collect()
+        };
+        let excluded = reach(exclude.iter().map(|c| c.hash.as_str()).collect());
+        let mut commits: Vec<&Commit> =
+            reach(starts).into_iter().filter(|h| !excluded.contains(h)).filter_map(|h| self.commits.get(h)).collect();
+        commits.sort_by_key(|c| std::cmp::Reverse(c.seq));
+        commits
+    }
+
+    /// What `path` (relative, `""` for the root, a trailing `/` allowed) names at `commit`.
+    pub fn tree_entry<'a>(&self, commit: &'a Commit, path: &str) -> Option<TreeEntry<'a>> {
+        let path = path.trim_matches('/');
+        if let Some(content) = commit.tree.get(path) {
+            return Some(TreeEntry::File(content));
+        }
+        let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+        let mut children: Vec<(String, bool)> = commit
+            .tree
+            .keys()
+            .filter_map(|file| file.strip_prefix(&prefix))
+            .map(|rest| match rest.split_once('/') {
+                Some((dir, _)) => (dir.to_owned(), true),
+                None => (rest.to_owned(), false),
+            })
+            .collect();
+        children.dedup();
+        if children.is_empty() {
+            return None;
+        }
+        children.sort();
+        children.dedup();
+        Some(TreeEntry::Directory(children))
     }
 
     pub fn branch_names(&self) -> impl Iterator<Item = &str> {
@@ -444,151 +485,20 @@ impl State {
             .collect()
     }
 
-    // ---- JSON -------------------------------------------------------------------------------
+    // ---- views -----------------------------------------------------------------------------
 
-    fn api(&self, rest: &str) -> String {
-        format!("{}/2.0/repositories/{WORKSPACE}/{REPOSITORY}{rest}", self.base)
-    }
-
-    fn html(&self, rest: &str) -> String {
-        format!("{}/{WORKSPACE}/{REPOSITORY}{rest}", self.base)
-    }
-
-    pub fn repository_json(&self) -> Value {
-        json!({
-            "type": "repository",
-            "uuid": REPO_UUID,
-            "full_name": format!("{WORKSPACE}/{REPOSITORY}"),
-            "name": REPOSITORY,
-            "slug": REPOSITORY,
-            "is_private": true,
-            "scm": "git",
-            "mainbranch": { "type": "branch", "name": MAIN },
-            "workspace": { "type": "workspace", "slug": WORKSPACE, "name": WORKSPACE },
-            "links": { "self": href(self.api("")), "html": href(self.html("")) },
-        })
-    }
-
-    pub fn commit_json(&self, c: &Commit) -> Value {
-        let parents: Vec<Value> = c
-            .parents
-            .iter()
-            .map(|p| json!({ "type": "commit", "hash": p, "links": { "self": href(self.api(&format!("/commit/{p}"))) } }))
-            .collect();
-        json!({
-            "type": "commit",
-            "hash": c.hash,
-            "date": c.date.to_rfc3339_opts(SecondsFormat::Secs, false),
-            "message": c.message,
-            "author": { "type": "author", "raw": c.author },
-            "parents": parents,
-            "links": {
-                "self": href(self.api(&format!("/commit/{}", c.hash))),
-                "html": href(self.html(&format!("/commits/{}", c.hash))),
-            },
-        })
-    }
-
-    /// A branch as `refs/branches` returns it, and as push changes carry it in `old`/`new`.
-    pub fn ref_json(&self, name: &str, c: &Commit) -> Value {
-        json!({
-            "type": "branch",
-            "name": name,
-            "target": self.commit_json(c),
-            "links": {
-                "self": href(self.api(&format!("/refs/branches/{name}"))),
-                "html": href(self.html(&format!("/branch/{name}"))),
-            },
-        })
-    }
-
-    pub fn branch_json(&self, name: &str) -> Option<Value> {
-        self.resolve_branch(name).map(|c| self.ref_json(name, c))
-    }
-
-    fn resolve_branch(&self, name: &str) -> Option<&Commit> {
+    pub(crate) fn resolve_branch(&self, name: &str) -> Option<&Commit> {
         self.branches.get(name).and_then(|h| self.commits.get(h))
-    }
-
-    pub fn hook_json(&self, h: &Hook) -> Value {
-        json!({
-            "type": "webhook_subscription",
-            "uuid": h.uuid,
-            "url": h.url,
-            "description": h.description,
-            "subject_type": "repository",
-            "subject": { "type": "repository", "full_name": format!("{WORKSPACE}/{REPOSITORY}"), "uuid": REPO_UUID },
-            "active": h.active,
-            "events": h.events,
-            "secret_set": h.secret.is_some(),
-            "skip_cert_verification": false,
-            "created_at": iso(&h.created_at),
-        })
     }
 
     /// The source and destination commits: an open pull request follows its branches, a closed
     /// one keeps what it had.
-    fn pull_heads(&self, p: &PullRequest) -> (String, String) {
+    pub(crate) fn pull_heads(&self, p: &PullRequest) -> (String, String) {
         let current = |branch: &str, stored: &str| match (p.state, self.tip(branch)) {
             (PrState::Open, Some(tip)) => tip.to_owned(),
             _ => stored.to_owned(),
         };
         (current(&p.source, &p.source_hash), current(&p.destination, &p.destination_hash))
-    }
-
-    pub fn pull_json(&self, id: u64) -> Option<Value> {
-        let p = self.pulls.get(&id)?;
-        let (source_hash, destination_hash) = self.pull_heads(p);
-        let endpoint = |branch: &str, hash: String| {
-            json!({
-                "branch": { "name": branch },
-                "commit": { "type": "commit", "hash": hash },
-                "repository": { "type": "repository", "full_name": format!("{WORKSPACE}/{REPOSITORY}"), "name": REPOSITORY, "uuid": REPO_UUID },
-            })
-        };
-        Some(json!({
-            "type": "pullrequest",
-            "id": p.id,
-            "title": p.title,
-            "description": "",
-            "state": p.state.as_str(),
-            "author": user_json(),
-            "source": endpoint(&p.source, source_hash),
-            "destination": endpoint(&p.destination, destination_hash),
-            "close_source_branch": false,
-            "created_on": iso(&p.created_on),
-            "updated_on": iso(&p.updated_on),
-            "links": {
-                "self": href(self.api(&format!("/pullrequests/{}", p.id))),
-                "html": href(self.html(&format!("/pull-requests/{}", p.id))),
-            },
-        }))
-    }
-
-    pub fn pulls_json(&self, states: &[PrState]) -> Vec<Value> {
-        self.pulls.values().filter(|p| states.contains(&p.state)).filter_map(|p| self.pull_json(p.id)).collect()
-    }
-
-    fn status_json(&self, s: &BuildStatus) -> Value {
-        let i = &s.input;
-        json!({
-            "type": "build",
-            "key": i.key,
-            "state": i.state,
-            "name": i.name.clone().unwrap_or_else(|| i.key.clone()),
-            "url": i.url,
-            "refname": i.refname,
-            "description": i.description.clone().unwrap_or_default(),
-            "created_on": iso(&s.created_on),
-            "updated_on": iso(&s.updated_on),
-            "commit": { "type": "commit", "hash": s.commit, "links": { "self": href(self.api(&format!("/commit/{}", s.commit))) } },
-            "links": { "commit": href(self.api(&format!("/commit/{}", s.commit))) },
-        })
-    }
-
-    pub fn statuses_json(&self, rev: &str) -> Option<Vec<Value>> {
-        let hash = &self.resolve(rev)?.hash;
-        Some(self.statuses.iter().filter(|s| &s.commit == hash).map(|s| self.status_json(s)).collect())
     }
 
     // ---- events -----------------------------------------------------------------------------
@@ -631,6 +541,7 @@ mod tests {
     use domain::webhook::{Flavor, PullRequest as ParsedPr, RepoEvent, parse};
 
     use super::*;
+    use crate::datacenter::state::DC_USER;
 
     fn sandbox_state() -> State {
         State::new("http://sandbox.test/sandbox/bitbucket".to_owned())
@@ -733,19 +644,29 @@ mod tests {
         }
     }
 
+    /// As Cloud shows it: the head's first 12 digits.
+    fn cloud_pr(state: &State, id: u64, title: &str, pr_state: &str) -> ParsedPr {
+        let mut pr = pr(state, id, title, pr_state);
+        pr.head = pr.head.map(|h| h[..12].to_owned());
+        pr
+    }
+
     #[test]
     fn pull_request_lifecycle() {
         let mut state = sandbox_state();
         let (id, events) = state.open_pull_request("feature/login", "main", "Login").unwrap();
-        assert_eq!(parsed(events), RepoEvent::PullRequestOpened { pull_request: pr(&state, id, "Login", "OPEN") });
+        assert_eq!(
+            parsed(events),
+            RepoEvent::PullRequestOpened { pull_request: cloud_pr(&state, id, "Login", "OPEN") }
+        );
 
         state.commit_files(commit("feature/login", None)).unwrap();
         let events = state.update_pull_request(id, Some("Login page")).unwrap();
-        let expected = pr(&state, id, "Login page", "OPEN");
+        let expected = cloud_pr(&state, id, "Login page", "OPEN");
         assert_eq!(parsed(events), RepoEvent::PullRequestUpdated { pull_request: expected });
 
         let events = state.close_pull_request(id, PrState::Merged).unwrap();
-        let expected = pr(&state, id, "Login page", "MERGED");
+        let expected = cloud_pr(&state, id, "Login page", "MERGED");
         assert_eq!(parsed(events), RepoEvent::PullRequestMerged { pull_request: expected });
         assert!(state.close_pull_request(id, PrState::Declined).is_err(), "only open ones close");
     }

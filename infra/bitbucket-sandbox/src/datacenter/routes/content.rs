@@ -8,27 +8,33 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::Value;
 
-use super::{Result, apply_dc, check_repo};
-use crate::Sandbox;
-use crate::error::{Error, PathParams};
+use super::{API_VERSIONS, Result, apply_dc, check, repo_path};
+use crate::datacenter::auth::DcCaller;
+use crate::datacenter::state::DcFileEdit;
+use crate::error::{DcError, DcPath, Error};
 use crate::form::{FormField, form_fields};
 use crate::paging::param;
-use crate::state::{DcFileEdit, MAIN};
+use crate::state::MAIN;
+use crate::{DcPermission, Sandbox};
 
-type FilePath = PathParams<(String, String, String)>;
+type FilePath = DcPath<(String, String, String)>;
 
 pub fn routes() -> Router<Sandbox> {
-    let repo = |rest: &str| format!("/rest/api/latest/projects/{{project}}/repos/{{slug}}{rest}");
-    Router::new()
-        .route(&repo("/browse/{*path}"), put(edit_file))
-        // No path at all: Data Center refuses the edit rather than not finding the route.
-        .route(&repo("/browse"), put(no_path))
-        .route(&repo("/browse/"), put(no_path))
-        .route(&repo("/raw/{*path}"), get(raw))
-        .route(&repo("/commits/{commit_id}"), get(commit))
+    let mut router = Router::new();
+    for version in API_VERSIONS {
+        let repo = |rest: &str| repo_path(version, rest);
+        router = router
+            .route(&repo("/browse/{*path}"), put(edit_file))
+            // No path at all: Data Center refuses the edit rather than not finding the route.
+            .route(&repo("/browse"), put(no_path))
+            .route(&repo("/browse/"), put(no_path))
+            .route(&repo("/raw/{*path}"), get(raw))
+            .route(&repo("/commits/{commit_id}"), get(commit));
+    }
+    router
 }
 
-async fn no_path() -> super::DcError {
+async fn no_path() -> DcError {
     Error::bad_request("A file path is required").into()
 }
 
@@ -36,10 +42,11 @@ async fn no_path() -> super::DcError {
 /// `message`, `sourceCommitId` and `sourceBranch`; answers with the new commit.
 async fn edit_file(
     State(sandbox): State<Sandbox>,
-    PathParams((p, s, path)): FilePath,
+    caller: DcCaller,
+    DcPath((p, s, path)): FilePath,
     request: Request,
 ) -> Result<Json<Value>> {
-    check_repo(&p, &s)?;
+    check(caller, DcPermission::RepoWrite, &p, &s)?;
     let mut edit = DcFileEdit {
         path,
         content: Vec::new(),
@@ -74,10 +81,11 @@ async fn edit_file(
 /// The file's bytes at `at` (a branch, `refs/heads/…` or a commit; default the default branch).
 async fn raw(
     State(sandbox): State<Sandbox>,
-    PathParams((p, s, path)): FilePath,
+    caller: DcCaller,
+    DcPath((p, s, path)): FilePath,
     uri: axum::http::Uri,
 ) -> Result<Response> {
-    check_repo(&p, &s)?;
+    check(caller, DcPermission::RepoRead, &p, &s)?;
     let at = param(uri.query().unwrap_or_default(), "at").filter(|a| !a.trim().is_empty());
     let at = at.as_deref().unwrap_or(MAIN);
     let state = sandbox.state();
@@ -90,8 +98,8 @@ async fn raw(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], content.clone()).into_response())
 }
 
-async fn commit(State(sandbox): State<Sandbox>, PathParams((p, s, id)): FilePath) -> Result<Json<Value>> {
-    check_repo(&p, &s)?;
+async fn commit(State(sandbox): State<Sandbox>, caller: DcCaller, DcPath((p, s, id)): FilePath) -> Result<Json<Value>> {
+    check(caller, DcPermission::RepoRead, &p, &s)?;
     let state = sandbox.state();
     let commit = state
         .dc_resolve(&id)

@@ -8,50 +8,19 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use bitbucket_sandbox::{ACCESS_TOKEN, API_TOKEN, API_TOKEN_EMAIL, DC_HTTP_TOKEN, READONLY_ACCESS_TOKEN};
+use bitbucket_sandbox::{ACCESS_TOKEN, READONLY_ACCESS_TOKEN};
 use chrono::{DateTime, Duration, Utc};
 use domain::webhook::{Flavor, RepoEvent, parse};
+use reqwest::Method;
 use reqwest::multipart::{Form, Part};
-use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-mod common;
-
-use common::{Harness, start};
+use crate::common::{Harness, dc_error, start};
 const CONFLICT_EXCEPTION: &str = "com.atlassian.bitbucket.scm.git.GitCommitConflictException";
 const METADATA: &str = "com.atlassian.bitbucket.server.bitbucket-branch:latest-commit-metadata";
 
 impl Harness {
-    /// A Data Center URL of `SANDBOX/demo` under `/rest/{api}`.
-    fn dc_api(&self, api: &str, rest: &str) -> String {
-        self.url(&format!("/rest/{api}/projects/SANDBOX/repos/demo{rest}"))
-    }
-    fn dc(&self, rest: &str) -> String {
-        self.dc_api("api/latest", rest)
-    }
-    fn cloud(&self, method: Method, url: &str) -> RequestBuilder {
-        self.http.request(method, url).basic_auth(API_TOKEN_EMAIL, Some(API_TOKEN))
-    }
-    fn dc_request(&self, method: Method, url: &str) -> RequestBuilder {
-        self.http.request(method, url).bearer_auth(DC_HTTP_TOKEN)
-    }
-    async fn dc_get(&self, rest: &str) -> Value {
-        let response = self.dc_request(Method::GET, &self.dc(rest)).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{rest}");
-        response.json().await.unwrap()
-    }
-    async fn cloud_get(&self, url: &str) -> Value {
-        let response = self.cloud(Method::GET, url).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{url}");
-        response.json().await.unwrap()
-    }
-    async fn tip(&self, branch: &str) -> String {
-        self.cloud_get(&self.repo(&format!("/refs/branches/{branch}"))).await["target"]["hash"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
     /// `PUT …/browse/{path}`: `content` as a file part, then the text fields.
     async fn put_file(&self, path: &str, content: Option<&[u8]>, fields: &[(&str, &str)]) -> reqwest::Response {
         let mut form = Form::new();
@@ -74,26 +43,6 @@ impl Harness {
         let status = self.cloud(Method::GET, &self.repo(&format!("/refs/branches/{name}"))).send().await.unwrap();
         status.status() == 200
     }
-    async fn create_dc_hook(&self, url: &str, events: &[&str]) {
-        let body = json!({ "name": "test", "url": url, "active": true, "events": events });
-        let response = self.dc_request(Method::POST, &self.dc("/webhooks")).json(&body).send().await.unwrap();
-        assert_eq!(response.status(), 201);
-    }
-    async fn create_cloud_hook(&self, url: &str, events: &[&str]) {
-        let body = json!({ "description": "test", "url": url, "active": true, "events": events });
-        let response = self.cloud(Method::POST, &self.repo("/hooks")).json(&body).send().await.unwrap();
-        assert_eq!(response.status(), 201);
-    }
-}
-
-/// The whole Data Center error body, checking its shape; returns the first error.
-async fn dc_error(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status);
-    let body: Value = response.json().await.unwrap();
-    let errors = body["errors"].as_array().unwrap_or_else(|| panic!("not a Data Center error: {body}"));
-    assert_eq!(errors.len(), 1, "{body}");
-    assert!(errors[0]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
-    errors[0].clone()
 }
 
 fn is_hash(value: &Value) -> bool {
@@ -143,8 +92,8 @@ async fn start_receiver() -> (String, Receiver) {
 async fn browse_put_commits_one_file_and_raw_reads_it_back() {
     let h = start().await;
     let (url, receiver) = start_receiver().await;
-    h.create_dc_hook(&url, &["repo:refs_changed"]).await;
-    h.create_cloud_hook(&url, &["repo:push"]).await;
+    h.create_dc_hook(&url, "", &["repo:refs_changed"]).await;
+    h.create_hook(&url, None, &["repo:push"]).await;
     let before = h.tip("main").await;
     // Not UTF-8, with a NUL and a CR: the bytes must come back exactly.
     let bytes: &[u8] = b"{\"v\":1}\r\n\x00\xff\xfe binary";
@@ -373,23 +322,26 @@ async fn branch_utils_delete_checks_then_deletes_with_a_webhook() {
     let topic = h.sandbox.create_branch("topic", "develop").await.unwrap();
     h.sandbox.settle().await;
     let (url, receiver) = start_receiver().await;
-    h.create_dc_hook(&url, &["repo:refs_changed"]).await;
+    h.create_dc_hook(&url, "", &["repo:refs_changed"]).await;
     h.sandbox.add_branch_restriction("delete", "release/*");
 
     let error = dc_error(h.delete_dc_branch(json!({ "name": "refs/heads/main" })).await, 400).await;
     assert!(error["message"].as_str().unwrap().contains("default branch"), "{error}");
     dc_error(h.delete_dc_branch(json!({ "name": "main" })).await, 400).await;
-    dc_error(h.delete_dc_branch(json!({ "name": "refs/heads/nope" })).await, 404).await;
-    dc_error(h.delete_dc_branch(json!({ "name": "refs/heads/release/1.0" })).await, 403).await;
+    // As the description says: no error for a branch that is not there, 401 for a missing branch
+    // permission, 400 for an endPoint the branch is not at.
+    assert_eq!(h.delete_dc_branch(json!({ "name": "refs/heads/nope" })).await.status(), 204);
+    let refused = dc_error(h.delete_dc_branch(json!({ "name": "refs/heads/release/1.0" })).await, 401).await;
+    assert_eq!(refused["exceptionName"], "com.atlassian.bitbucket.AuthorisationException");
     let main = h.tip("main").await;
-    dc_error(h.delete_dc_branch(json!({ "name": "topic", "endPoint": main })).await, 409).await;
+    dc_error(h.delete_dc_branch(json!({ "name": "topic", "endPoint": main })).await, 400).await;
     dc_error(h.delete_dc_branch(json!({ "nme": "topic" })).await, 400).await;
 
     // A dry run answers as the deletion would, and deletes nothing.
     let dry = h.delete_dc_branch(json!({ "name": "refs/heads/topic", "endPoint": topic, "dryRun": true })).await;
     assert_eq!(dry.status(), 204);
     assert!(h.branch_exists("topic").await);
-    dc_error(h.delete_dc_branch(json!({ "name": "release/1.0", "dryRun": true })).await, 403).await;
+    dc_error(h.delete_dc_branch(json!({ "name": "release/1.0", "dryRun": true })).await, 401).await;
 
     // Nor can anyone without the token.
     let url = h.dc_api("branch-utils/latest", "/branches");
@@ -404,7 +356,7 @@ async fn branch_utils_delete_checks_then_deletes_with_a_webhook() {
     let deleted = h.delete_dc_branch(json!({ "name": "refs/heads/topic", "endPoint": &topic[..7] })).await;
     assert_eq!(deleted.status(), 204);
     assert!(!h.branch_exists("topic").await);
-    dc_error(h.delete_dc_branch(json!({ "name": "topic" })).await, 404).await;
+    assert_eq!(h.delete_dc_branch(json!({ "name": "topic" })).await.status(), 204, "gone already: no error");
     h.sandbox.settle().await;
 
     let received = receiver.received();
@@ -515,8 +467,10 @@ async fn branch_restrictions_show_on_both_flavors() {
     assert_eq!(h.cloud_get(&h.repo("/branch-restrictions")).await["size"], 4);
     let single = h.cloud_get(&h.repo("/branch-restrictions/2")).await;
     assert_eq!((&single["kind"], &single["pattern"]), (&json!("force"), &json!("main")));
+    // `repository:admin`, which `repository` does not give.
     let readonly = h.http.get(h.repo("/branch-restrictions")).bearer_auth(READONLY_ACCESS_TOKEN).send().await.unwrap();
-    assert_eq!(readonly.status(), 200);
+    assert_eq!(readonly.status(), 403);
+    assert_eq!(readonly.json::<Value>().await.unwrap()["error"]["detail"]["required"], json!(["repository:admin"]));
     assert_eq!(h.cloud(Method::GET, &h.repo("/branch-restrictions/9")).send().await.unwrap().status(), 404);
     assert_eq!(h.http.get(h.repo("/branch-restrictions")).send().await.unwrap().status(), 401);
 
@@ -601,8 +555,8 @@ async fn cloud_refuses_to_delete_a_restricted_branch() {
 async fn seeded_branches_and_quiet_deletions_send_no_webhooks() {
     let h = start().await;
     let (url, receiver) = start_receiver().await;
-    h.create_dc_hook(&url, &["repo:refs_changed"]).await;
-    h.create_cloud_hook(&url, &["repo:push"]).await;
+    h.create_dc_hook(&url, "", &["repo:refs_changed"]).await;
+    h.create_hook(&url, None, &["repo:push"]).await;
 
     let names: Vec<String> = (0..250).map(|i| format!("bulk/{i:03}")).collect();
     h.sandbox.seed_branches(&names, "main").unwrap();
@@ -673,4 +627,115 @@ async fn an_advanced_clock_ages_commits_and_pull_requests() {
     let at = |field: &str| DateTime::parse_from_rfc3339(pull[field].as_str().unwrap()).unwrap().with_timezone(&Utc);
     assert!(near(at("created_on"), start));
     assert!(near(at("updated_on"), later));
+}
+
+// ---- routes clients use -------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rest_api_1_0_is_served_as_latest() {
+    let h = start().await;
+    for rest in ["", "/default-branch", "/branches", "/pull-requests", "/webhooks", "/raw/README.md"] {
+        let latest = h.dc_request(Method::GET, &h.dc(rest)).send().await.unwrap();
+        let one = h.dc_request(Method::GET, &h.dc_api("api/1.0", rest)).send().await.unwrap();
+        assert_eq!((one.status(), latest.status()), (StatusCode::OK, StatusCode::OK), "{rest}");
+        assert_eq!(one.bytes().await.unwrap(), latest.bytes().await.unwrap(), "{rest}");
+    }
+    let form = Form::new().text("content", "one").text("branch", "main");
+    let put = h.dc_request(Method::PUT, &h.dc_api("api/1.0", "/browse/one.txt")).multipart(form).send().await;
+    assert_eq!(put.unwrap().status(), 200);
+    assert_eq!(h.raw("one.txt", "main").await.text().await.unwrap(), "one");
+}
+
+#[tokio::test]
+async fn default_branch_the_deprecated_way() {
+    let h = start().await;
+    let main = h.tip("main").await;
+    let branch = h.dc_get("/branches/default").await;
+    let expected = json!({
+        "id": "refs/heads/main",
+        "displayId": "main",
+        "type": "BRANCH",
+        "latestCommit": main,
+        "latestChangeset": main,
+        "isDefault": true,
+    });
+    assert_eq!(branch, expected);
+}
+
+#[tokio::test]
+async fn branches_are_created_through_the_api_and_branch_utils() {
+    let h = start().await;
+    let (url, receiver) = start_receiver().await;
+    h.create_dc_hook(&url, "", &["repo:refs_changed"]).await;
+    let develop = h.tip("develop").await;
+
+    let created =
+        h.dc_request(Method::POST, &h.dc("/branches")).json(&json!({ "name": "one", "startPoint": "develop" }));
+    let created = created.send().await.unwrap();
+    assert_eq!(created.status(), 200, "createBranchForRepository answers 200");
+    let created: Value = created.json().await.unwrap();
+    assert_eq!((&created["id"], &created["latestCommit"]), (&json!("refs/heads/one"), &json!(develop)));
+
+    let utils = h.dc_api("branch-utils/latest", "/branches");
+    let body = json!({ "name": "refs/heads/two", "startPoint": &develop[..12] });
+    let created = h.dc_request(Method::POST, &utils).json(&body).send().await.unwrap();
+    assert_eq!(created.status(), 201, "createBranch answers 201");
+    assert_eq!(created.json::<Value>().await.unwrap()["displayId"], "two");
+    assert_eq!(h.tip("two").await, develop);
+
+    // branch-utils: 400 for a name that exists, 409 for one overlapping another's.
+    dc_error(
+        h.dc_request(Method::POST, &utils).json(&json!({ "name": "two", "startPoint": "main" })).send().await.unwrap(),
+        400,
+    )
+    .await;
+    dc_error(
+        h.dc_request(Method::POST, &utils)
+            .json(&json!({ "name": "two/x", "startPoint": "main" }))
+            .send()
+            .await
+            .unwrap(),
+        409,
+    )
+    .await;
+    dc_error(
+        h.dc_request(Method::POST, &utils)
+            .json(&json!({ "name": "three", "startPoint": "nope" }))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
+    dc_error(h.dc_request(Method::POST, &utils).json(&json!({ "name": "three" })).send().await.unwrap(), 400).await;
+    assert!(!h.branch_exists("three").await);
+
+    h.sandbox.settle().await;
+    let added: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|(_, body)| {
+            serde_json::from_slice::<Value>(body).unwrap()["changes"][0]["ref"]["displayId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(added.len(), 2);
+    assert!(added.contains(&"one".to_owned()) && added.contains(&"two".to_owned()), "{added:?}");
+}
+
+#[tokio::test]
+async fn unknown_data_center_routes_answer_in_data_center_envelope() {
+    let h = start().await;
+    let unknown = h.dc_request(Method::GET, &h.dc("/nothing-here")).send().await.unwrap();
+    dc_error(unknown, 404).await;
+    let wrong = h.dc_request(Method::PATCH, &h.dc("/webhooks")).send().await.unwrap();
+    dc_error(wrong, 405).await;
+    let plugin = h.dc_request(Method::GET, &h.url("/rest/nope/1.0/x")).send().await.unwrap();
+    dc_error(plugin, 404).await;
+    // Cloud's stay Cloud's.
+    let cloud = h.get(&h.url("/2.0/nothing")).send().await.unwrap();
+    assert_eq!(cloud.status(), 404);
+    assert_eq!(cloud.json::<Value>().await.unwrap()["type"], "error");
 }

@@ -5,9 +5,8 @@ use chrono::{DateTime, Utc};
 use domain::webhook::Flavor;
 use serde_json::{Value, json};
 
-use super::branch_admin::short_branch;
-use super::{Commit, DEFAULT_AUTHOR, Event, MAIN, NewCommit, PrState, State, clean_path};
 use crate::error::{DcError, Error};
+use crate::state::{Commit, DEFAULT_AUTHOR, Event, MAIN, NewCommit, PrState, State, clean_path, short_branch};
 use crate::webhooks::Delivery;
 use crate::{DC_PROJECT, REPOSITORY};
 
@@ -152,7 +151,7 @@ impl State {
     }
 
     /// `repo:refs_changed` with one branch change: ADD, UPDATE or DELETE.
-    pub(super) fn dc_refs_changed(&self, branch: &str, old: Option<&str>, new: Option<&str>) -> DcEvent {
+    pub(crate) fn dc_refs_changed(&self, branch: &str, old: Option<&str>, new: Option<&str>) -> DcEvent {
         let kind = match (old, new) {
             (None, _) => "ADD",
             (_, None) => "DELETE",
@@ -170,7 +169,7 @@ impl State {
     }
 
     /// A `pr:*` event; `None` for an unknown pull request.
-    pub(super) fn dc_pull_event(&self, key: &'static str, id: u64) -> Option<DcEvent> {
+    pub(crate) fn dc_pull_event(&self, key: &'static str, id: u64) -> Option<DcEvent> {
         let pull = self.dc_pull_json(id)?;
         Some(self.dc_event(key, json!({ "pullRequest": pull })))
     }
@@ -211,7 +210,7 @@ impl State {
     }
 
     /// One delivery per active Data Center hook subscribed to the event.
-    pub(super) fn dc_deliveries(&self, event: &DcEvent) -> Vec<Delivery> {
+    pub(crate) fn dc_deliveries(&self, event: &DcEvent) -> Vec<Delivery> {
         let body = event.payload.to_string().into_bytes();
         self.dc_hooks
             .iter()
@@ -250,6 +249,19 @@ impl State {
     /// A branch name (`x` or `refs/heads/x`), a full hash or a prefix of at least 7 digits.
     pub fn dc_resolve(&self, rev: &str) -> Option<&Commit> {
         self.resolve(rev).or_else(|| self.resolve(short_branch(rev)))
+    }
+
+    /// One branch as `RestBranch` (`GET …/branches/default`, branch creation).
+    pub fn dc_branch_json(&self, name: &str) -> Option<Value> {
+        let hash = self.tip(name)?;
+        Some(json!({
+            "id": format!("refs/heads/{name}"),
+            "displayId": name,
+            "type": "BRANCH",
+            "latestCommit": hash,
+            "latestChangeset": hash,
+            "isDefault": name == MAIN,
+        }))
     }
 
     /// The branches whose name contains `filter` (any case), as `GET …/branches` lists them.

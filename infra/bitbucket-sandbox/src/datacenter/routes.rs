@@ -1,11 +1,13 @@
-//! The Bitbucket Data Center (Server) REST subset under `/rest/api/latest`, over the same
-//! repository as the Cloud routes, seen as `SANDBOX/demo`: only `Bearer DC_HTTP_TOKEN` (or an
-//! accepted [`crate::ExtraCredential`]) gets in.
+//! The Bitbucket Data Center (Server) REST subset under `/rest/api/{1.0,latest}` (and the
+//! `branch-utils` and `branch-permissions` plugins), over the same repository as the Cloud routes,
+//! seen as `SANDBOX/demo`: only an HTTP access token ([`crate::DC_HTTP_TOKEN`] and its reduced
+//! siblings, or an accepted [`crate::ExtraCredential`]) gets in, and each route checks the
+//! permission its operation's description names (see [`super::auth`]).
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -13,28 +15,42 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{check_events, check_url};
-use crate::error::{DcError, Error, PathParams, parse_json};
+use super::auth::{DcCaller, authenticate};
+use crate::cloud::routes::{check_events, check_url};
+use crate::datacenter::state::{DC_HOOK_EVENTS, DcHook, default_branch_json};
+use crate::error::{DcError, DcPath, Error, parse_json};
 use crate::paging::dc_paginate;
-use crate::state::{DC_HOOK_EVENTS, DC_USER, DcHook, default_branch_json};
-use crate::{DC_HTTP_TOKEN, DC_PROJECT, ExtraCredential, REPOSITORY, Sandbox};
+use crate::{DC_PROJECT, DcPermission, REPOSITORY, Sandbox};
 
 mod content;
 mod refs;
 
 type Result<T> = std::result::Result<T, DcError>;
-type RepoPath = PathParams<(String, String)>;
-type HookPath = PathParams<(String, String, String)>;
+type RepoPath = DcPath<(String, String)>;
+type HookPath = DcPath<(String, String, String)>;
+
+/// The versions every plugin is served under: Data Center serves `latest` as an alias of the
+/// current version, and most clients (and the description's own narrative) say `1.0`.
+pub(crate) const API_VERSIONS: [&str; 2] = ["latest", "1.0"];
+
+/// `/rest/api/{version}/projects/{project}/repos/{slug}{rest}`.
+pub(crate) fn repo_path(version: &str, rest: &str) -> String {
+    format!("/rest/api/{version}/projects/{{project}}/repos/{{slug}}{rest}")
+}
 
 pub fn routes(sandbox: Sandbox) -> Router<Sandbox> {
-    let repo = |rest: &str| format!("/rest/api/latest/projects/{{project}}/repos/{{slug}}{rest}");
-    Router::new()
-        .route(&repo(""), get(repository))
-        .route(&repo("/default-branch"), get(default_branch))
-        .route(&repo("/webhooks"), get(list_hooks).post(create_hook))
-        .route(&repo("/webhooks/{id}"), get(get_hook).put(update_hook).delete(delete_hook))
-        // File content, branches, pull requests, `branch-utils` and `branch-permissions`: all
-        // behind the same token check.
+    let mut router = Router::new();
+    for version in API_VERSIONS {
+        let repo = |rest: &str| repo_path(version, rest);
+        router = router
+            .route(&repo(""), get(repository))
+            .route(&repo("/default-branch"), get(default_branch))
+            .route(&repo("/webhooks"), get(list_hooks).post(create_hook))
+            .route(&repo("/webhooks/{id}"), get(get_hook).put(update_hook).delete(delete_hook));
+    }
+    // File content, branches, pull requests, `branch-utils` and `branch-permissions`: all behind
+    // the same token check.
+    router
         .merge(content::routes())
         .merge(refs::routes())
         .route_layer(middleware::from_fn_with_state(sandbox, authenticate))
@@ -56,41 +72,31 @@ fn apply_dc<T>(
     applied.map_err(|error| failure.take().unwrap_or_else(|| error.into()))
 }
 
-/// Refuses anything but the HTTP access token (Cloud credentials included); names the user in
-/// `X-AUSERNAME` on every answer to it, as Data Center does.
-async fn authenticate(State(sandbox): State<Sandbox>, request: Request, next: Next) -> Response {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let known =
-        token.is_some_and(|t| t == DC_HTTP_TOKEN || sandbox.accepts(&ExtraCredential::DcHttpToken(t.to_owned())));
-    if !known {
-        return DcError::authentication_failed().into_response();
-    }
-    let mut response = next.run(request).await;
-    response.headers_mut().insert("x-ausername", HeaderValue::from_static(DC_USER));
-    response
-}
+/// What Data Center names a repository that is not there.
+const NO_SUCH_REPOSITORY: &str = "com.atlassian.bitbucket.repository.NoSuchRepositoryException";
 
 fn check_repo(project: &str, slug: &str) -> Result<()> {
     if project.eq_ignore_ascii_case(DC_PROJECT) && slug.eq_ignore_ascii_case(REPOSITORY) {
         Ok(())
     } else {
-        Err(Error::not_found(format!("Repository {project}/{slug} does not exist.")).into())
+        let error = Error::not_found(format!("Repository {project}/{slug} does not exist."));
+        Err(DcError::with_exception(error, NO_SUCH_REPOSITORY))
     }
 }
 
-async fn repository(State(sandbox): State<Sandbox>, PathParams((p, s)): RepoPath) -> Result<Json<Value>> {
-    check_repo(&p, &s)?;
+/// The permission first (an unknown repository is no less forbidden), then the repository.
+fn check(caller: DcCaller, needed: DcPermission, project: &str, slug: &str) -> Result<()> {
+    caller.require(needed)?;
+    check_repo(project, slug)
+}
+
+async fn repository(State(sandbox): State<Sandbox>, caller: DcCaller, DcPath((p, s)): RepoPath) -> Result<Json<Value>> {
+    check(caller, DcPermission::RepoRead, &p, &s)?;
     Ok(Json(sandbox.state().dc_repository_json()))
 }
 
-async fn default_branch(PathParams((p, s)): RepoPath) -> Result<Json<Value>> {
-    check_repo(&p, &s)?;
+async fn default_branch(caller: DcCaller, DcPath((p, s)): RepoPath) -> Result<Json<Value>> {
+    check(caller, DcPermission::RepoRead, &p, &s)?;
     Ok(Json(default_branch_json()))
 }
 
@@ -126,16 +132,27 @@ fn check_name(name: String) -> Result<String> {
 }
 
 fn hook_not_found(id: &str) -> DcError {
-    Error::not_found(format!("Webhook {id} does not exist.")).into()
+    let error = Error::not_found(format!("Webhook {id} does not exist."));
+    DcError::with_exception(error, "com.atlassian.bitbucket.webhook.NoSuchWebhookException")
 }
 
-async fn list_hooks(State(sandbox): State<Sandbox>, PathParams((p, s)): RepoPath, uri: Uri) -> Result<Json<Value>> {
-    check_repo(&p, &s)?;
+async fn list_hooks(
+    State(sandbox): State<Sandbox>,
+    caller: DcCaller,
+    DcPath((p, s)): RepoPath,
+    uri: Uri,
+) -> Result<Json<Value>> {
+    check(caller, DcPermission::RepoAdmin, &p, &s)?;
     Ok(Json(dc_paginate(sandbox.dc_hooks(), uri.query().unwrap_or_default())?))
 }
 
-async fn create_hook(State(sandbox): State<Sandbox>, PathParams((p, s)): RepoPath, body: Bytes) -> Result<Response> {
-    check_repo(&p, &s)?;
+async fn create_hook(
+    State(sandbox): State<Sandbox>,
+    caller: DcCaller,
+    DcPath((p, s)): RepoPath,
+    body: Bytes,
+) -> Result<Response> {
+    check(caller, DcPermission::RepoAdmin, &p, &s)?;
     let body: HookBody = parse_json(&body)?;
     let now = Utc::now();
     let hook = DcHook {
@@ -152,8 +169,12 @@ async fn create_hook(State(sandbox): State<Sandbox>, PathParams((p, s)): RepoPat
     Ok((StatusCode::CREATED, Json(json)).into_response())
 }
 
-async fn get_hook(State(sandbox): State<Sandbox>, PathParams((p, s, id)): HookPath) -> Result<Json<Value>> {
-    check_repo(&p, &s)?;
+async fn get_hook(
+    State(sandbox): State<Sandbox>,
+    caller: DcCaller,
+    DcPath((p, s, id)): HookPath,
+) -> Result<Json<Value>> {
+    check(caller, DcPermission::RepoAdmin, &p, &s)?;
     let state = sandbox.state();
     let index = state.dc_hook_index(&id).ok_or_else(|| hook_not_found(&id))?;
     Ok(Json(state.dc_hooks[index].json()))
@@ -162,10 +183,11 @@ async fn get_hook(State(sandbox): State<Sandbox>, PathParams((p, s, id)): HookPa
 /// Replaces the fields the body gives; the secret only when `configuration.secret` is given.
 async fn update_hook(
     State(sandbox): State<Sandbox>,
-    PathParams((p, s, id)): HookPath,
+    caller: DcCaller,
+    DcPath((p, s, id)): HookPath,
     body: Bytes,
 ) -> Result<Json<Value>> {
-    check_repo(&p, &s)?;
+    check(caller, DcPermission::RepoAdmin, &p, &s)?;
     let body: HookBody = parse_json(&body)?;
     // Validate everything before changing anything.
     let secret = body.secret();
@@ -194,8 +216,12 @@ async fn update_hook(
     Ok(Json(hook.json()))
 }
 
-async fn delete_hook(State(sandbox): State<Sandbox>, PathParams((p, s, id)): HookPath) -> Result<StatusCode> {
-    check_repo(&p, &s)?;
+async fn delete_hook(
+    State(sandbox): State<Sandbox>,
+    caller: DcCaller,
+    DcPath((p, s, id)): HookPath,
+) -> Result<StatusCode> {
+    check(caller, DcPermission::RepoAdmin, &p, &s)?;
     let mut state = sandbox.state();
     let index = state.dc_hook_index(&id).ok_or_else(|| hook_not_found(&id))?;
     state.dc_hooks.remove(index);

@@ -16,19 +16,9 @@ use reqwest::RequestBuilder;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-mod common;
-
-use common::{Harness, start};
+use crate::common::{Harness, start};
 
 impl Harness {
-    async fn json(&self, url: &str) -> Value {
-        let response = self.get(url).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{url}");
-        response.json().await.unwrap()
-    }
-    async fn tip(&self, branch: &str) -> String {
-        self.json(&self.repo(&format!("/refs/branches/{branch}"))).await["target"]["hash"].as_str().unwrap().to_owned()
-    }
     /// Triggers a run on `branch` (default selector, no variables); answers with it.
     async fn trigger(&self, branch: &str) -> Value {
         let body = json!({ "target": { "type": "pipeline_ref_target", "ref_type": "branch", "ref_name": branch } });
@@ -37,10 +27,10 @@ impl Harness {
         response.json().await.unwrap()
     }
     async fn run(&self, uuid: &str) -> Value {
-        self.json(&self.repo(&format!("/pipelines/{uuid}"))).await
+        self.cloud_get(&self.repo(&format!("/pipelines/{uuid}"))).await
     }
     async fn step(&self, uuid: &str) -> Value {
-        let steps = self.json(&self.repo(&format!("/pipelines/{uuid}/steps/"))).await;
+        let steps = self.cloud_get(&self.repo(&format!("/pipelines/{uuid}/steps/"))).await;
         assert_eq!(steps["size"], 1);
         steps["values"][0].clone()
     }
@@ -112,7 +102,8 @@ async fn triggered_runs_are_pending_with_cloud_fields() {
         "selector": { "type": "branches", "pattern": "main" },
     });
     assert_eq!(run["target"], target);
-    assert_eq!(run["trigger"], json!({ "name": "MANUAL", "type": "pipeline_trigger_manual" }));
+    // Only `type`: the description's `pipeline_trigger` has no `name`, nor does live Cloud send one.
+    assert_eq!(run["trigger"], json!({ "type": "pipeline_trigger_manual" }));
     assert_eq!(run["state"], json!({ "name": "PENDING", "type": "pipeline_state_pending" }));
     assert_eq!(run["variables"], json!([]));
     let created = chrono::DateTime::parse_from_rfc3339(run["created_on"].as_str().unwrap()).unwrap();
@@ -143,8 +134,10 @@ async fn triggered_runs_are_pending_with_cloud_fields() {
     assert_eq!(custom["target"]["commit"]["hash"], main.as_str());
     assert_ne!(main, develop);
     assert_eq!(custom["target"]["selector"], json!({ "type": "custom", "pattern": "deploy" }));
-    let variables =
-        json!([{ "key": "ENV", "secured": false, "value": "staging" }, { "key": "TOKEN", "secured": true }]);
+    let variables = json!([
+        { "type": "pipeline_variable", "key": "ENV", "secured": false, "value": "staging" },
+        { "type": "pipeline_variable", "key": "TOKEN", "secured": true },
+    ]);
     assert_eq!(custom["variables"], variables);
     assert!(!custom.to_string().contains("hunter2"));
     assert_eq!(h.trigger("feature/login").await["build_number"], 3);
@@ -176,9 +169,11 @@ async fn bad_triggers_are_refused_and_store_nothing() {
         (target(json!({ "commit": { "hash": "main" } })), "does not exist"),
         (target(json!({ "selector": { "type": "custom" } })), "needs a pattern"),
         (target(json!({ "selector": { "type": "custom", "pattern": " " } })), "needs a pattern"),
-        (target(json!({ "selector": { "type": "nightly" } })), "not supported"),
-        (target(json!({ "ref_type": "tag" })), "not supported"),
-        (target(json!({ "type": "pipeline_commit_target" })), "not supported"),
+        (target(json!({ "selector": { "type": "nightly" } })), "is not one of"),
+        (target(json!({ "ref_type": "tag" })), "Tag main does not exist"),
+        (target(json!({ "ref_type": "commit" })), "is not one of"),
+        (target(json!({ "type": "pipeline_pullrequest_target" })), "is not one of"),
+        (json!({ "target": { "type": "pipeline_commit_target" } }), "target.commit: This field is required."),
         (json!({ "variables": [] }), "target: This field is required."),
     ];
     for (body, message) in cases {
@@ -192,6 +187,11 @@ async fn bad_triggers_are_refused_and_store_nothing() {
     let response = h.post(&h.repo("/pipelines/")).json(&no_key).send().await.unwrap();
     assert_eq!(response.status(), 400);
     assert_eq!(error_message(response).await, "variables[1].key: This field is required.");
+    let mut bad_type = target(json!({}));
+    bad_type["variables"] = json!([{ "type": "variable", "key": "A", "value": "1" }]);
+    let response = h.post(&h.repo("/pipelines/")).json(&bad_type).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(error_message(response).await.contains("is not pipeline_variable"));
     let malformed = h.post(&h.repo("/pipelines/")).body("{nope").send().await.unwrap();
     assert_eq!(malformed.status(), 400);
     assert!(h.sandbox.pipelines().is_empty());
@@ -212,12 +212,14 @@ async fn readonly_token_lacks_the_pipeline_scope() {
         h.http.post(h.repo(&format!("/pipelines/{uuid}/stopPipeline"))),
         h.http.get(h.repo(&format!("/pipelines/{uuid}/steps/"))),
     ];
-    for request in requests {
+    for (i, request) in requests.into_iter().enumerate() {
         let response = request.bearer_auth(READONLY_ACCESS_TOKEN).send().await.unwrap();
         assert_eq!(response.status(), 403);
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["message"], "Your credentials lack one or more required privilege scopes.");
-        assert_eq!(body["error"]["detail"]["required"], json!(["pipeline"]));
+        // Stopping a run takes `pipeline:write`; the rest `pipeline`.
+        let required = if i == 3 { json!(["pipeline:write"]) } else { json!(["pipeline"]) };
+        assert_eq!(body["error"]["detail"]["required"], required);
     }
     assert_eq!(h.http.get(h.repo("/pipelines/")).send().await.unwrap().status(), 401);
     // Nothing was created or stopped; the access token with every scope reads it.
@@ -233,17 +235,17 @@ async fn listing_pages_newest_first_and_filters_by_branch() {
     for branch in ["main", "develop", "main", "develop", "main"] {
         h.trigger(branch).await;
     }
-    let oldest_first = h.json(&h.repo("/pipelines/")).await;
+    let oldest_first = h.cloud_get(&h.repo("/pipelines/")).await;
     assert_eq!(oldest_first["size"], 5);
     assert_eq!(build_numbers(&oldest_first["values"]), [1, 2, 3, 4, 5]);
-    let without_slash = h.json(&h.repo("/pipelines")).await;
+    let without_slash = h.cloud_get(&h.repo("/pipelines")).await;
     assert_eq!(build_numbers(&without_slash["values"]), [1, 2, 3, 4, 5]);
 
     let mut seen = Vec::new();
     let mut pages = 0;
     let mut url = Some(h.repo("/pipelines/?sort=-created_on&pagelen=2"));
     while let Some(next) = url {
-        let page = h.json(&next).await;
+        let page = h.cloud_get(&next).await;
         pages += 1;
         assert_eq!((&page["size"], &page["page"], &page["pagelen"]), (&json!(5), &json!(pages), &json!(2)));
         seen.extend(build_numbers(&page["values"]));
@@ -254,18 +256,18 @@ async fn listing_pages_newest_first_and_filters_by_branch() {
     }
     assert_eq!((pages, seen), (3, vec![5, 4, 3, 2, 1]));
 
-    let develop = h.json(&h.repo("/pipelines/?target.ref_name=develop&sort=-created_on")).await;
+    let develop = h.cloud_get(&h.repo("/pipelines/?target.ref_name=develop&sort=-created_on")).await;
     assert_eq!(build_numbers(&develop["values"]), [4, 2]);
     assert!(develop["values"].as_array().unwrap().iter().all(|r| r["target"]["ref_name"] == "develop"));
-    let none = h.json(&h.repo("/pipelines/?target.ref_name=feature%2Flogin")).await;
+    let none = h.cloud_get(&h.repo("/pipelines/?target.ref_name=feature%2Flogin")).await;
     assert_eq!(none["size"], 0);
     h.trigger("feature/login").await;
-    let login = h.json(&h.repo("/pipelines/?target.ref_name=feature%2Flogin")).await;
+    let login = h.cloud_get(&h.repo("/pipelines/?target.ref_name=feature%2Flogin")).await;
     assert_eq!(build_numbers(&login["values"]), [6]);
 
     assert_eq!(h.get(&h.repo("/pipelines/?sort=state")).send().await.unwrap().status(), 400);
     assert_eq!(h.get(&h.repo("/pipelines/?pagelen=0")).send().await.unwrap().status(), 400);
-    assert_eq!(h.json(&h.repo("/pipelines/?pagelen=500")).await["pagelen"], 100);
+    assert_eq!(h.cloud_get(&h.repo("/pipelines/?pagelen=500")).await["pagelen"], 100);
 }
 
 // ---- stopping, steps and test reports ---------------------------------------------------------
@@ -327,9 +329,9 @@ async fn one_build_step_and_its_test_report() {
     assert_eq!((&step["type"], &step["name"]), (&json!("pipeline_step"), &json!("Build")));
     assert_eq!(step["state"], json!({ "name": "PENDING", "type": "pipeline_step_state_pending" }));
     assert!(step.get("started_on").is_none() && step.get("duration_in_seconds").is_none());
-    let without_slash = h.json(&h.repo(&format!("/pipelines/{uuid}/steps"))).await;
+    let without_slash = h.cloud_get(&h.repo(&format!("/pipelines/{uuid}/steps"))).await;
     assert_eq!(without_slash["values"][0], step);
-    assert_eq!(h.json(&h.repo(&format!("/pipelines/{}/steps/{}", bare(&uuid), bare(&step_uuid)))).await, step);
+    assert_eq!(h.cloud_get(&h.repo(&format!("/pipelines/{}/steps/{}", bare(&uuid), bare(&step_uuid)))).await, step);
     assert_eq!(h.report(&uuid, &step_uuid).await.status(), 404, "pending: no report");
 
     h.sandbox.start_pipeline(&uuid).unwrap();
@@ -506,7 +508,7 @@ async fn automatic_runs_follow_the_sandbox_clock() {
 async fn automatic_runs_finish_on_their_own_and_report_their_statuses() {
     let h = start().await;
     let (url, receiver) = start_receiver().await;
-    h.create_hook(&url, &["repo:commit_status_created", "repo:commit_status_updated"]).await;
+    h.create_hook(&url, None, &["repo:commit_status_created", "repo:commit_status_updated"]).await;
     let timing = json!({ "pending_seconds": 0.1, "running_seconds": 0.2 });
     let set = h.http.put(h.url("/_admin/pipelines/timing")).json(&timing).send().await.unwrap();
     assert_eq!(set.status(), 200);
@@ -585,14 +587,6 @@ async fn start_receiver() -> (String, Receiver) {
     (url, receiver)
 }
 
-impl Harness {
-    async fn create_hook(&self, url: &str, events: &[&str]) {
-        let body = json!({ "description": "test", "url": url, "active": true, "events": events });
-        let response = self.post(&self.repo("/hooks")).json(&body).send().await.unwrap();
-        assert_eq!(response.status(), 201);
-    }
-}
-
 fn status_event(run: &Value, state: &str, url: &str) -> RepoEvent {
     RepoEvent::CommitStatus {
         commit: run["target"]["commit"]["hash"].as_str().map(str::to_owned),
@@ -607,7 +601,7 @@ fn status_event(run: &Value, state: &str, url: &str) -> RepoEvent {
 async fn runs_set_build_statuses_on_their_commits() {
     let h = start().await;
     let (url, receiver) = start_receiver().await;
-    h.create_hook(&url, &["repo:commit_status_created", "repo:commit_status_updated"]).await;
+    h.create_hook(&url, None, &["repo:commit_status_created", "repo:commit_status_updated"]).await;
     let run = h.trigger("develop").await;
     let uuid = uuid_of(&run);
     let html = run["links"]["html"]["href"].as_str().unwrap().to_owned();
@@ -624,7 +618,7 @@ async fn runs_set_build_statuses_on_their_commits() {
     assert_eq!(events[1], ("repo:commit_status_updated".to_owned(), status_event(&run, "FAILED", &html)));
 
     let commit = run["target"]["commit"]["hash"].as_str().unwrap();
-    let statuses = h.json(&h.repo(&format!("/commit/{commit}/statuses"))).await;
+    let statuses = h.cloud_get(&h.repo(&format!("/commit/{commit}/statuses"))).await;
     assert_eq!(statuses["size"], 1);
     let status = &statuses["values"][0];
     assert_eq!(
@@ -649,7 +643,46 @@ async fn runs_set_build_statuses_on_their_commits() {
     ];
     expected.sort_by_key(|(_, event)| format!("{event:?}"));
     assert_eq!(events, expected);
-    let statuses = h.json(&h.repo(&format!("/commit/{commit}/statuses"))).await;
+    let statuses = h.cloud_get(&h.repo(&format!("/commit/{commit}/statuses"))).await;
     let keys: Vec<_> = statuses["values"].as_array().unwrap().iter().map(|s| s["key"].clone()).collect();
     assert_eq!(keys, [json!("pipeline-1"), json!("pipeline-2")], "both develop runs were on the same commit");
+}
+
+#[tokio::test]
+async fn commit_targets_and_typed_variables_are_accepted() {
+    let h = start().await;
+    let develop = h.tip("develop").await;
+    let body = json!({
+        "target": {
+            "type": "pipeline_commit_target",
+            "commit": { "type": "commit", "hash": develop },
+            "selector": { "type": "custom", "pattern": "Deploy to production" },
+        },
+        "variables": [
+            { "type": "pipeline_variable", "key": "ENV", "value": "prod" },
+            { "key": "UNTYPED", "value": "as the operation's own example sends it" },
+        ],
+    });
+    let response = h.post(&h.repo("/pipelines/")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let run: Value = response.json().await.unwrap();
+    let target = json!({
+        "type": "pipeline_commit_target",
+        "commit": { "type": "commit", "hash": develop },
+        "selector": { "type": "custom", "pattern": "Deploy to production" },
+    });
+    assert_eq!(run["target"], target);
+    assert!(run["variables"].as_array().unwrap().iter().all(|v| v["type"] == "pipeline_variable"), "{run}");
+    assert_eq!(h.run(&uuid_of(&run)).await["target"], target);
+
+    // A commit target has no branch: the build status it sets carries no refname.
+    h.sandbox.start_pipeline(&uuid_of(&run)).unwrap();
+    let statuses = h.cloud_get(&h.repo(&format!("/commit/{develop}/statuses"))).await;
+    assert_eq!(statuses["values"][0]["refname"], Value::Null);
+    // Listing by branch leaves it out.
+    assert_eq!(h.cloud_get(&h.repo("/pipelines/?target.ref_name=develop")).await["size"], 0);
+    // A named branch is a branch.
+    let named =
+        json!({ "target": { "type": "pipeline_ref_target", "ref_type": "named_branch", "ref_name": "develop" } });
+    assert_eq!(h.post(&h.repo("/pipelines/")).json(&named).send().await.unwrap().status(), 201);
 }

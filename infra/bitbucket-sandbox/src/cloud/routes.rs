@@ -9,11 +9,13 @@ use axum::{Json, Router};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::auth::{self, Caller};
+use crate::cloud::auth::{self, Caller};
+use crate::cloud::render;
+use crate::cloud::{query, scopes};
 use crate::error::{Error, PathParams, parse_json};
 use crate::form::{FormField, form_fields};
-use crate::paging::{paginate, param, params};
-use crate::state::{self, DEFAULT_AUTHOR, HOOK_EVENTS, Hook, MAIN, NewCommit, PrState, StatusInput};
+use crate::paging::{MAX_PULL_REQUEST_PAGELEN, paginate, paginate_up_to, param, params};
+use crate::state::{DEFAULT_AUTHOR, HOOK_EVENTS, Hook, MAIN, NewCommit, PrState, StatusInput, TreeEntry};
 use crate::{REPOSITORY, Sandbox, WORKSPACE};
 
 type RepoPath = PathParams<(String, String)>;
@@ -21,23 +23,33 @@ type RepoItemPath<T = String> = PathParams<(String, String, T)>;
 
 pub fn routes() -> Router<Sandbox> {
     let repo = |rest: &str| format!("/2.0/repositories/{{workspace}}/{{repo_slug}}{rest}");
-    Router::new()
+    let mut router = Router::new()
         .route("/site/oauth2/access_token", post(auth::access_token))
         .route("/2.0/user", get(user))
+        .route("/2.0/workspaces/{workspace}", get(workspace))
         .route(&repo(""), get(repository))
-        .route(&repo("/hooks"), get(list_hooks).post(create_hook))
         .route(&repo("/hooks/{uid}"), get(get_hook).put(update_hook).delete(delete_hook))
-        .route(&repo("/refs/branches"), get(list_branches).post(create_branch))
         .route(&repo("/refs/branches/{*name}"), get(get_branch).delete(delete_branch))
-        .route(&repo("/branch-restrictions"), get(list_branch_restrictions))
         .route(&repo("/branch-restrictions/{id}"), get(get_branch_restriction))
-        .route(&repo("/src"), post(create_commit))
-        .route(&repo("/src/{rev}/{*path}"), get(read_file))
+        .route(&repo("/src"), get(src_root).post(create_commit))
+        // The root listing: "the trailing slash is required" (the operation's text).
+        .route(&repo("/src/{rev}/"), get(read_root))
+        .route(&repo("/src/{rev}/{*path}"), get(read_src))
+        .route(&repo("/commits/{revision}"), get(list_commits_at))
         .route(&repo("/commit/{hash}"), get(get_commit))
         .route(&repo("/commit/{hash}/statuses"), get(list_statuses))
         .route(&repo("/commit/{hash}/statuses/build"), post(create_status))
-        .route(&repo("/pullrequests"), get(list_pull_requests))
-        .route(&repo("/pullrequests/{id}"), get(get_pull_request))
+        .route(&repo("/pullrequests/{id}"), get(get_pull_request));
+    // Collections answer with or without a trailing slash, as live Cloud does.
+    for slash in ["", "/"] {
+        router = router
+            .route(&repo(&format!("/hooks{slash}")), get(list_hooks).post(create_hook))
+            .route(&repo(&format!("/refs/branches{slash}")), get(list_branches).post(create_branch))
+            .route(&repo(&format!("/branch-restrictions{slash}")), get(list_branch_restrictions))
+            .route(&repo(&format!("/commits{slash}")), get(list_commits))
+            .route(&repo(&format!("/pullrequests{slash}")), get(list_pull_requests));
+    }
+    router
 }
 
 fn check_repo(workspace: &str, repo: &str) -> Result<(), Error> {
@@ -54,9 +66,21 @@ fn listing(sandbox: &Sandbox, uri: &Uri, values: Vec<Value>) -> Result<Json<Valu
     paginate(values, uri.query().unwrap_or_default(), &url).map(Json)
 }
 
+async fn workspace(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams(workspace): PathParams<String>,
+) -> Result<Json<Value>, Error> {
+    caller.require(&scopes::GET_WORKSPACE)?;
+    if !workspace.eq_ignore_ascii_case(WORKSPACE) {
+        return Err(Error::not_found(format!("Workspace {workspace} not found")));
+    }
+    Ok(Json(render::workspace_json(sandbox.public_base())))
+}
+
 async fn user(caller: Caller) -> Result<Json<Value>, Error> {
-    caller.require("account")?;
-    Ok(Json(state::user_json()))
+    caller.require(&scopes::GET_USER)?;
+    Ok(Json(render::user_json()))
 }
 
 async fn repository(
@@ -64,7 +88,7 @@ async fn repository(
     caller: Caller,
     PathParams((w, r)): RepoPath,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::GET_REPOSITORY)?;
     check_repo(&w, &r)?;
     Ok(Json(sandbox.state().repository_json()))
 }
@@ -122,7 +146,7 @@ async fn list_hooks(
     PathParams((w, r)): RepoPath,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    caller.require("webhook")?;
+    caller.require(&scopes::LIST_HOOKS)?;
     check_repo(&w, &r)?;
     listing(&sandbox, &uri, sandbox.hooks())
 }
@@ -133,7 +157,7 @@ async fn create_hook(
     PathParams((w, r)): RepoPath,
     body: Bytes,
 ) -> Result<Response, Error> {
-    caller.require("webhook")?;
+    caller.require(&scopes::CREATE_HOOK)?;
     check_repo(&w, &r)?;
     let body: HookBody = parse_json(&body)?;
     let hook = Hook {
@@ -156,7 +180,7 @@ async fn get_hook(
     caller: Caller,
     PathParams((w, r, uid)): RepoItemPath,
 ) -> Result<Json<Value>, Error> {
-    caller.require("webhook")?;
+    caller.require(&scopes::GET_HOOK)?;
     check_repo(&w, &r)?;
     let state = sandbox.state();
     let index = state.hook_index(&uid).ok_or_else(|| hook_not_found(&uid))?;
@@ -173,7 +197,7 @@ async fn update_hook(
     PathParams((w, r, uid)): RepoItemPath,
     body: Bytes,
 ) -> Result<Json<Value>, Error> {
-    caller.require("webhook")?;
+    caller.require(&scopes::UPDATE_HOOK)?;
     check_repo(&w, &r)?;
     let body: HookBody = parse_json(&body)?;
     // Validate everything before changing anything.
@@ -206,7 +230,7 @@ async fn delete_hook(
     caller: Caller,
     PathParams((w, r, uid)): RepoItemPath,
 ) -> Result<StatusCode, Error> {
-    caller.require("webhook")?;
+    caller.require(&scopes::DELETE_HOOK)?;
     check_repo(&w, &r)?;
     let mut state = sandbox.state();
     let index = state.hook_index(&uid).ok_or_else(|| hook_not_found(&uid))?;
@@ -216,16 +240,8 @@ async fn delete_hook(
 
 // ---- branches -------------------------------------------------------------------------------
 
-/// `q=name ~ "text"` (contains, any case) or `q=name = "text"`; other queries do not filter.
-fn name_matches(q: Option<&str>, name: &str) -> bool {
-    let Some(q) = q else { return true };
-    let Some(at) = q.find(['~', '=']) else { return true };
-    if q[..at].trim() != "name" {
-        return true;
-    }
-    let needle = q[at + 1..].trim().trim_matches('"');
-    if q[at..].starts_with('~') { name.to_lowercase().contains(&needle.to_lowercase()) } else { name == needle }
-}
+/// What `q` and `sort` may name on branches.
+const BRANCH_FIELDS: &[&str] = &["name", "target.hash", "target.date", "target.message", "target.author.raw"];
 
 async fn list_branches(
     State(sandbox): State<Sandbox>,
@@ -233,13 +249,15 @@ async fn list_branches(
     PathParams((w, r)): RepoPath,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::LIST_BRANCHES)?;
     check_repo(&w, &r)?;
-    let q = param(uri.query().unwrap_or_default(), "q");
-    let values = {
+    let query = uri.query().unwrap_or_default();
+    let values: Vec<Value> = {
         let state = sandbox.state();
-        state.branch_names().filter(|n| name_matches(q.as_deref(), n)).filter_map(|n| state.branch_json(n)).collect()
+        state.branch_names().filter_map(|n| state.branch_json(n)).collect()
     };
+    let mut values = query::filter(values, param(query, "q").as_deref(), BRANCH_FIELDS)?;
+    query::sort(&mut values, param(query, "sort").as_deref(), BRANCH_FIELDS)?;
     listing(&sandbox, &uri, values)
 }
 
@@ -248,7 +266,7 @@ async fn get_branch(
     caller: Caller,
     PathParams((w, r, name)): RepoItemPath,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::GET_BRANCH)?;
     check_repo(&w, &r)?;
     let json = sandbox.state().branch_json(&name);
     json.map(Json).ok_or_else(|| Error::not_found(format!("Branch {name} not found")))
@@ -271,7 +289,7 @@ async fn create_branch(
     PathParams((w, r)): RepoPath,
     body: Bytes,
 ) -> Result<Response, Error> {
-    caller.require("repository:write")?;
+    caller.require(&scopes::CREATE_BRANCH)?;
     check_repo(&w, &r)?;
     let body: NewBranch = parse_json(&body)?;
     sandbox.apply(|s| s.create_branch(&body.name, &body.target.hash))?;
@@ -284,7 +302,7 @@ async fn delete_branch(
     caller: Caller,
     PathParams((w, r, name)): RepoItemPath,
 ) -> Result<StatusCode, Error> {
-    caller.require("repository:write")?;
+    caller.require(&scopes::DELETE_BRANCH)?;
     check_repo(&w, &r)?;
     sandbox.apply(|s| {
         // The main branch (400), an unknown one (404), one under a `delete` restriction (403).
@@ -296,14 +314,14 @@ async fn delete_branch(
 
 // ---- branch restrictions --------------------------------------------------------------------
 
-/// `kind` and `pattern` filter. Cloud wants `repository:admin`; the sandbox asks `repository`.
+/// `kind` and `pattern` filter.
 async fn list_branch_restrictions(
     State(sandbox): State<Sandbox>,
     caller: Caller,
     PathParams((w, r)): RepoPath,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::LIST_RESTRICTIONS)?;
     check_repo(&w, &r)?;
     let query = uri.query().unwrap_or_default();
     let (kind, pattern) = (param(query, "kind"), param(query, "pattern"));
@@ -316,7 +334,7 @@ async fn get_branch_restriction(
     caller: Caller,
     PathParams((w, r, id)): RepoItemPath<u64>,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::GET_RESTRICTION)?;
     check_repo(&w, &r)?;
     let json = sandbox.state().cloud_restriction_json(id);
     json.map(Json).ok_or_else(|| Error::not_found(format!("Branch restriction {id} not found")))
@@ -340,7 +358,7 @@ fn new_commit(fields: Vec<FormField>) -> Result<NewCommit, Error> {
         files: Vec::new(),
         deletes: Vec::new(),
     };
-    for FormField { name, value, is_file } in fields {
+    for FormField { name, value, is_file, .. } in fields {
         match name.as_str() {
             _ if is_file => commit.files.push((name, value)),
             "message" => commit.message = text(&name, value)?,
@@ -365,7 +383,7 @@ async fn create_commit(
     PathParams((w, r)): RepoPath,
     request: Request,
 ) -> Result<Response, Error> {
-    caller.require("repository:write")?;
+    caller.require(&scopes::CREATE_COMMIT)?;
     check_repo(&w, &r)?;
     let commit = new_commit(form_fields(request).await?)?;
     let hash = sandbox.apply(|s| s.commit_files(commit))?;
@@ -374,27 +392,137 @@ async fn create_commit(
     Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
 }
 
-async fn read_file(
+/// `GET …/src`: a redirect to the root listing of the main branch's tip, as the operation's text
+/// says.
+async fn src_root(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r)): RepoPath,
+) -> Result<Response, Error> {
+    caller.require(&scopes::GET_SRC_ROOT)?;
+    check_repo(&w, &r)?;
+    let tip = sandbox.state().tip(MAIN).map(str::to_owned).ok_or_else(|| Error::not_found("No main branch"))?;
+    let location = format!("{}/2.0/repositories/{WORKSPACE}/{REPOSITORY}/src/{tip}/", sandbox.public_base());
+    Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+}
+
+async fn read_root(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, rev)): RepoItemPath,
+    uri: Uri,
+) -> Result<Response, Error> {
+    src(&sandbox, &caller, &w, &r, &rev, "", &uri)
+}
+
+async fn read_src(
     State(sandbox): State<Sandbox>,
     caller: Caller,
     PathParams((w, r, rev, path)): PathParams<(String, String, String, String)>,
+    uri: Uri,
 ) -> Result<Response, Error> {
-    caller.require("repository")?;
-    check_repo(&w, &r)?;
+    src(&sandbox, &caller, &w, &r, &rev, &path, &uri)
+}
+
+/// A file's raw bytes, a directory's listing (`paginated_treeentries`), or either's meta data with
+/// `format=meta`. `rev` is a commit hash (7 digits or more) or a branch name: live Cloud refuses a
+/// branch whose name has a `/` here (the path cannot tell where the name ends), so does the
+/// sandbox, encoded (`feature%2Fx`) or not.
+fn src(
+    sandbox: &Sandbox,
+    caller: &Caller,
+    w: &str,
+    r: &str,
+    rev: &str,
+    path: &str,
+    uri: &Uri,
+) -> Result<Response, Error> {
+    caller.require(&scopes::GET_SRC)?;
+    check_repo(w, r)?;
     let state = sandbox.state();
-    // A branch with slashes may arrive unencoded (`src/feature/x/a.txt`): move leading path
-    // segments into the revision until it names something.
-    let (mut rev, mut path) = (rev, path);
-    while state.resolve(&rev).is_none() {
-        let Some((segment, rest)) = path.split_once('/') else { break };
-        (rev, path) = (format!("{rev}/{segment}"), rest.to_owned());
+    let not_found = || Error::not_found(format!("Commit {rev} not found"));
+    let commit = if rev.contains('/') { None } else { state.resolve(rev) };
+    let commit = commit.ok_or_else(not_found)?;
+    let query = uri.query().unwrap_or_default();
+    let meta = match param(query, "format").as_deref() {
+        None => false,
+        Some("meta") => true,
+        Some(other) => return Err(Error::bad_request(format!("format: {other:?} is not supported; use meta"))),
+    };
+    let path = path.trim_matches('/');
+    let entry = state.tree_entry(commit, path);
+    let entry = entry.ok_or_else(|| Error::not_found(format!("No such file or directory: {path}")))?;
+    match entry {
+        TreeEntry::File(content) if !meta => {
+            Ok(([(header::CONTENT_TYPE, "text/plain")], content.to_vec()).into_response())
+        }
+        TreeEntry::File(_) => Ok(Json(state.tree_entry_json(commit, path, false)).into_response()),
+        TreeEntry::Directory(_) if meta => Ok(Json(state.tree_entry_json(commit, path, true)).into_response()),
+        TreeEntry::Directory(children) => {
+            let values = children
+                .into_iter()
+                .map(|(name, is_dir)| {
+                    let child = if path.is_empty() { name } else { format!("{path}/{name}") };
+                    state.tree_entry_json(commit, &child, is_dir)
+                })
+                .collect();
+            drop(state);
+            listing(sandbox, uri, values).map(IntoResponse::into_response)
+        }
     }
-    let commit = state.resolve(&rev).ok_or_else(|| Error::not_found(format!("Commit {rev} not found")))?;
-    let content = commit
-        .tree
-        .get(path.trim_start_matches('/'))
-        .ok_or_else(|| Error::not_found(format!("No such file or directory: {path}")))?;
-    Ok(([(header::CONTENT_TYPE, "text/plain")], content.clone()).into_response())
+}
+
+/// What `q` and `sort` may name on commits.
+const COMMIT_FIELDS: &[&str] = &["hash", "date", "message", "author.raw"];
+
+/// `include` and `exclude` revisions (repeatable), then a page of the history they give.
+fn commits(sandbox: &Sandbox, uri: &Uri, revision: Option<&str>) -> Result<Json<Value>, Error> {
+    let query = uri.query().unwrap_or_default();
+    let values = {
+        let state = sandbox.state();
+        let resolve = |rev: &str| state.resolve(rev).ok_or_else(|| Error::not_found(format!("Commit {rev} not found")));
+        let mut include = params(query, "include").iter().map(|r| resolve(r)).collect::<Result<Vec<_>, _>>()?;
+        include.extend(revision.map(resolve).transpose()?);
+        let exclude = params(query, "exclude").iter().map(|r| resolve(r)).collect::<Result<Vec<_>, _>>()?;
+        let history = state.history(&include, &exclude);
+        let repository = state.repository_json();
+        history
+            .into_iter()
+            .map(|c| {
+                let mut json = state.commit_json(c);
+                json["repository"] = repository.clone();
+                json
+            })
+            .collect()
+    };
+    let mut values = query::filter(values, param(query, "q").as_deref(), COMMIT_FIELDS)?;
+    query::sort(&mut values, param(query, "sort").as_deref(), COMMIT_FIELDS)?;
+    // Iterator paging, as the narrative says of commits: no `size`.
+    let mut page = listing(sandbox, uri, values)?;
+    page.0.as_object_mut().map(|o| o.remove("size"));
+    Ok(page)
+}
+
+async fn list_commits(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r)): RepoPath,
+    uri: Uri,
+) -> Result<Json<Value>, Error> {
+    caller.require(&scopes::LIST_COMMITS)?;
+    check_repo(&w, &r)?;
+    commits(&sandbox, &uri, None)
+}
+
+async fn list_commits_at(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, revision)): RepoItemPath,
+    uri: Uri,
+) -> Result<Json<Value>, Error> {
+    caller.require(&scopes::LIST_COMMITS_AT)?;
+    check_repo(&w, &r)?;
+    commits(&sandbox, &uri, Some(&revision))
 }
 
 async fn get_commit(
@@ -402,7 +530,7 @@ async fn get_commit(
     caller: Caller,
     PathParams((w, r, hash)): RepoItemPath,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::GET_COMMIT)?;
     check_repo(&w, &r)?;
     let state = sandbox.state();
     let commit = state.resolve(&hash).ok_or_else(|| Error::not_found(format!("Commit {hash} not found")))?;
@@ -417,7 +545,7 @@ async fn list_statuses(
     PathParams((w, r, hash)): RepoItemPath,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::LIST_STATUSES)?;
     check_repo(&w, &r)?;
     let values = sandbox.state().statuses_json(&hash);
     let values = values.ok_or_else(|| Error::not_found(format!("Commit {hash} not found")))?;
@@ -430,7 +558,7 @@ async fn create_status(
     PathParams((w, r, hash)): RepoItemPath,
     body: Bytes,
 ) -> Result<Response, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::CREATE_STATUS)?;
     check_repo(&w, &r)?;
     let input: StatusInput = parse_json(&body)?;
     let json = sandbox.apply(|s| s.set_status(&hash, input))?;
@@ -439,23 +567,52 @@ async fn create_status(
 
 // ---- pull requests --------------------------------------------------------------------------
 
+/// What `q` and `sort` may name on pull requests.
+const PULL_REQUEST_FIELDS: &[&str] = &[
+    "id",
+    "title",
+    "description",
+    "state",
+    "created_on",
+    "updated_on",
+    "source.branch.name",
+    "destination.branch.name",
+    "source.commit.hash",
+    "destination.commit.hash",
+    "author.username",
+    "author.display_name",
+];
+
+/// `state` (repeatable; OPEN when not given), `q`, `sort`, and pages of at most 50, as live Cloud
+/// answers. With `q`, live Cloud ignores `state` and its OPEN default: the query alone decides
+/// (MunifTanjim/node-bitbucket#16 shows it).
 async fn list_pull_requests(
     State(sandbox): State<Sandbox>,
     caller: Caller,
     PathParams((w, r)): RepoPath,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::LIST_PULL_REQUESTS)?;
     check_repo(&w, &r)?;
+    let query = uri.query().unwrap_or_default();
+    let q = param(query, "q").filter(|q| !q.trim().is_empty());
+    let filter = q.as_deref().map(|q| query::parse(q, PULL_REQUEST_FIELDS)).transpose()?;
     let mut states = Vec::new();
-    for raw in params(uri.query().unwrap_or_default(), "state") {
+    for raw in params(query, "state") {
         states.push(PrState::parse(&raw).ok_or_else(|| Error::bad_request(format!("state: unknown state {raw:?}")))?);
     }
-    if states.is_empty() {
+    if filter.is_some() {
+        states = vec![PrState::Open, PrState::Merged, PrState::Declined];
+    } else if states.is_empty() {
         states.push(PrState::Open);
     }
-    let values = sandbox.state().pulls_json(&states);
-    listing(&sandbox, &uri, values)
+    let mut values = sandbox.state().pulls_json(&states);
+    if let Some(filter) = &filter {
+        values.retain(|v| filter.matches(v));
+    }
+    query::sort(&mut values, param(query, "sort").as_deref(), PULL_REQUEST_FIELDS)?;
+    let url = format!("{}{}", sandbox.public_base(), uri.path());
+    paginate_up_to(values, query, &url, MAX_PULL_REQUEST_PAGELEN).map(Json)
 }
 
 async fn get_pull_request(
@@ -463,7 +620,7 @@ async fn get_pull_request(
     caller: Caller,
     PathParams((w, r, id)): RepoItemPath<u64>,
 ) -> Result<Json<Value>, Error> {
-    caller.require("repository")?;
+    caller.require(&scopes::GET_PULL_REQUEST)?;
     check_repo(&w, &r)?;
     let json = sandbox.state().pull_json(id);
     json.map(Json).ok_or_else(|| Error::not_found(format!("Pull request {id} not found")))

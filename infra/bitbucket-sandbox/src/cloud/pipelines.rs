@@ -21,7 +21,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::auth::Caller;
+use crate::cloud::auth::Caller;
+use crate::cloud::scopes::{self, Operation};
 use crate::error::{AdminError, Error, PathParams, parse_json};
 use crate::paging::{paginate, param, percent_decode};
 use crate::state::{Event, State, StatusInput};
@@ -130,7 +131,8 @@ struct Run {
     uuid: String,
     step_uuid: String,
     build_number: u64,
-    ref_name: String,
+    /// `(ref_type, ref_name)` of a `pipeline_ref_target`; `None` for a `pipeline_commit_target`.
+    reference: Option<(String, String)>,
     commit: String,
     selector: Value,
     variables: Vec<Variable>,
@@ -206,7 +208,7 @@ impl Run {
             .variables
             .iter()
             .map(|v| {
-                let mut json = json!({ "key": v.key, "secured": v.secured });
+                let mut json = json!({ "type": "pipeline_variable", "key": v.key, "secured": v.secured });
                 if !v.secured {
                     json["value"] = json!(v.value);
                 }
@@ -218,21 +220,16 @@ impl Run {
             "type": "pipeline",
             "uuid": self.uuid,
             "build_number": self.build_number,
-            "creator": crate::state::user_json(),
+            "creator": crate::cloud::render::user_json(),
             "repository": {
                 "type": "repository",
                 "full_name": repository["full_name"],
                 "name": repository["name"],
                 "uuid": repository["uuid"],
             },
-            "target": {
-                "type": "pipeline_ref_target",
-                "ref_type": "branch",
-                "ref_name": self.ref_name,
-                "commit": { "type": "commit", "hash": self.commit },
-                "selector": self.selector,
-            },
-            "trigger": { "name": "MANUAL", "type": "pipeline_trigger_manual" },
+            "target": self.target_json(),
+            // Only `type`: schema `pipeline_trigger` defines no `name`, and live Cloud sends none.
+            "trigger": { "type": "pipeline_trigger_manual" },
             "variables": variables,
             "state": self.phase.json("pipeline_state"),
             "created_on": iso(&self.created_on),
@@ -247,6 +244,20 @@ impl Run {
             json["completed_on"] = json!(iso(completed));
         }
         json
+    }
+
+    fn target_json(&self) -> Value {
+        let commit = json!({ "type": "commit", "hash": self.commit });
+        match &self.reference {
+            Some((ref_type, ref_name)) => json!({
+                "type": "pipeline_ref_target",
+                "ref_type": ref_type,
+                "ref_name": ref_name,
+                "commit": commit,
+                "selector": self.selector,
+            }),
+            None => json!({ "type": "pipeline_commit_target", "commit": commit, "selector": self.selector }),
+        }
     }
 
     fn step_json(&self, now: DateTime<Utc>) -> Value {
@@ -278,7 +289,7 @@ impl Run {
             state: status.to_owned(),
             name: Some(format!("Pipeline #{}", self.build_number)),
             url: Some(self.html_url(base)),
-            refname: Some(self.ref_name.clone()),
+            refname: self.reference.as_ref().map(|(_, name)| name.clone()),
             description: Some(description),
         };
         // Commits are never removed, so this only fails if that changes.
@@ -482,9 +493,9 @@ pub fn routes() -> Router<Sandbox> {
 type RunPath = PathParams<(String, String, String)>;
 type StepPath = PathParams<(String, String, String, String)>;
 
-/// The pipeline scope, on `sandbox/demo` only.
-fn check(caller: &Caller, workspace: &str, repo: &str) -> Result<(), Error> {
-    caller.require("pipeline")?;
+/// The operation's scopes, on `sandbox/demo` only.
+fn check(caller: &Caller, operation: &Operation, workspace: &str, repo: &str) -> Result<(), Error> {
+    caller.require(operation)?;
     if workspace.eq_ignore_ascii_case(WORKSPACE) && repo.eq_ignore_ascii_case(REPOSITORY) {
         Ok(())
     } else {
@@ -523,62 +534,97 @@ struct SelectorBody {
 
 #[derive(Deserialize)]
 struct VariableBody {
+    #[serde(rename = "type")]
+    kind: Option<String>,
     key: Option<String>,
     value: Option<String>,
     #[serde(default)]
     secured: bool,
 }
 
-/// Checks a trigger against the repository and makes the pending run (not yet stored).
+/// The commit a trigger names: a full hash or an unambiguous prefix, hex only.
+fn pinned(state: &State, commit: Option<CommitBody>) -> Result<Option<String>, Error> {
+    let Some(commit) = commit else { return Ok(None) };
+    let hash = commit.hash.unwrap_or_default();
+    let found = state.resolve(&hash).filter(|_| !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+    Ok(Some(found.ok_or_else(|| Error::bad_request(format!("Commit {hash:?} does not exist")))?.hash.clone()))
+}
+
+/// The selectors of schema `pipeline_selector`; `default` has no pattern, `custom` needs one.
+fn selector(selector: Option<SelectorBody>, fallback: Value) -> Result<Value, Error> {
+    let Some(selector) = selector else { return Ok(fallback) };
+    let pattern = selector.pattern.filter(|p| !p.trim().is_empty());
+    match (selector.kind.as_deref(), pattern) {
+        (Some("default"), _) => Ok(json!({ "type": "default" })),
+        (Some("custom"), None) => Err(Error::bad_request("target.selector.pattern: a custom pipeline needs a pattern")),
+        (Some(kind @ ("custom" | "branches" | "tags" | "bookmarks")), Some(pattern)) => {
+            Ok(json!({ "type": kind, "pattern": pattern }))
+        }
+        (Some("branches" | "tags" | "bookmarks") | None, None) => Ok(fallback),
+        (None, Some(pattern)) => Ok(json!({ "type": fallback["type"], "pattern": pattern })),
+        (Some(other), _) => Err(Error::bad_request(format!(
+            "target.selector.type: {other:?} is not one of branches, tags, bookmarks, default, custom"
+        ))),
+    }
+}
+
+/// Checks a trigger against the repository and makes the pending run (not yet stored): a
+/// `pipeline_ref_target` (a branch — `branch` or `named_branch`; the sandbox has no tags or
+/// bookmarks) or a `pipeline_commit_target` (a commit and, usually, a custom selector).
 fn new_run(body: NewRun, state: &State, build_number: u64) -> Result<Run, Error> {
     let target = body.target.ok_or_else(|| Error::bad_request("target: This field is required."))?;
-    if let Some(kind) = target.kind.as_deref().filter(|k| *k != "pipeline_ref_target") {
-        return Err(Error::bad_request(format!("target.type: {kind:?} is not supported; use pipeline_ref_target")));
-    }
-    if let Some(ref_type) = target.ref_type.as_deref().filter(|t| *t != "branch") {
-        return Err(Error::bad_request(format!("target.ref_type: {ref_type:?} is not supported; use branch")));
-    }
-    let ref_name = target.ref_name.filter(|n| !n.is_empty());
-    let ref_name = ref_name.ok_or_else(|| Error::bad_request("target.ref_name: This field is required."))?;
-    let tip = state.tip(&ref_name).ok_or_else(|| Error::bad_request(format!("Branch {ref_name} does not exist")))?;
-    let commit = match target.commit {
-        None => tip.to_owned(),
-        Some(commit) => {
-            let hash = commit.hash.unwrap_or_default();
-            let found =
-                state.resolve(&hash).filter(|_| !hash.is_empty() && hash.bytes().all(|b| b.is_ascii_hexdigit()));
-            found.ok_or_else(|| Error::bad_request(format!("Commit {hash:?} does not exist")))?.hash.clone()
+    let (reference, commit, selector) = match target.kind.as_deref().unwrap_or("pipeline_ref_target") {
+        "pipeline_ref_target" => {
+            let ref_type = target.ref_type.unwrap_or_else(|| "branch".to_owned());
+            let ref_name = target.ref_name.filter(|n| !n.is_empty());
+            let ref_name = ref_name.ok_or_else(|| Error::bad_request("target.ref_name: This field is required."))?;
+            let tip = match ref_type.as_str() {
+                "branch" | "named_branch" => state.tip(&ref_name),
+                "tag" | "bookmark" => None,
+                other => {
+                    return Err(Error::bad_request(format!(
+                        "target.ref_type: {other:?} is not one of branch, named_branch, tag, bookmark"
+                    )));
+                }
+            };
+            let kind = if ref_type == "tag" {
+                "Tag"
+            } else if ref_type == "bookmark" {
+                "Bookmark"
+            } else {
+                "Branch"
+            };
+            let tip = tip.ok_or_else(|| Error::bad_request(format!("{kind} {ref_name} does not exist")))?;
+            let commit = pinned(state, target.commit)?.unwrap_or_else(|| tip.to_owned());
+            let fallback = json!({ "type": "branches", "pattern": ref_name });
+            (Some((ref_type, ref_name)), commit, selector(target.selector, fallback)?)
         }
-    };
-    let selector = match target.selector {
-        None => json!({ "type": "branches", "pattern": ref_name }),
-        Some(selector) => match (selector.kind.as_deref(), selector.pattern.filter(|p| !p.trim().is_empty())) {
-            (Some("custom"), None) => {
-                return Err(Error::bad_request("target.selector.pattern: a custom pipeline needs a pattern"));
-            }
-            (Some("custom"), Some(pattern)) => json!({ "type": "custom", "pattern": pattern }),
-            (Some("branches") | None, pattern) => {
-                json!({ "type": "branches", "pattern": pattern.unwrap_or_else(|| ref_name.clone()) })
-            }
-            (Some("default"), _) => json!({ "type": "default" }),
-            (Some(other), _) => {
-                return Err(Error::bad_request(format!(
-                    "target.selector.type: {other:?} is not supported; use branches, custom or default"
-                )));
-            }
-        },
+        "pipeline_commit_target" => {
+            let commit = pinned(state, target.commit)?;
+            let commit = commit.ok_or_else(|| Error::bad_request("target.commit: This field is required."))?;
+            (None, commit, selector(target.selector, json!({ "type": "default" }))?)
+        }
+        other => {
+            return Err(Error::bad_request(format!(
+                "target.type: {other:?} is not one of pipeline_ref_target, pipeline_commit_target"
+            )));
+        }
     };
     let mut variables = Vec::new();
     for (i, v) in body.variables.into_iter().enumerate() {
         let key = v.key.filter(|k| !k.trim().is_empty());
         let key = key.ok_or_else(|| Error::bad_request(format!("variables[{i}].key: This field is required.")))?;
+        // The operation's own examples leave `type` out; a wrong one is refused.
+        if let Some(kind) = v.kind.as_deref().filter(|k| *k != "pipeline_variable") {
+            return Err(Error::bad_request(format!("variables[{i}].type: {kind:?} is not pipeline_variable")));
+        }
         variables.push(Variable { key, value: v.value.unwrap_or_default(), secured: v.secured });
     }
     Ok(Run {
         uuid: new_uuid(),
         step_uuid: new_uuid(),
         build_number,
-        ref_name,
+        reference,
         commit,
         selector,
         variables,
@@ -597,7 +643,7 @@ async fn create(
     PathParams((w, r)): PathParams<(String, String)>,
     body: Bytes,
 ) -> Result<Response, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::CREATE_PIPELINE, &w, &r)?;
     let body: NewRun = parse_json(&body)?;
     let base = sandbox.public_base();
     let (uuid, location, json, automatic) = sandbox.with_pipelines(|p, ctx| {
@@ -620,7 +666,7 @@ async fn list(
     PathParams((w, r)): PathParams<(String, String)>,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::LIST_PIPELINES, &w, &r)?;
     let query = uri.query().unwrap_or_default();
     let newest_first = match param(query, "sort").as_deref() {
         None | Some("created_on" | "build_number") => false,
@@ -635,7 +681,8 @@ async fn list(
     let base = sandbox.public_base();
     let mut values: Vec<Value> = sandbox.with_pipelines(|p, ctx| {
         let now = ctx.state.now();
-        let wanted = |run: &&Run| ref_name.as_ref().is_none_or(|name| &run.ref_name == name);
+        let wanted =
+            |run: &&Run| ref_name.as_ref().is_none_or(|name| run.reference.as_ref().is_some_and(|(_, r)| r == name));
         Ok(p.runs.iter().filter(wanted).map(|run| run.json(ctx.state, base, now)).collect())
     })?;
     // Runs are stored in creation order, which is also `created_on` and `build_number` order.
@@ -651,7 +698,7 @@ async fn get_run(
     caller: Caller,
     PathParams((w, r, uuid)): RunPath,
 ) -> Result<Json<Value>, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::GET_PIPELINE, &w, &r)?;
     let base = sandbox.public_base();
     sandbox.with_pipelines(|p, ctx| Ok(p.run(&uuid)?.json(ctx.state, base, ctx.state.now()))).map(Json)
 }
@@ -661,7 +708,7 @@ async fn stop(
     caller: Caller,
     PathParams((w, r, uuid)): RunPath,
 ) -> Result<StatusCode, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::STOP_PIPELINE, &w, &r)?;
     sandbox.drive(&uuid, Drive::Complete(Outcome::Stopped, None))?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -672,7 +719,7 @@ async fn list_steps(
     PathParams((w, r, uuid)): RunPath,
     uri: Uri,
 ) -> Result<Json<Value>, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::LIST_STEPS, &w, &r)?;
     let steps = sandbox.with_pipelines(|p, ctx| Ok(vec![p.run(&uuid)?.step_json(ctx.state.now())]))?;
     let url = format!("{}{}", sandbox.public_base(), uri.path());
     paginate(steps, uri.query().unwrap_or_default(), &url).map(Json)
@@ -692,7 +739,7 @@ async fn get_step(
     caller: Caller,
     PathParams((w, r, uuid, step)): StepPath,
 ) -> Result<Json<Value>, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::GET_STEP, &w, &r)?;
     sandbox.with_pipelines(|p, ctx| Ok(find_step(p, &uuid, &step)?.step_json(ctx.state.now()))).map(Json)
 }
 
@@ -701,7 +748,7 @@ async fn test_reports(
     caller: Caller,
     PathParams((w, r, uuid, step)): StepPath,
 ) -> Result<Json<Value>, Error> {
-    check(&caller, &w, &r)?;
+    check(&caller, &scopes::GET_TEST_REPORTS, &w, &r)?;
     let tests = sandbox.with_pipelines(|p, _| {
         let run = find_step(p, &uuid, &step)?;
         match (run.phase, run.tests) {
