@@ -310,10 +310,11 @@ async fn deliveries_reaching_a_disconnected_integration_are_parked_then_acted_on
 
     let (status, _) = s.post("/integrations/sandbox/reconnect").await;
     assert_eq!(status, 200);
-    let report = branch_pruner::on_schedule(s.running.pruner.clone()).await;
-    assert_eq!(report["integrations"][0]["parked_handled"], 2, "{report}");
-    let report = status_poller::on_schedule(s.running.pipelines.clone()).await;
-    assert_eq!(report["polled"][0]["parked_handled"], 2, "{report}");
+    let work = |job| domain::fanout::Work { job, integration_id: SANDBOX_ID.into(), cycle: 1 };
+    let report = branch_pruner::on_work(s.running.pruner.clone(), work(domain::fanout::Job::Prune)).await.unwrap();
+    assert_eq!(report["parked_handled"], 2, "{report}");
+    let report = status_poller::on_work(s.running.pipelines.clone(), work(domain::fanout::Job::Poll)).await.unwrap();
+    assert_eq!(report["parked_handled"], 2, "{report}");
     let (_, environments) = s.get("/integrations/sandbox/environments").await;
     assert!(environments.to_string().contains("parked/one"), "{environments}");
     // What reconciliation cannot heal: the pull request's environment is active, and its run

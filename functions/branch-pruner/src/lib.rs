@@ -1,8 +1,8 @@
 //! branch-pruner: `POST /integrations/{id}/prune` (reconcile environments, or plan/delete stale
 //! branches), `GET /integrations/{id}/environments` and `GET /integrations/{id}/prune-audit`;
 //! environments follow each recorded delivery (the table's stream on AWS, the in-process feed
-//! locally); and the schedule reconciles every integration, then runs its stale-branch cleanup
-//! (a dry run unless its policy is enabled).
+//! locally); and the schedule enqueues one message per eligible integration, whose work is its
+//! reconciliation, then its stale-branch cleanup (a dry run unless its policy is enabled).
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
+use domain::fanout::{self, Job, Work, WorkQueue};
 use domain::pruning::{PruneAction, PruneRequest, Pruner};
 use entry::Root;
 use entry::http::{ApiError, JsonBody, Paging, Path, Query};
@@ -18,15 +19,24 @@ use entry::settings::ConfigError;
 use serde_json::{Value, json};
 
 /// The function: the prune and listing routes, environments following every recorded delivery
-/// (the table's stream), and the scheduled reconciliation and stale-branch cleanup.
+/// (the table's stream), and the scheduled reconciliation's fan-out and its queue's work (on the
+/// pruner for scheduled work, whose requests defer to people's).
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
     let pruner = Arc::new(root.pruner());
-    let scheduled = pruner.clone();
-    let schedule = entry::lambda::scheduled(move || on_schedule(scheduled.clone()));
+    let scheduled = Arc::new(root.scheduled_pruner());
+    // Needed by the schedule only: a function built without it still serves its routes.
+    let queue = root.work_queue(Job::Prune).map_err(|e| e.to_string());
+    let (on_tick, on_message) = (scheduled.clone(), scheduled);
+    let schedule = entry::lambda::scheduled(move || {
+        let (pruner, queue) = (on_tick.clone(), queue.clone());
+        async move { on_schedule(&pruner, queue.map_err(domain::Error::Retry)?.as_ref()).await }
+    });
+    let queue = entry::lambda::queue_work(move |work| on_work(on_message.clone(), work));
     Ok(Function {
         router: entry::http::finish(routes(pruner.clone())),
         consumers: vec![pruner],
         schedule: Some(schedule),
+        queue: Some(queue),
     })
 }
 
@@ -69,21 +79,24 @@ async fn audit(
     Ok(Json(json!({"audit": entries, "next_cursor": next_cursor})))
 }
 
-/// The scheduled run: every eligible integration; failures are reported per integration.
-pub async fn on_schedule(pruner: Arc<Pruner>) -> Value {
-    match pruner.run_scheduled(Utc::now()).await {
-        Ok(reports) => {
-            for report in &reports {
-                let environments = report.environments.as_ref();
-                tracing::info!(integration = %report.integration,
-                    listed = environments.map_or(0, |r| r.listed), pruned = environments.map_or(0, |r| r.pruned.len()),
-                    errors = ?report.errors, "branches reconciled");
-            }
-            json!({"integrations": reports})
+/// The scheduled run: one message per eligible integration on `queue`, in an order that rotates
+/// with each cycle.
+pub async fn on_schedule(pruner: &Pruner, queue: &dyn WorkQueue) -> Result<Value, domain::Error> {
+    let enqueued = fanout::enqueue(&pruner.ctx, queue, Job::Prune, Pruner::schedulable).await?;
+    tracing::info!(cycle = enqueued.cycle, enqueued = enqueued.enqueued, skipped = enqueued.skipped, "prune enqueued");
+    Ok(json!(enqueued))
+}
+
+/// One message's run: one integration's parked deliveries, reconciliation and stale-branch plan.
+pub async fn on_work(pruner: Arc<Pruner>, work: Work) -> Result<Value, domain::Error> {
+    match pruner.run_one(&work.integration_id, Utc::now()).await? {
+        Some(report) => {
+            let environments = report.environments.as_ref();
+            tracing::info!(integration = %report.integration,
+                listed = environments.map_or(0, |r| r.listed), pruned = environments.map_or(0, |r| r.pruned.len()),
+                deferred = report.deferred, errors = ?report.errors, "branches reconciled");
+            Ok(json!(report))
         }
-        Err(e) => {
-            tracing::error!(error = %e, "scheduled prune failed");
-            json!({"error": e.to_string()})
-        }
+        None => Ok(json!({"integration": work.integration_id, "skipped": "gone or not eligible"})),
     }
 }

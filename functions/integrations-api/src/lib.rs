@@ -1,5 +1,6 @@
 //! The integrations API (admin: IAM on AWS, bearer token locally): connections to Bitbucket,
-//! their lifecycle, and the deliveries the receiver recorded for them.
+//! their lifecycle, the deliveries the receiver recorded for them, and the consumer work that
+//! failed on them (listed, and replayed one delivery at a time).
 
 use std::sync::Arc;
 
@@ -11,6 +12,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use domain::Integration;
 use domain::connection::{Connections, IntegrationPatch, NewIntegration};
+use domain::consumers::DeliveryConsumer;
+use domain::failures;
 use entry::Root;
 use entry::http::{ApiError, JsonBody, Paging, Path, Query};
 use entry::lambda::Function;
@@ -24,7 +27,47 @@ pub struct Api {
 
 /// The function: the connections service (it registers webhooks, so it needs the public URL).
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
-    Ok(Function::http(entry::http::finish(routes(Arc::new(Api { connections: root.connections()? })))))
+    let api = routes(Arc::new(Api { connections: root.connections()? }));
+    let failures = failure_routes(Arc::new(Consumers(root.consumers())));
+    Ok(Function::http(entry::http::finish(api.merge(failures))))
+}
+
+/// The delivery consumers a replay runs, in the stream's order.
+pub struct Consumers(pub Vec<Arc<dyn DeliveryConsumer>>);
+
+/// `GET /integrations/{id}/failures` and `POST /integrations/{id}/deliveries/{delivery_id}/replay`.
+pub fn failure_routes(consumers: Arc<Consumers>) -> Router {
+    Router::new()
+        .route("/integrations/{id}/failures", get(list_failures))
+        .route("/integrations/{id}/deliveries/{delivery_id}/replay", post(replay))
+        .with_state(consumers)
+}
+
+/// Consumer work that failed (after its retries on the stream, or the local worker's), newest
+/// attempt first; a later success or a replay that succeeds removes it.
+async fn list_failures(
+    State(consumers): State<Arc<Consumers>>,
+    Path(id): Path<String>,
+    Query(paging): Query<Paging>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = paging.limit(20, 100)?;
+    let Some(first) = consumers.0.first() else { return Ok(Json(json!({"failures": [], "next_cursor": null}))) };
+    let ctx = first.context();
+    ctx.get(&id).await?;
+    let (failures, next_cursor) =
+        failures::list(ctx.store.as_ref(), &id, limit, paging.cursor).await.map_err(domain::Error::from)?;
+    Ok(Json(json!({"failures": failures, "next_cursor": next_cursor})))
+}
+
+/// Runs every consumer on one recorded delivery again, through the claims that make a replay
+/// never double an effect; answers what each did (`ok` is false when one failed again).
+async fn replay(
+    State(consumers): State<Arc<Consumers>>,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let replayed = failures::replay(&consumers.0, &id, &delivery_id).await?;
+    let ok = !replayed.iter().any(failures::Replayed::failed);
+    Ok(Json(json!({"delivery_id": delivery_id, "ok": ok, "consumers": replayed})))
 }
 
 pub fn routes(api: Arc<Api>) -> Router {

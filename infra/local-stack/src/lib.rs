@@ -3,6 +3,7 @@
 //! integration connected to the sandbox.
 
 pub mod demo;
+mod queue;
 mod seed;
 mod worker;
 
@@ -36,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use queue::{BATCH, LocalQueue, MAX_RECEIVES};
 pub use seed::{SANDBOX_ID, Seeded};
 pub use worker::is_processed;
 
@@ -68,6 +70,9 @@ pub struct Config {
     /// Whether the in-process worker runs (default). Without it deliveries are recorded and
     /// nothing acts on them until a start with the worker (tests of the startup sweep).
     pub worker: bool,
+    /// `QUEUE_INVOCATIONS`: batches of scheduled work handled at once per job, as the template's
+    /// `QueueConcurrency` (default 5).
+    pub queue_invocations: usize,
 }
 
 impl Config {
@@ -84,6 +89,7 @@ impl Config {
             sandbox_pipeline_timing: pipeline_timing(&env_or("SANDBOX_PIPELINE_SECONDS", "3,8".to_owned())?)?,
             bitbucket_retry: RetryPolicy::default(),
             worker: true,
+            queue_invocations: env_or("QUEUE_INVOCATIONS", 5)?,
         })
     }
 
@@ -101,6 +107,7 @@ impl Config {
             sandbox_pipeline_timing: None,
             bitbucket_retry: RetryPolicy::default(),
             worker: true,
+            queue_invocations: 5,
         }
     }
 }
@@ -127,6 +134,12 @@ pub struct Running {
     pub sandbox: Sandbox,
     pub pipelines: Arc<Pipelines>,
     pub pruner: Arc<Pruner>,
+    /// The scheduled work's queues (status-poller's and branch-pruner's on AWS).
+    pub poll_queue: Arc<LocalQueue>,
+    pub prune_queue: Arc<LocalQueue>,
+    /// The services scheduled work runs on (their Bitbucket requests defer to people's).
+    pub scheduled_pipelines: Arc<Pipelines>,
+    pub scheduled_pruner: Arc<Pruner>,
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
@@ -139,6 +152,20 @@ impl Running {
         }
         let _ = self.shutdown.send(());
         self.server.await.map_err(std::io::Error::other)?
+    }
+
+    /// One run of both schedules, as the timer (and on AWS, EventBridge) starts them: each
+    /// enqueues its work, one message per integration. What each enqueued.
+    pub async fn run_schedules(&self) -> Result<(serde_json::Value, serde_json::Value), domain::Error> {
+        let polls = status_poller::on_schedule(&self.scheduled_pipelines, self.poll_queue.as_ref()).await?;
+        let prunes = branch_pruner::on_schedule(&self.scheduled_pruner, self.prune_queue.as_ref()).await?;
+        Ok((polls, prunes))
+    }
+
+    /// Waits until both queues have worked off everything sent to them.
+    pub async fn queues_idle(&self) {
+        self.poll_queue.idle().await;
+        self.prune_queue.idle().await;
     }
 
     /// Waits until the server ends (Ctrl-C or SIGTERM in `main`).
@@ -155,6 +182,8 @@ pub struct Services {
     pub backups: Backups,
     pub pipelines: Arc<Pipelines>,
     pub pruner: Arc<Pruner>,
+    pub scheduled_pipelines: Arc<Pipelines>,
+    pub scheduled_pruner: Arc<Pruner>,
 }
 
 impl Services {
@@ -164,7 +193,15 @@ impl Services {
             backups: root.backups(),
             pipelines: Arc::new(root.pipelines()),
             pruner: Arc::new(root.pruner()),
+            scheduled_pipelines: Arc::new(root.scheduled_pipelines()),
+            scheduled_pruner: Arc::new(root.scheduled_pruner()),
         })
+    }
+
+    /// The delivery consumers, in the stream's order (the worker and replays hand them each
+    /// delivery).
+    pub fn consumers(&self) -> Vec<Arc<dyn DeliveryConsumer>> {
+        vec![self.pipelines.clone(), self.pruner.clone()]
     }
 }
 
@@ -208,6 +245,7 @@ pub fn root(backends: Backends, public_base_url: &str, retention: chrono::Durati
         secret_prefix: "local".into(),
         public_base_url: Some(public_base_url.to_owned()),
         aws: None,
+        rate: domain::rate::BudgetConfig::default(),
     };
     Root::new(settings, backends, retry)
 }
@@ -222,6 +260,7 @@ pub fn app(root: &Root, services: &Services, sandbox: &Sandbox, token: AdminToke
         .merge(pipeline_trigger::routes(services.pipelines.clone()))
         .merge(status_poller::routes(services.pipelines.clone()))
         .merge(branch_pruner::routes(services.pruner.clone()))
+        .merge(integrations_api::failure_routes(Arc::new(integrations_api::Consumers(services.consumers()))))
         .route_layer(axum::middleware::from_fn_with_state(token, require_admin));
     let system = receiver.merge(admin).route_layer(axum::middleware::from_fn_with_state(ready.clone(), until_ready));
     let public =
@@ -235,15 +274,24 @@ async fn openapi_json() -> impl axum::response::IntoResponse {
 }
 
 /// The scheduled work on one timer: what the EventBridge schedules of status-poller and
-/// branch-pruner do on AWS (there each has its own rate).
-fn poll_loop(pipelines: Arc<Pipelines>, pruner: Arc<Pruner>, every: Duration) -> JoinHandle<()> {
+/// branch-pruner do on AWS (there each has its own rate): each enqueues its work.
+fn poll_loop(
+    pipelines: Arc<Pipelines>,
+    pruner: Arc<Pruner>,
+    queues: (Arc<LocalQueue>, Arc<LocalQueue>),
+    every: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            status_poller::on_schedule(pipelines.clone()).await;
-            branch_pruner::on_schedule(pruner.clone()).await;
+            if let Err(e) = status_poller::on_schedule(&pipelines, queues.0.as_ref()).await {
+                tracing::error!(error = %e, "scheduled poll not enqueued");
+            }
+            if let Err(e) = branch_pruner::on_schedule(&pruner, queues.1.as_ref()).await {
+                tracing::error!(error = %e, "scheduled prune not enqueued");
+            }
         }
     })
 }
@@ -270,11 +318,22 @@ pub async fn start_with(config: Config, state: Backends, stop_on_signal: bool) -
     let api_token = seed::api_token(&config)?;
     let services = Services::new(&root)?;
     let (pipelines, pruner) = (services.pipelines.clone(), services.pruner.clone());
+    let (scheduled_pipelines, scheduled_pruner) =
+        (services.scheduled_pipelines.clone(), services.scheduled_pruner.clone());
     let ready = Ready::default();
     let app = app(&root, &services, &sandbox, AdminToken::new(&api_token), ready.clone());
     let mut background = Vec::new();
+    let polls = scheduled_pipelines.clone();
+    let on_poll = entry::lambda::queue_work(move |work| status_poller::on_work(polls.clone(), work));
+    let (poll_queue, consumer) = LocalQueue::spawn(on_poll, config.queue_invocations);
+    background.push(consumer);
+    let prunes = scheduled_pruner.clone();
+    let on_prune = entry::lambda::queue_work(move |work| branch_pruner::on_work(prunes.clone(), work));
+    let (prune_queue, consumer) = LocalQueue::spawn(on_prune, config.queue_invocations);
+    background.push(consumer);
     if let Some(every) = config.poll_interval {
-        background.push(poll_loop(pipelines.clone(), pruner.clone(), every));
+        let queues = (poll_queue.clone(), prune_queue.clone());
+        background.push(poll_loop(scheduled_pipelines.clone(), scheduled_pruner.clone(), queues, every));
     }
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -301,11 +360,25 @@ pub async fn start_with(config: Config, state: Backends, stop_on_signal: bool) -
     // Started once seeded, so the sweep's deliveries reach Bitbucket at this run's address;
     // the feed holds what was written meanwhile. Without a worker the feed is dropped.
     if config.worker {
-        let consumers: Vec<Arc<dyn DeliveryConsumer>> = vec![pipelines.clone(), pruner.clone()];
-        background.push(worker::spawn(consumers, state.store, feed));
+        background.push(worker::spawn(services.consumers(), state.store, feed));
     }
     ready.set();
-    Ok(Running { addr, base_url, seeded, backends, sandbox, pipelines, pruner, shutdown, server, background })
+    Ok(Running {
+        addr,
+        base_url,
+        seeded,
+        backends,
+        sandbox,
+        pipelines,
+        pruner,
+        poll_queue,
+        prune_queue,
+        scheduled_pipelines,
+        scheduled_pruner,
+        shutdown,
+        server,
+        background,
+    })
 }
 
 async fn signal() {

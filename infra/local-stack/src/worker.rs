@@ -58,12 +58,21 @@ pub(crate) fn spawn(
     })
 }
 
-async fn retried<F: Future<Output = Result<(), String>>>(mut consume: impl FnMut() -> F) -> bool {
-    for attempt in 1..=3u64 {
-        if consume().await.is_ok() {
+/// Attempts per consumer before a delivery's failure is recorded (`GET …/failures`).
+const ATTEMPTS: u64 = 3;
+
+/// A delivery to one consumer, retried a few times (a held claim is waited for, as on the
+/// stream); a failure is recorded after the last attempt (`GET …/failures`), a success clears one.
+async fn retried(consumer: &dyn DeliveryConsumer, item: &Item) -> bool {
+    let mut wait = entry::lambda::CLAIM_WAIT_PER_INVOCATION;
+    for attempt in 1..=ATTEMPTS {
+        let record = (attempt == ATTEMPTS).then_some(ATTEMPTS as u32);
+        if entry::lambda::deliver_kept(consumer, item, record, &mut wait).await.is_ok() {
             return true;
         }
-        tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+        }
     }
     false
 }
@@ -84,7 +93,7 @@ async fn consume(consumers: &[Arc<dyn DeliveryConsumer>], store: &dyn StateStore
     }
     let mut all_done = true;
     for consumer in consumers {
-        all_done &= retried(|| entry::lambda::deliver(consumer.as_ref(), item)).await;
+        all_done &= retried(consumer.as_ref(), item).await;
     }
     if !all_done {
         // No marker: the next start tries it again.

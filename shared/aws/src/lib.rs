@@ -4,9 +4,11 @@
 
 mod dynamodb;
 mod secrets_manager;
+mod sqs;
 
 pub use dynamodb::{DynamoStore, item_from_stream_image, stream_image_from_item};
 pub use secrets_manager::SecretsManagerStore;
+pub use sqs::SqsQueue;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,24 @@ pub fn backends(aws: &AwsSettings, table: &str, secret_cache: Duration) -> Resul
         store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(dynamodb.build()), table.to_owned())),
         secrets: Arc::new(SecretsManagerStore::lazy(secretsmanager, secret_cache)),
     })
+}
+
+/// The work queue at `url` (SQS). Its SDK configuration and client are built at its first use:
+/// only the schedules enqueue. `sqs_endpoint` (`AWS_ENDPOINT_URL_SQS`) points it at an emulator.
+pub fn work_queue(aws: &AwsSettings, url: &str, sqs_endpoint: Option<&str>) -> Arc<dyn domain::fanout::WorkQueue> {
+    let (aws, endpoint) = (aws.clone(), sqs_endpoint.map(str::to_owned));
+    Arc::new(SqsQueue::lazy(
+        move || {
+            // The roots are compiled in: they always load (a unit test proves it).
+            let config = sdk_config(&aws).expect("the compiled-in AWS roots load");
+            let mut sqs = aws_sdk_sqs::config::Builder::from(&config);
+            if let Some(endpoint) = endpoint {
+                sqs.set_endpoint_url(Some(endpoint));
+            }
+            aws_sdk_sqs::Client::from_conf(sqs.build())
+        },
+        url,
+    ))
 }
 
 /// The SDK configuration of a Lambda function.

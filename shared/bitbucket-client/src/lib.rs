@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::bitbucket::{Bitbucket, BitbucketError, Connect, Credential, RepoTarget};
+use domain::rate::{Priority, RateBudget, credential_key};
 use domain::webhook::Flavor;
 use tokio::time::Instant;
 
@@ -33,17 +34,34 @@ impl Connector {
     pub fn new(policy: RetryPolicy) -> Self {
         Connector { transport: Arc::new(Transport::new(policy)) }
     }
+
+    /// Every request taken from the credentials' shared `rate` budget ([`domain::rate`]).
+    pub fn with_budget(policy: RetryPolicy, rate: Arc<dyn RateBudget>) -> Self {
+        Connector { transport: Arc::new(Transport::with_budget(policy, rate)) }
+    }
 }
 
 impl Connect for Connector {
     /// A client for `target` acting with `credential`, giving up after `budget`.
     fn connect(&self, target: &RepoTarget, credential: Credential, budget: Duration) -> Arc<dyn Bitbucket> {
+        self.connect_as(target, credential, budget, Priority::Interactive)
+    }
+
+    fn connect_as(
+        &self,
+        target: &RepoTarget,
+        credential: Credential,
+        budget: Duration,
+        priority: Priority,
+    ) -> Arc<dyn Bitbucket> {
+        let rate = self.transport.budget.as_ref().map(|_| (credential_key(target, &credential), priority));
         let session = transport::Session {
             transport: self.transport.clone(),
             flavor: target.flavor,
             credential,
             oauth_token_url: target.oauth_token_url(),
             deadline: Instant::now() + budget,
+            rate,
         };
         match target.flavor {
             Flavor::Cloud => Arc::new(cloud::CloudClient::new(session, target)),

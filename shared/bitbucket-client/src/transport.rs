@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use domain::bitbucket::{BitbucketError, Credential, Listing};
+use domain::rate::{Priority, RateBudget, RateSignal};
 use domain::secrets::Secret;
 use domain::webhook::Flavor;
 
@@ -46,6 +47,8 @@ pub struct Transport {
     policy: RetryPolicy,
     /// sha256(token URL, consumer key, consumer secret) → (access token, valid until).
     oauth_tokens: Mutex<HashMap<[u8; 32], (Secret, Instant)>>,
+    /// The credentials' shared request budget, when the process has one.
+    pub(crate) budget: Option<Arc<dyn RateBudget>>,
 }
 
 /// A request body that can be rebuilt for each attempt.
@@ -93,11 +96,18 @@ pub struct Session {
     pub credential: Credential,
     pub oauth_token_url: String,
     pub deadline: Instant,
+    /// The credential's budget key ([`domain::rate::credential_key`]) and whose requests these are.
+    pub rate: Option<(String, Priority)>,
 }
 
 impl Transport {
     pub fn new(policy: RetryPolicy) -> Self {
-        Transport { http: OnceLock::new(), policy, oauth_tokens: Mutex::new(HashMap::new()) }
+        Transport { http: OnceLock::new(), policy, oauth_tokens: Mutex::new(HashMap::new()), budget: None }
+    }
+
+    /// Every request taken from `budget` first, and what Bitbucket says of it kept there.
+    pub fn with_budget(policy: RetryPolicy, budget: Arc<dyn RateBudget>) -> Self {
+        Transport { budget: Some(budget), ..Transport::new(policy) }
     }
 
     /// The HTTP client, built at the first Bitbucket call rather than at cold start: building it
@@ -145,6 +155,21 @@ fn full_jitter(policy: &RetryPolicy, attempt: u32) -> Duration {
     let exp = policy.base_delay.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
     let cap = exp.min(policy.max_delay);
     cap.mul_f64(rand::random::<f64>())
+}
+
+/// What an answer says about the credential's budget: `X-RateLimit-Limit`, `-Remaining` (where
+/// sent) and `-NearLimit` (Cloud: `true` once less than 20% is left); a 429 says it is near.
+fn rate_signal(status: StatusCode, headers: &HeaderMap) -> RateSignal {
+    let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
+    let near = headers
+        .get("x-ratelimit-nearlimit")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    RateSignal {
+        limit: number("x-ratelimit-limit"),
+        remaining: number("x-ratelimit-remaining"),
+        near_limit: near || status == StatusCode::TOO_MANY_REQUESTS,
+    }
 }
 
 /// `Retry-After` in seconds (Data Center sends it; Cloud does not).
@@ -265,6 +290,11 @@ impl Session {
             if remaining.is_zero() {
                 return Err(BitbucketError::Unavailable("the deadline passed before Bitbucket answered".into()));
             }
+            // Every request (a retry too) is one of the credential's; scheduled work may be
+            // told to wait for its next cycle instead.
+            if let (Some(budget), Some((key, priority))) = (&self.transport.budget, &self.rate) {
+                budget.take(key, *priority).await?;
+            }
             let mut request = self
                 .transport
                 .http()
@@ -278,7 +308,11 @@ impl Session {
                 Body::Form(fields) => request.form(fields),
                 Body::Multipart(parts) => request.multipart(multipart(parts)),
             };
-            let (failure, wait_hint) = match request.send().await {
+            let answer = request.send().await;
+            if let (Ok(response), Some(budget), Some((key, _))) = (&answer, &self.transport.budget, &self.rate) {
+                budget.observe(key, &rate_signal(response.status(), response.headers())).await;
+            }
+            let (failure, wait_hint) = match answer {
                 Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response) => {
                     let status = response.status();

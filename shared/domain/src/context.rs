@@ -12,6 +12,7 @@ use crate::Backends;
 use crate::bitbucket::{Bitbucket, BitbucketError, Connect, Credential};
 use crate::error::Error;
 use crate::integration::{Integration, IntegrationStatus, LastError, valid_id};
+use crate::rate::Priority;
 use crate::secrets::SecretStore;
 use crate::store::{Condition, StateStore};
 use crate::tables::{INTEGRATIONS, Versioned};
@@ -21,11 +22,24 @@ pub struct IntegrationContext {
     pub store: Arc<dyn StateStore>,
     pub secrets: Arc<dyn SecretStore>,
     pub connector: Arc<dyn Connect>,
+    /// Whose Bitbucket requests these are: people's (the default) or scheduled work's, which
+    /// defers when the credential's rate budget runs low ([`crate::rate`]).
+    pub priority: Priority,
 }
 
 impl IntegrationContext {
     pub fn new(backends: Backends, connector: Arc<dyn Connect>) -> Self {
-        IntegrationContext { store: backends.store, secrets: backends.secrets, connector }
+        IntegrationContext {
+            store: backends.store,
+            secrets: backends.secrets,
+            connector,
+            priority: Priority::default(),
+        }
+    }
+
+    /// The same context for scheduled work: its Bitbucket requests come after people's.
+    pub fn scheduled(&self) -> Self {
+        IntegrationContext { priority: Priority::Scheduled, ..self.clone() }
     }
 
     /// The integration and its version, if there is one (`None` for an id that cannot be one).
@@ -70,13 +84,18 @@ impl IntegrationContext {
     /// A client acting with the integration's stored credential, giving up after `budget`.
     pub async fn client(&self, integration: &Integration, budget: Duration) -> Result<Arc<dyn Bitbucket>, Error> {
         let credential = self.credential(integration).await?;
-        Ok(self.connector.connect(&integration.target, credential, budget))
+        Ok(self.connector.connect_as(&integration.target, credential, budget, self.priority))
     }
 
     /// Keeps a Bitbucket failure met by background work (a backup, a poll) on the integration,
     /// so people see it (a refused credential moves an active integration to `error`), and
     /// passes the failure on.
     pub async fn noted(&self, id: &str, e: BitbucketError) -> Error {
+        if let BitbucketError::Deferred(_) = e {
+            // Not a failure: the work waits for its next cycle.
+            tracing::info!(integration = id, error = %e, "Bitbucket call deferred");
+            return e.into();
+        }
         tracing::warn!(integration = id, reason = e.reason(), error = %e, "Bitbucket call failed");
         self.change(id, |integration| note_error(integration, &e)).await;
         e.into()

@@ -261,3 +261,15 @@ pub const PR_HEADS: Table<PrHead> = Table::scoped("PRH");
 pub const ENVIRONMENTS: Table<Environment> = Table::scoped("ENV");
 /// Everything pruned or deleted, newest first on the index (`AUD#{µs}#{branch}`).
 pub const AUDIT: Table<AuditEntry> = Table::scoped("AUD").sorted("AUD");
+
+use crate::failures::Failure;
+use crate::fanout::ScheduleCycle;
+use crate::rate::RateWindow;
+
+/// Consumer work that failed (delivery, consumer): kept until a later attempt or a replay
+/// succeeds, listed newest attempt first (`FAIL#{last attempt µs}#{delivery}#{consumer}`).
+pub const FAILURES: Table<Failure> = Table::scoped("FAIL").sorted("FAIL");
+/// One request counter per credential (a hash naming who it acts as), for its current window.
+pub const RATE_WINDOWS: Table<RateWindow> = Table::shared("RATES", "RATE");
+/// How many cycles each schedule has enqueued (the rotation of its order).
+pub const SCHEDULE_CYCLES: Table<ScheduleCycle> = Table::shared("SCHEDULES", "CYC");

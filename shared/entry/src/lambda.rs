@@ -1,17 +1,21 @@
 //! The Lambda boundary. One binary serves every event source its function has: HTTP API requests
 //! go to its router (as `lambda_http::run` would), DynamoDB stream batches to its delivery
-//! consumers, schedules to its scheduled work. Events are read into [`Event`] first, so what a
-//! payload is gets decided (and tested) in one place; config and clients are built once per cold
-//! start whatever woke the function.
+//! consumers, schedules to its scheduled work, SQS batches (the schedule's work, one message per
+//! integration) to its queue work. Events are read into [`Event`] first, so what a payload is
+//! gets decided (and tested) in one place; config and clients are built once per cold start
+//! whatever woke the function.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use domain::Delivery;
-use domain::consumers::{self, DeliveryConsumer};
+use domain::consumers::{self, DeliveryConsumer, Outcome};
+use domain::fanout::Work;
 use domain::store::{Item, StoreError};
 use domain::tables::Record;
+use domain::{Delivery, failures};
+use futures_util::stream::{self, StreamExt};
 use lambda_http::lambda_runtime::{self, LambdaEvent};
 use lambda_http::request::LambdaRequest;
 use serde_json::{Value, json};
@@ -23,8 +27,15 @@ use crate::settings::{ConfigError, Settings};
 
 pub type Error = lambda_http::Error;
 
-/// A function's scheduled work: what it answers is logged and returned to Lambda.
-pub type Scheduled = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Value> + Send>> + Send + Sync>;
+/// A function's scheduled work: what it answers is logged and returned to Lambda; an error is
+/// the invocation's error (the schedule's retry policy, then its dead-letter queue, and the
+/// errors alarm see it).
+pub type Scheduled = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Value, domain::Error>> + Send>> + Send + Sync>;
+
+/// A function's share of a fanned-out schedule: one message's work. `Err` of a kind worth
+/// retrying (`failures::retryable`) makes the queue deliver the message again.
+pub type QueueWork =
+    Arc<dyn Fn(Work) -> Pin<Box<dyn Future<Output = Result<Value, domain::Error>> + Send>> + Send + Sync>;
 
 /// What a function serves.
 pub struct Function {
@@ -32,20 +43,31 @@ pub struct Function {
     /// The consumers of the state table's stream (deliveries), in order.
     pub consumers: Vec<Arc<dyn DeliveryConsumer>>,
     pub schedule: Option<Scheduled>,
+    /// The work of one message of its schedule's queue.
+    pub queue: Option<QueueWork>,
 }
 
 impl Function {
     /// A function that only serves HTTP.
     pub fn http(router: axum::Router) -> Self {
-        Function { router, consumers: Vec::new(), schedule: None }
+        Function { router, consumers: Vec::new(), schedule: None, queue: None }
     }
+}
+
+/// Wraps an async closure as a function's queue work.
+pub fn queue_work<F, Fut>(work: F) -> QueueWork
+where
+    F: Fn(Work) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, domain::Error>> + Send + 'static,
+{
+    Arc::new(move |w| Box::pin(work(w)))
 }
 
 /// Wraps an async closure as a function's scheduled work.
 pub fn scheduled<F, Fut>(work: F) -> Scheduled
 where
     F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Value> + Send + 'static,
+    Fut: Future<Output = Result<Value, domain::Error>> + Send + 'static,
 {
     Arc::new(move || Box::pin(work()))
 }
@@ -69,11 +91,22 @@ pub struct StreamRecord {
     pub image: Result<Item, StoreError>,
 }
 
+/// One SQS message: its id (what `batchItemFailures` names) and its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub id: String,
+    pub body: String,
+    /// `ApproximateReceiveCount`: 1 the first time.
+    pub receive_count: u32,
+}
+
 /// What woke the function.
 #[derive(Debug)]
 pub enum Event {
     Http(Box<LambdaRequest>),
     Stream(Vec<StreamRecord>),
+    /// An SQS batch: the schedule's work, one integration a message.
+    Queue(Vec<QueueMessage>),
     Schedule,
     /// Anything else: answered, logged, never an error (Lambda would retry it).
     Other(String),
@@ -88,6 +121,9 @@ impl Event {
         if let Some(records) = payload.get("Records").and_then(Value::as_array) {
             if records.iter().all(|r| source(r).as_deref() == Some("aws:dynamodb")) {
                 return Ok(Event::Stream(records.iter().map(stream_record).collect()));
+            }
+            if records.iter().all(|r| source(r).as_deref() == Some("aws:sqs")) {
+                return Ok(Event::Queue(records.iter().map(queue_message).collect()));
             }
             let sources: Vec<String> = records.iter().filter_map(source).collect();
             return Ok(Event::Other(format!("records from {}", sources.join(", "))));
@@ -110,6 +146,15 @@ fn stream_record(record: &Value) -> StreamRecord {
     StreamRecord { sequence, image }
 }
 
+fn queue_message(record: &Value) -> QueueMessage {
+    let text = |pointer: &str| record.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_owned();
+    QueueMessage {
+        id: text("/messageId"),
+        body: text("/body"),
+        receive_count: text("/attributes/ApproximateReceiveCount").parse().unwrap_or(1),
+    }
+}
+
 /// Answers one event the way its kind needs.
 pub async fn handle(function: &Function, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let (payload, context) = event.into_parts();
@@ -120,8 +165,12 @@ pub async fn handle(function: &Function, event: LambdaEvent<Value>) -> Result<Va
             Ok(serde_json::to_value(response)?)
         }
         Event::Stream(records) => Ok(on_stream(&function.consumers, records).await),
+        Event::Queue(messages) => match &function.queue {
+            Some(work) => Ok(on_queue(work, messages, QUEUE_CONCURRENCY).await),
+            None => Ok(json!({"ignored": "this function consumes no queue"})),
+        },
         Event::Schedule => match &function.schedule {
-            Some(work) => Ok(work().await),
+            Some(work) => Ok(work().await?),
             None => Ok(json!({"ignored": "this function has no schedule"})),
         },
         Event::Other(what) => {
@@ -131,11 +180,32 @@ pub async fn handle(function: &Function, event: LambdaEvent<Value>) -> Result<Va
     }
 }
 
+/// How long one stream invocation may wait, over its whole batch, for claims held by another
+/// worker. Lambda retries a failed stream record at once, so without it the attempts of a record
+/// whose claim a crashed worker left would all fail inside the claim's 60 s
+/// ([`domain::pipelines::CLAIM_TIMEOUT`]); with it, each attempt covers up to this long of the
+/// claim, and the template's retries cover the claim several times over (RELIABILITY.md has the
+/// arithmetic; `tests/operations.rs` checks it against template.yaml). Below pipeline-trigger's
+/// 29 s timeout, leaving room for the batch's own work.
+pub const CLAIM_WAIT_PER_INVOCATION: Duration = Duration::from_secs(20);
+
 /// A stream batch: each record to each consumer; the records a consumer failed are answered as
-/// `batchItemFailures`, so Lambda retries those alone. An image that cannot be read will not
-/// read better on retry: it is logged and skipped.
+/// `batchItemFailures`, so Lambda retries those alone (and, once its retries run out, sends their
+/// position to the on-failure queue). Each failure is kept in the failures list
+/// (`domain::failures`); a success clears it. An image that cannot be read will not read better
+/// on retry: it is logged and skipped.
 pub async fn on_stream(consumers: &[Arc<dyn DeliveryConsumer>], records: Vec<StreamRecord>) -> Value {
+    on_stream_waiting(consumers, records, CLAIM_WAIT_PER_INVOCATION).await
+}
+
+/// [`on_stream`] waiting at most `claim_wait` for held claims.
+pub async fn on_stream_waiting(
+    consumers: &[Arc<dyn DeliveryConsumer>],
+    records: Vec<StreamRecord>,
+    claim_wait: Duration,
+) -> Value {
     let mut failed = Vec::new();
+    let mut wait_left = claim_wait;
     for StreamRecord { sequence, image } in records {
         let item = match image {
             Ok(item) => item,
@@ -145,7 +215,7 @@ pub async fn on_stream(consumers: &[Arc<dyn DeliveryConsumer>], records: Vec<Str
             }
         };
         for consumer in consumers {
-            if deliver(consumer.as_ref(), &item).await.is_err() {
+            if deliver_kept(consumer.as_ref(), &item, Some(1), &mut wait_left).await.is_err() {
                 failed.push(sequence.clone());
                 break;
             }
@@ -157,26 +227,119 @@ pub async fn on_stream(consumers: &[Arc<dyn DeliveryConsumer>], records: Vec<Str
 /// Hands a new table image to `consumer` when it is a delivery record (on AWS the stream's
 /// filter already selects only those), logging under the delivery's ids. `Err` means "retry".
 pub async fn deliver(consumer: &dyn DeliveryConsumer, item: &Item) -> Result<(), String> {
+    let Some(delivery) = delivery_of(item)? else { return Ok(()) };
+    attempt(consumer, &delivery).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn delivery_of(item: &Item) -> Result<Option<Delivery>, String> {
     if item.kind != Delivery::KIND {
-        return Ok(());
+        return Ok(None);
     }
-    let delivery: Delivery = item.record().map_err(|e| e.to_string())?;
+    item.record().map(Some).map_err(|e| e.to_string())
+}
+
+async fn attempt(consumer: &dyn DeliveryConsumer, delivery: &Delivery) -> Result<Outcome, domain::Error> {
     let span = tracing::info_span!("delivery", delivery_id = %delivery.delivery_id,
         integration = %delivery.integration_id, consumer = consumer.name());
     async move {
-        match consumers::consume(consumer, &delivery).await {
+        match consumers::consume(consumer, delivery).await {
             Ok(outcome) => {
                 tracing::info!(?outcome, "delivery processed");
-                Ok(())
+                Ok(outcome)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "delivery processing failed; it will be retried");
-                Err(e.to_string())
+                Err(e)
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// [`deliver`], keeping the failures list in step: a claim another worker holds is waited for
+/// (backing off, out of `wait_left`), a failure is recorded as `record_failure` more failed
+/// attempts (when given), a success clears the delivery's failure. Used by the stream handler
+/// and the local worker.
+pub async fn deliver_kept(
+    consumer: &dyn DeliveryConsumer,
+    item: &Item,
+    record_failure: Option<u32>,
+    wait_left: &mut Duration,
+) -> Result<(), String> {
+    let Some(delivery) = delivery_of(item)? else { return Ok(()) };
+    let mut backoff = Duration::from_millis(250);
+    let result = loop {
+        match attempt(consumer, &delivery).await {
+            Err(e) if domain::pipelines::claim_in_progress(&e) && !wait_left.is_zero() => {
+                let pause = backoff.min(*wait_left);
+                *wait_left -= pause;
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(Duration::from_secs(8));
+            }
+            other => break other,
+        }
+    };
+    let store = consumer.context().store.as_ref();
+    let kept = match (&result, record_failure) {
+        (Ok(_), _) => {
+            failures::clear(store, &delivery.integration_id, &delivery.delivery_id, consumer.name()).await.map(|_| ())
+        }
+        (Err(e), Some(attempts)) => {
+            failures::record(store, consumer.name(), &delivery, &e.to_string(), attempts).await.map(|_| ())
+        }
+        (Err(_), None) => Ok(()),
+    };
+    if let Err(e) = kept {
+        tracing::warn!(error = %e, delivery_id = %delivery.delivery_id, "the failures list was not updated");
+    }
+    result.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Messages of one queue batch worked on at once. With the queue mapping's maximum concurrency
+/// (template.yaml `QueueConcurrency`), this bounds the Bitbucket calls in flight for a schedule.
+pub const QUEUE_CONCURRENCY: usize = 5;
+
+/// A queue batch: each message's work, `concurrency` at a time; the messages whose work failed
+/// in a way worth retrying are answered as `batchItemFailures` (the queue delivers them again,
+/// then to its dead-letter queue). Work the rate budget deferred is done (the next cycle goes
+/// on); a body that is no work is logged and dropped.
+pub async fn on_queue(work: &QueueWork, messages: Vec<QueueMessage>, concurrency: usize) -> Value {
+    let results: Vec<Option<String>> = stream::iter(messages)
+        .map(|message| async move {
+            let parsed: Work = match serde_json::from_str(&message.body) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    tracing::error!(error = %e, message = message.id, "a queue message that is no work dropped");
+                    return None;
+                }
+            };
+            let span = tracing::info_span!("work", job = parsed.job.as_str(), integration = %parsed.integration_id,
+                cycle = parsed.cycle, receive_count = message.receive_count);
+            match work(parsed).instrument(span.clone()).await {
+                Ok(report) => {
+                    span.in_scope(|| tracing::info!(%report, "work done"));
+                    None
+                }
+                Err(domain::Error::Bitbucket(domain::bitbucket::BitbucketError::Deferred(why))) => {
+                    span.in_scope(|| tracing::info!(why, "work deferred to the next cycle"));
+                    None
+                }
+                Err(e) if failures::retryable(&e) => {
+                    span.in_scope(|| tracing::warn!(error = %e, "work failed; the queue delivers it again"));
+                    Some(message.id)
+                }
+                Err(e) => {
+                    span.in_scope(|| tracing::warn!(error = %e, "work failed"));
+                    None
+                }
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let failed: Vec<String> = results.into_iter().flatten().collect();
+    batch_failures(&failed)
 }
 
 /// The answer that makes Lambda retry only the failed records (`ReportBatchItemFailures`).
@@ -205,8 +368,8 @@ mod tests {
 
         let schedule = json!({"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}});
         assert!(matches!(Event::read(schedule).unwrap(), Event::Schedule));
-        let queue = json!({"Records": [{"eventSource": "aws:sqs", "body": "{}"}]});
-        assert!(matches!(Event::read(queue).unwrap(), Event::Other(what) if what == "records from aws:sqs"));
+        let mixed = json!({"Records": [{"eventSource": "aws:sqs", "body": "{}"}, {"eventSource": "aws:s3"}]});
+        assert!(matches!(Event::read(mixed).unwrap(), Event::Other(what) if what == "records from aws:sqs, aws:s3"));
         assert!(matches!(Event::read(json!({"hello": 1})).unwrap(), Event::Other(_)));
         let http = json!({"version": "2.0", "routeKey": "$default", "rawPath": "/health", "rawQueryString": "",
             "headers": {}, "isBase64Encoded": false,
@@ -216,5 +379,67 @@ mod tests {
                 "accountId": "1", "apiId": "a", "domainName": "d", "domainPrefix": "d"}});
         assert!(matches!(Event::read(http).unwrap(), Event::Http(_)));
         assert_eq!(batch_failures(&["112".into()])["batchItemFailures"][0]["itemIdentifier"], "112");
+    }
+
+    /// An SQS batch as Lambda hands it over (the shape of AWS's sample event).
+    fn sqs_batch(bodies: &[&str]) -> Value {
+        let records: Vec<Value> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                json!({
+                    "messageId": format!("m-{i}"), "receiptHandle": "AQEB…", "body": body,
+                    "attributes": {"ApproximateReceiveCount": "2", "SentTimestamp": "1545082649183",
+                        "SenderId": "AIDAIENQZJOLO23YVJ4VO", "ApproximateFirstReceiveTimestamp": "1545082649185"},
+                    "messageAttributes": {}, "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3",
+                    "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:poll",
+                    "awsRegion": "us-east-1"
+                })
+            })
+            .collect();
+        json!({"Records": records})
+    }
+
+    #[test]
+    fn queue_batches_are_read_as_messages() {
+        let body = r#"{"job":"poll","integration_id":"a","cycle":7}"#;
+        let Event::Queue(messages) = Event::read(sqs_batch(&[body, "x"])).unwrap() else { panic!("a queue batch") };
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0], QueueMessage { id: "m-0".into(), body: body.into(), receive_count: 2 });
+        let work: Work = serde_json::from_str(&messages[0].body).unwrap();
+        assert_eq!((work.job, work.integration_id.as_str(), work.cycle), (domain::fanout::Job::Poll, "a", 7));
+    }
+
+    #[tokio::test]
+    async fn queue_work_runs_bounded_and_answers_what_to_retry() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (r, p) = (running.clone(), peak.clone());
+        let work = queue_work(move |w: Work| {
+            let (r, p) = (r.clone(), p.clone());
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                match w.integration_id.as_str() {
+                    "store-down" => Err(domain::Error::Store(domain::store::StoreError::Throttled)),
+                    "refused" => Err(domain::Error::NotFound("gone".into())),
+                    "deferred" => Err(domain::bitbucket::BitbucketError::Deferred("budget".into()).into()),
+                    _ => Ok(json!({"ok": true})),
+                }
+            }
+        });
+        let ids = ["a", "store-down", "b", "refused", "c", "deferred", "d", "e", "f", "g"];
+        let bodies: Vec<String> =
+            ids.iter().map(|id| format!(r#"{{"job":"prune","integration_id":"{id}","cycle":1}}"#)).collect();
+        let mut bodies: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        bodies.push("not work");
+        let Event::Queue(messages) = Event::read(sqs_batch(&bodies)).unwrap() else { panic!("a queue batch") };
+        let answer = on_queue(&work, messages, 3).await;
+        // Only the store failure is worth another delivery: a refusal stays one, deferred work
+        // waits for its next cycle, and a body that is no work never becomes one.
+        assert_eq!(answer, json!({"batchItemFailures": [{"itemIdentifier": "m-1"}]}));
+        assert_eq!(peak.load(Ordering::SeqCst), 3, "at most 3 at once, and the batch used them");
     }
 }

@@ -8,9 +8,12 @@ use domain::Backends;
 use domain::backup::Backups;
 use domain::bitbucket::Connect;
 use domain::connection::Connections;
+use domain::consumers::DeliveryConsumer;
 use domain::context::IntegrationContext;
+use domain::fanout::{Job, WorkQueue};
 use domain::pipelines::Pipelines;
 use domain::pruning::Pruner;
+use domain::rate::{RateBudget, StoreBudget};
 
 use crate::settings::{ConfigError, Settings};
 
@@ -20,11 +23,13 @@ pub struct Root {
     retry: RetryPolicy,
     /// Built at first use: the receiver never calls Bitbucket, so never builds (or links) it.
     connector: OnceLock<Arc<dyn Connect>>,
+    /// The credentials' shared request budget, on the state table (built with the connector).
+    budget: OnceLock<Arc<dyn RateBudget>>,
 }
 
 impl Root {
     pub fn new(settings: Settings, backends: Backends, retry: RetryPolicy) -> Self {
-        Root { settings, backends, retry, connector: OnceLock::new() }
+        Root { settings, backends, retry, connector: OnceLock::new(), budget: OnceLock::new() }
     }
 
     /// A Lambda function's root: the AWS adapters its settings name.
@@ -34,13 +39,36 @@ impl Root {
         Ok(Root::new(settings, backends, RetryPolicy::default()))
     }
 
-    /// One HTTP client and OAuth token cache for every connection of the process.
+    /// One HTTP client and OAuth token cache for every connection of the process, every request
+    /// taken from the credential's shared budget.
     pub fn connector(&self) -> Arc<dyn Connect> {
-        self.connector.get_or_init(|| Arc::new(Connector::new(self.retry))).clone()
+        self.connector.get_or_init(|| Arc::new(Connector::with_budget(self.retry, self.budget()))).clone()
+    }
+
+    /// The credentials' request budget (`domain::rate`), shared through the state table.
+    pub fn budget(&self) -> Arc<dyn RateBudget> {
+        self.budget.get_or_init(|| Arc::new(StoreBudget::new(self.backends.store.clone(), self.settings.rate))).clone()
     }
 
     pub fn context(&self) -> IntegrationContext {
         IntegrationContext::new(self.backends.clone(), self.connector())
+    }
+
+    /// The queue a schedule fans its work out on (SQS, from `POLL_QUEUE_URL` / `PRUNE_QUEUE_URL`).
+    pub fn work_queue(&self, job: Job) -> Result<Arc<dyn WorkQueue>, ConfigError> {
+        let (name, url) = match job {
+            Job::Poll => ("POLL_QUEUE_URL", self.settings.aws.as_ref().and_then(|a| a.poll_queue_url.as_deref())),
+            Job::Prune => ("PRUNE_QUEUE_URL", self.settings.aws.as_ref().and_then(|a| a.prune_queue_url.as_deref())),
+        };
+        let aws =
+            self.settings.aws.as_ref().ok_or(ConfigError { name: "STATE_TABLE", problem: "must be set".into() })?;
+        let url = url.ok_or(ConfigError { name, problem: "must be set".into() })?;
+        Ok(aws_adapters::work_queue(&aws.sdk, url, aws.sqs_endpoint.as_deref()))
+    }
+
+    /// The delivery consumers, in the order the stream hands them a delivery (replays too).
+    pub fn consumers(&self) -> Vec<Arc<dyn DeliveryConsumer>> {
+        vec![Arc::new(self.pipelines()), Arc::new(self.pruner())]
     }
 
     pub fn connections(&self) -> Result<Connections, ConfigError> {
@@ -61,5 +89,15 @@ impl Root {
 
     pub fn pruner(&self) -> Pruner {
         Pruner { ctx: self.context() }
+    }
+
+    /// The pipelines service for scheduled work: its requests defer to people's.
+    pub fn scheduled_pipelines(&self) -> Pipelines {
+        Pipelines::new(self.context().scheduled())
+    }
+
+    /// The pruner for scheduled work: its requests defer to people's.
+    pub fn scheduled_pruner(&self) -> Pruner {
+        Pruner { ctx: self.context().scheduled() }
     }
 }

@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use aws_adapters::AwsSettings;
+use domain::rate::BudgetConfig;
 use domain::secrets::Secret;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,9 @@ pub struct Settings {
     pub public_base_url: Option<String>,
     /// The AWS side, in Lambda (or against an emulator): the table and Secrets Manager.
     pub aws: Option<AwsBackends>,
+    /// Each credential's Bitbucket request budget (`RATE_LIMIT_PER_HOUR`, default 1,000 until
+    /// Bitbucket announces another; `RATE_PEOPLE_SHARE`, default 0.2, kept for people).
+    pub rate: BudgetConfig,
 }
 
 /// Where the AWS adapters point.
@@ -55,6 +59,12 @@ pub struct AwsBackends {
     /// How long a secret read stays cached (`SECRET_CACHE_SECONDS`, default 300).
     pub secret_cache: Duration,
     pub sdk: AwsSettings,
+    /// The scheduled work's queues (`POLL_QUEUE_URL`, `PRUNE_QUEUE_URL`): set for the functions
+    /// whose schedule enqueues.
+    pub poll_queue_url: Option<String>,
+    pub prune_queue_url: Option<String>,
+    /// `AWS_ENDPOINT_URL_SQS`: SQS alone at another endpoint (an emulator).
+    pub sqs_endpoint: Option<String>,
 }
 
 impl Settings {
@@ -70,6 +80,7 @@ impl Settings {
             secret_prefix: env_or("SECRET_PREFIX", "bitbucket-automation".to_owned())?,
             public_base_url: env_text("PUBLIC_BASE_URL"),
             aws: None,
+            rate: rate()?,
         })
     }
 
@@ -86,6 +97,19 @@ fn retention() -> Result<chrono::Duration, ConfigError> {
     Ok(chrono::Duration::days(days))
 }
 
+fn rate() -> Result<BudgetConfig, ConfigError> {
+    let defaults = BudgetConfig::default();
+    let hourly_limit: u64 = env_or("RATE_LIMIT_PER_HOUR", defaults.hourly_limit)?;
+    let people_share: f64 = env_or("RATE_PEOPLE_SHARE", defaults.people_share)?;
+    if hourly_limit == 0 {
+        return Err(ConfigError { name: "RATE_LIMIT_PER_HOUR", problem: "must be at least 1".into() });
+    }
+    if !(0.0..1.0).contains(&people_share) {
+        return Err(ConfigError { name: "RATE_PEOPLE_SHARE", problem: "must be at least 0 and below 1".into() });
+    }
+    Ok(BudgetConfig { hourly_limit, people_share, ..defaults })
+}
+
 /// `STATE_TABLE`, `SECRET_CACHE_SECONDS` and the variables Lambda sets for the SDK.
 pub fn aws_backends() -> Result<AwsBackends, ConfigError> {
     Ok(AwsBackends {
@@ -100,5 +124,8 @@ pub fn aws_backends() -> Result<AwsBackends, ConfigError> {
             dynamodb_endpoint: env_text("AWS_ENDPOINT_URL_DYNAMODB"),
             secrets_manager_endpoint: env_text("AWS_ENDPOINT_URL_SECRETS_MANAGER"),
         },
+        poll_queue_url: env_text("POLL_QUEUE_URL"),
+        prune_queue_url: env_text("PRUNE_QUEUE_URL"),
+        sqs_endpoint: env_text("AWS_ENDPOINT_URL_SQS"),
     })
 }

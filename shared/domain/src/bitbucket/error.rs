@@ -33,6 +33,10 @@ pub enum BitbucketError {
     /// The product cannot do this at all (e.g. Pipelines on Data Center).
     #[error("{0}")]
     Unsupported(String),
+    /// Not sent: the credential's shared request budget is kept for people (scheduled work
+    /// only, see [`crate::rate`]); the next cycle goes on.
+    #[error("deferred: {0}")]
+    Deferred(String),
 }
 
 fn detail(message: &Option<String>) -> String {
@@ -58,6 +62,7 @@ impl BitbucketError {
             BitbucketError::Network(_) => "network",
             BitbucketError::Unexpected(_) => "unexpected_response",
             BitbucketError::Unsupported(_) => "unsupported",
+            BitbucketError::Deferred(_) => "deferred",
         }
     }
 

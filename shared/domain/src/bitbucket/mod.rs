@@ -177,6 +177,19 @@ pub const NO_PIPELINES: &str =
 /// OAuth token cache), giving up after `budget`.
 pub trait Connect: Send + Sync {
     fn connect(&self, target: &RepoTarget, credential: Credential, budget: Duration) -> Arc<dyn Bitbucket>;
+
+    /// The same, its requests taken from the credential's rate budget at `priority`
+    /// ([`crate::rate`]); a connector without a budget ignores it.
+    fn connect_as(
+        &self,
+        target: &RepoTarget,
+        credential: Credential,
+        budget: Duration,
+        priority: crate::rate::Priority,
+    ) -> Arc<dyn Bitbucket> {
+        let _ = priority;
+        self.connect(target, credential, budget)
+    }
 }
 
 /// Items of a paged listing, all pages read, unless the page bound stopped it.

@@ -336,9 +336,17 @@ fn automatic_run(integration: &Integration, fresh: &PipelineRun, origin: &Origin
     run
 }
 
+const IN_PROGRESS: &str = "is being started by another worker; retry later";
+
 /// Another processing of the same delivery holds the action's claim: retry later.
 fn in_progress(action: &str) -> Error {
-    Error::Retry(format!("the automatic action `{action}` is being started by another worker; retry later"))
+    Error::Retry(format!("the automatic action `{action}` {IN_PROGRESS}"))
+}
+
+/// Whether `e` says another worker holds an action's claim (it ends with the run started, or the
+/// claim is taken over after [`CLAIM_TIMEOUT`]): waiting a little and trying again pays off.
+pub fn claim_in_progress(e: &Error) -> bool {
+    matches!(e, Error::Retry(message) if message.ends_with(IN_PROGRESS))
 }
 
 /// Whether Bitbucket answered that it did not start the run (so starting it again is safe).

@@ -9,7 +9,7 @@
 mod automation;
 mod poll;
 
-pub use automation::{ActionClaim, CLAIM_TIMEOUT, PrHead};
+pub use automation::{ActionClaim, CLAIM_TIMEOUT, PrHead, claim_in_progress};
 pub use poll::PollReport;
 
 use std::sync::Arc;

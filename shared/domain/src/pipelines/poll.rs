@@ -64,6 +64,21 @@ impl Pipelines {
         Ok(reports)
     }
 
+    /// One integration's scheduled poll (one message of the fanned-out schedule): nothing for
+    /// one that is gone or not pollable any more.
+    pub async fn poll_one(&self, id: &str) -> Result<Option<PollReport>, Error> {
+        let Some(integration) = self.ctx.find(id).await? else { return Ok(None) };
+        if !pollable(&integration.record) {
+            return Ok(None);
+        }
+        self.drain_then_poll(&integration.record).await.map(Some)
+    }
+
+    /// Whether the scheduled poll applies to an integration.
+    pub fn pollable(integration: &Integration) -> bool {
+        pollable(integration)
+    }
+
     /// An active integration first gets the runs of deliveries parked while it could not act.
     async fn drain_then_poll(&self, integration: &Integration) -> Result<PollReport, Error> {
         let drained = consumers::drain(self, integration).await?;

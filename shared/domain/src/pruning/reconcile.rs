@@ -39,6 +39,13 @@ pub struct ScheduledReport {
     pub stale_branches: Option<StaleReport>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// The credential's rate budget deferred (part of) the run to the next cycle.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
+}
+
+fn deferred(e: &Error) -> bool {
+    matches!(e, Error::Bitbucket(crate::bitbucket::BitbucketError::Deferred(_)))
 }
 
 impl Pruner {
@@ -127,38 +134,63 @@ impl Pruner {
     pub async fn run_scheduled(&self, now: DateTime<Utc>) -> Result<Vec<ScheduledReport>, Error> {
         let mut reports = Vec::new();
         for integration in self.ctx.list().await? {
-            if integration.status != IntegrationStatus::Active || !integration.options.fetch_branches {
+            if !Self::schedulable(&integration) {
                 continue;
             }
+            reports.push(self.run_integration(&integration, now).await);
+        }
+        Ok(reports)
+    }
+
+    /// Whether the scheduled run applies to an integration.
+    pub fn schedulable(integration: &Integration) -> bool {
+        integration.status == IntegrationStatus::Active && integration.options.fetch_branches
+    }
+
+    /// One integration's scheduled run (one message of the fanned-out schedule): nothing for one
+    /// that is gone or not eligible any more.
+    pub async fn run_one(&self, id: &str, now: DateTime<Utc>) -> Result<Option<ScheduledReport>, Error> {
+        let Some(integration) = self.ctx.find(id).await? else { return Ok(None) };
+        if !Self::schedulable(&integration.record) {
+            return Ok(None);
+        }
+        Ok(Some(self.run_integration(&integration.record, now).await))
+    }
+
+    async fn run_integration(&self, integration: &Integration, now: DateTime<Utc>) -> ScheduledReport {
+        {
             let mut report = ScheduledReport {
                 integration: integration.id.clone(),
                 parked_handled: 0,
                 environments: None,
                 stale_branches: None,
                 errors: Vec::new(),
+                deferred: false,
             };
             // Deliveries parked while it could not act come first: reconciliation then sees
             // the environments they make.
-            match consumers::drain(self, &integration).await {
+            match consumers::drain(self, integration).await {
                 Ok(count) => report.parked_handled = count,
                 Err(e) => report.errors.push(format!("parked deliveries: {e}")),
             }
-            match self.reconcile_integration(&integration).await {
+            match self.reconcile_integration(integration).await {
                 Ok(done) => report.environments = Some(done),
                 Err(e) => {
                     // Bitbucket (or the listing) failed: the cleanup would meet the same failure.
+                    report.deferred |= deferred(&e);
                     report.errors.push(format!("environments: {e}"));
-                    reports.push(report);
-                    continue;
+                    return report;
                 }
             }
             let dry_run = !integration.options.stale_branches.enabled;
-            match self.stale_for(&integration, dry_run, now).await {
+            match self.stale_for(integration, dry_run, now).await {
                 Ok(done) => report.stale_branches = Some(done),
-                Err(e) => report.errors.push(format!("stale branches: {e}")),
+                Err(e) => {
+                    report.deferred |= deferred(&e);
+                    report.errors.push(format!("stale branches: {e}"))
+                }
             }
-            reports.push(report);
+            report
         }
-        Ok(reports)
     }
 }

@@ -57,9 +57,9 @@ impl ApiError {
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             // Worth retrying later: Bitbucket is down, slow or rate limiting.
-            ApiError::Bitbucket(BitbucketError::Unavailable(_) | BitbucketError::RateLimited) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Bitbucket(
+                BitbucketError::Unavailable(_) | BitbucketError::RateLimited | BitbucketError::Deferred(_),
+            ) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Bitbucket(BitbucketError::Unsupported(_)) => StatusCode::CONFLICT,
             ApiError::Bitbucket(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
