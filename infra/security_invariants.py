@@ -201,6 +201,36 @@ for name, f in functions.items():
     check(secret_actions == want_actions, f"{name}: secret actions {sorted(secret_actions)}, expected {sorted(want_actions)}")
     check(secret_kinds == want_kinds, f"{name}: secret kinds {sorted(secret_kinds)}, expected {sorted(want_kinds)}")
 
+# --- 8. Nothing dropped after its retries ------------------------------------------------------
+queues = of_type("AWS::SQS::Queue")
+for name, queue in queues.items():
+    check(queue["Properties"].get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue["Properties"],
+          f"{name}: encrypted at rest")
+for name, f in functions.items():
+    for event_name, event in f["Properties"].get("Events", {}).items():
+        props = event["Properties"]
+        if event["Type"] == "DynamoDB":
+            destination = props.get("DestinationConfig", {}).get("OnFailure", {}).get("Destination", {})
+            check(destination.get("Fn::GetAtt", [None])[0] in queues,
+                  f"{name}.{event_name}: records past their retries go to an on-failure queue of this stack")
+            check("MaximumRecordAgeInSeconds" in props, f"{name}.{event_name}: a maximum record age")
+        if event["Type"] == "Schedule":
+            check("DeadLetterConfig" in props and "RetryPolicy" in props,
+                  f"{name}.{event_name}: the schedule has a dead-letter queue and a retry policy")
+        if event["Type"] == "SQS":
+            check("ReportBatchItemFailures" in props.get("FunctionResponseTypes", []),
+                  f"{name}.{event_name}: partial batch failures")
+            check("MaximumConcurrency" in props.get("ScalingConfig", {}), f"{name}.{event_name}: bounded concurrency")
+for name, queue in queues.items():
+    redrive = queue["Properties"].get("RedrivePolicy")
+    if redrive:
+        check(redrive.get("deadLetterTargetArn", {}).get("Fn::GetAtt", [None])[0] in queues,
+              f"{name}: its dead-letter queue is in this stack")
+alarmed = text([a["Properties"].get("Metrics") for a in of_type("AWS::CloudWatch::Alarm").values()])
+for name, queue in queues.items():
+    if name.endswith(("DeadLetterQueue", "FailureQueue")):
+        check(name in alarmed, f"{name}: an alarm watches its depth")
+
 # SecretPrefix defaults to the stack name.
 check(template["Parameters"]["SecretPrefix"].get("Default") == "", "SecretPrefix defaults to empty (the stack name)")
 check(globals_fn["Environment"]["Variables"]["SECRET_PREFIX"]

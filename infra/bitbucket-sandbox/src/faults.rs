@@ -131,10 +131,17 @@ pub async fn middleware(State(sandbox): State<Sandbox>, request: Request, next: 
             }
         }
     }
-    let response = match answer {
+    let verdict = if dc { None } else { sandbox.count_request(request.headers()) };
+    if verdict.as_ref().is_some_and(|v| v.limited) {
+        answer.get_or_insert_with(|| fault_response(429, false));
+    }
+    let mut response = match answer {
         Some(response) => response,
         None => next.run(request).await,
     };
+    if let Some(verdict) = &verdict {
+        crate::rate_limit::apply(response.headers_mut(), verdict);
+    }
     if !hold.is_zero() {
         tokio::time::sleep(hold).await;
     }

@@ -79,6 +79,7 @@ mod error;
 mod faults;
 mod form;
 mod paging;
+mod rate_limit;
 mod state;
 mod traffic;
 mod webhooks;
@@ -233,6 +234,8 @@ struct Inner {
     oauth: Mutex<OAuth>,
     extra_credentials: Mutex<Vec<(ExtraCredential, Grant)>>,
     faults: Mutex<Vec<Fault>>,
+    /// Requests per credential, and Cloud's rate limit once one is set.
+    rate_limit: Mutex<rate_limit::Limiter>,
     requests: Mutex<Vec<RecordedRequest>>,
     /// The traffic log's file, opened for appending.
     traffic: Mutex<Option<std::fs::File>>,
@@ -285,6 +288,7 @@ impl Sandbox {
                 oauth: Mutex::default(),
                 extra_credentials: Mutex::default(),
                 faults: Mutex::default(),
+                rate_limit: Mutex::default(),
                 requests: Mutex::default(),
                 traffic: Mutex::new(traffic),
                 sent: Mutex::default(),
@@ -359,6 +363,28 @@ impl Sandbox {
 
     pub fn clear_faults(&self) {
         lock(&self.inner.faults).clear();
+    }
+
+    /// Limits every credential to `per_hour` requests over a rolling hour (the sandbox clock),
+    /// announcing it in `X-RateLimit-*` headers as Cloud does; `None` lifts it.
+    pub fn set_rate_limit(&self, per_hour: Option<u64>) {
+        lock(&self.inner.rate_limit).per_hour = per_hour;
+    }
+
+    /// API requests per credential (the user of Basic credentials, `bearer:…` for a token's
+    /// digest) since the start or the last [`Sandbox::reset_rate_counts`].
+    pub fn requests_per_credential(&self) -> std::collections::HashMap<String, u64> {
+        lock(&self.inner.rate_limit).totals()
+    }
+
+    pub fn reset_rate_counts(&self) {
+        lock(&self.inner.rate_limit).reset();
+    }
+
+    pub(crate) fn count_request(&self, headers: &axum::http::HeaderMap) -> Option<rate_limit::Verdict> {
+        let credential = rate_limit::credential_of(headers)?;
+        let now = self.now();
+        Some(lock(&self.inner.rate_limit).count(&credential, now))
     }
 
     /// Every `/2.0`, `/rest` and `/site` request (not `/_admin`), in order, with its final status.
