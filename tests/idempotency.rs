@@ -24,7 +24,7 @@ const COPIES: usize = 100;
 
 /// A Cloud `pullrequest:created` body: the recorded fixture with its source branch renamed to
 /// one the sandbox has. Cloud abbreviates the head commit, so the run builds the branch tip.
-fn pull_request_opened() -> Vec<u8> {
+pub(crate) fn pull_request_opened() -> Vec<u8> {
     let path = fixtures_dir().join("cloud/atlantis__bitbucket-cloud-pull-event-created.json");
     let mut body: Value = serde_json::from_slice(&std::fs::read(path).expect("fixture readable")).unwrap();
     body["pullrequest"]["source"]["branch"]["name"] = json!("develop");
@@ -45,7 +45,7 @@ fn push(branch: &str, deleted: bool) -> Vec<u8> {
 }
 
 /// Records `body` once (202) and returns the delivery's record, as the stream would carry it.
-async fn recorded(s: &Stack, event_key: &str, delivery_id: &str, body: &[u8]) -> Item {
+pub(crate) async fn recorded(s: &Stack, event_key: &str, delivery_id: &str, body: &[u8]) -> Item {
     let (status, answer) = s.deliver(event_key, delivery_id, body).await;
     assert_eq!((status, answer["duplicate"].clone()), (202, json!(false)), "{answer}");
     let store = s.running.backends.store.clone();
@@ -53,7 +53,7 @@ async fn recorded(s: &Stack, event_key: &str, delivery_id: &str, body: &[u8]) ->
 }
 
 /// A DynamoDB stream batch holding `item`'s INSERT, shaped as Lambda hands it over.
-fn stream_batch(item: &Item, sequence: &str) -> Value {
+pub(crate) fn stream_batch(item: &Item, sequence: &str) -> Value {
     json!({"Records": [{
         "eventID": format!("event-{sequence}"),
         "eventName": "INSERT",
@@ -71,7 +71,7 @@ fn stream_batch(item: &Item, sequence: &str) -> Value {
     }]})
 }
 
-fn failures(answer: &Value) -> usize {
+pub(crate) fn failures(answer: &Value) -> usize {
     answer["batchItemFailures"].as_array().map_or(usize::MAX, Vec::len)
 }
 
@@ -86,12 +86,12 @@ async fn view(s: &Stack) -> Vec<Value> {
     page["pipelines"].as_array().unwrap().clone()
 }
 
-fn sandbox_runs(s: &Stack) -> usize {
+pub(crate) fn sandbox_runs(s: &Stack) -> usize {
     s.running.sandbox.pipelines().len()
 }
 
 /// Bounded wait for something the worker or the sandbox does in the background.
-async fn wait_until(what: &str, done: impl AsyncFn() -> bool) {
+pub(crate) async fn wait_until(what: &str, done: impl AsyncFn() -> bool) {
     for _ in 0..600 {
         if done().await {
             return;

@@ -10,6 +10,7 @@ mod idempotency;
 mod integrity;
 mod local_stack;
 mod openapi;
+mod operations;
 mod pipelines;
 mod pruning;
 mod sample_events;

@@ -50,3 +50,43 @@ pub async fn seed(backends: &Backends, bitbucket_base: &str, secret_prefix: &str
     INTEGRATIONS.put(backends.store.as_ref(), "", &[DEMO_ID], &demo, Condition::None).await?;
     Ok(demo)
 }
+
+/// `count` active Cloud integrations of the sandbox repository (`scale-00000`, …) sharing
+/// `credentials` API tokens (`scale-{n}@sandbox.test`, accepted by `sandbox`), round robin: the
+/// benchmarks' and the scale tests' fleet. Written straight into the store and the secret
+/// store (no webhook registered). Their ids, in order.
+pub async fn seed_fleet(
+    backends: &Backends,
+    sandbox: &bitbucket_sandbox::Sandbox,
+    bitbucket_base: &str,
+    secret_prefix: &str,
+    count: usize,
+    credentials: usize,
+) -> Result<Vec<String>, Error> {
+    let credentials: Vec<Credential> = (0..credentials.max(1))
+        .map(|n| {
+            let (email, token) = (format!("scale-{n}@sandbox.test"), format!("scale-token-{n}"));
+            sandbox.accept_credential(bitbucket_sandbox::ExtraCredential::ApiToken {
+                email: email.clone(),
+                token: token.clone(),
+            });
+            Credential::ApiToken { email, token: Secret::new(token) }
+        })
+        .collect();
+    let target = RepoTarget {
+        flavor: Flavor::Cloud,
+        base_url: bitbucket_base.to_owned(),
+        owner: bitbucket_sandbox::WORKSPACE.into(),
+        slug: bitbucket_sandbox::REPOSITORY.into(),
+    };
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let id = format!("scale-{i:05}");
+        let credential = &credentials[i % credentials.len()];
+        let integration = Integration::new(&id, &id, target.clone(), credential, secret_prefix);
+        backends.secrets.put(&integration.credential_secret_name, &credential.to_secret()).await?;
+        INTEGRATIONS.put(backends.store.as_ref(), "", &[&id], &integration, Condition::None).await?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
