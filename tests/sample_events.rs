@@ -4,16 +4,36 @@
 //! made from a recorded delivery; `UPDATE_SAMPLE_EVENTS=1` rewrites them.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use aws_adapters::stream_image_from_item;
 use bitbucket_client::RetryPolicy;
 use cross_function_tests::stack::stack;
+use domain::fanout::{Job, QueueError, Work, WorkQueue};
 use domain::tables::DELIVERIES;
 use entry::lambda::{Function, handle};
 use entry::{Root, Settings};
 use lambda_http::lambda_runtime::{Context, LambdaEvent};
 use local_stack::demo::{self, DEMO_ID};
 use serde_json::{Value, json};
+
+/// A work queue that keeps what the schedules send (SQS on AWS).
+#[derive(Default)]
+struct Sent(Mutex<Vec<Work>>);
+
+#[async_trait::async_trait]
+impl WorkQueue for Sent {
+    async fn send(&self, work: &[Work]) -> Result<(), QueueError> {
+        self.0.lock().unwrap().extend_from_slice(work);
+        Ok(())
+    }
+}
+
+impl Sent {
+    fn holds(&self, job: Job, integration: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|w| w.job == job && w.integration_id == integration)
+    }
+}
 
 fn events_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
@@ -83,7 +103,10 @@ async fn every_sample_event_is_answered_by_its_function() {
         aws: None,
         rate: domain::rate::BudgetConfig::default(),
     };
-    let root = Root::new(settings, backends.clone(), RetryPolicy::default());
+    let sent = Arc::new(Sent::default());
+    let root = Root::new(settings, backends.clone(), RetryPolicy::default())
+        .with_work_queue(Job::Poll, sent.clone())
+        .with_work_queue(Job::Prune, sent.clone());
 
     // webhook-receiver: the signed 14.5 KB push is verified and recorded.
     let receiver = webhook_receiver::function(&root).unwrap();
@@ -118,17 +141,26 @@ async fn every_sample_event_is_answered_by_its_function() {
     assert_eq!(status, 200, "{body}");
     let listed = body["pipelines"].as_array().map(Vec::len).unwrap_or_default();
     assert!(listed >= 1, "the run is listed: {body}");
+    // The schedule enqueues one message per integration; the queue's message polls one.
     let schedule: Value = serde_json::from_str(&read_event("status-poller/schedule.json")).unwrap();
-    let polled = invoke(&poller, &schedule).await;
-    assert!(polled.to_string().contains(DEMO_ID), "{polled}");
+    let enqueued = invoke(&poller, &schedule).await;
+    assert!(enqueued["enqueued"].as_u64() >= Some(1) && sent.holds(Job::Poll, DEMO_ID), "{enqueued}");
+    let before = stack.running.sandbox.requests().len();
+    let work: Value = serde_json::from_str(&read_event("status-poller/queue-work.json")).unwrap();
+    assert_eq!(invoke(&poller, &work).await, json!({"batchItemFailures": []}));
+    assert!(stack.running.sandbox.requests().len() > before, "the demo integration was polled");
 
     // branch-pruner: environments, the schedule's reconciliation.
     let pruner = branch_pruner::function(&root).unwrap();
     let (status, body) = invoke_http(&pruner, "branch-pruner/list-environments.json").await;
     assert_eq!(status, 200, "{body}");
     let schedule: Value = serde_json::from_str(&read_event("branch-pruner/schedule.json")).unwrap();
-    let reconciled = invoke(&pruner, &schedule).await;
-    assert!(reconciled.to_string().contains(DEMO_ID), "{reconciled}");
+    let enqueued = invoke(&pruner, &schedule).await;
+    assert!(enqueued["enqueued"].as_u64() >= Some(1) && sent.holds(Job::Prune, DEMO_ID), "{enqueued}");
+    let work: Value = serde_json::from_str(&read_event("branch-pruner/queue-work.json")).unwrap();
+    assert_eq!(invoke(&pruner, &work).await, json!({"batchItemFailures": []}));
+    let (_, environments) = invoke_http(&pruner, "branch-pruner/list-environments.json").await;
+    assert!(!environments["environments"].as_array().unwrap().is_empty(), "reconciled: {environments}");
     // A function without a schedule answers one without acting.
     assert_eq!(invoke(&trigger, &schedule).await, json!({"ignored": "this function has no schedule"}));
 

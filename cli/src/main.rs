@@ -2,6 +2,7 @@
 //! events, builds and environments, against the local stack or a deployed API.
 
 mod api;
+mod drain;
 mod error;
 mod sigv4;
 mod table;
@@ -30,9 +31,12 @@ Examples (with `make run` going in this directory, no flags are needed):
   bba events sandbox --limit 5
   bba builds sandbox --branch main --status successful
   bba environments sandbox --json
+  bba failures list sandbox                      consumer work that failed past its retries
+  bba failures replay sandbox DELIVERY_ID        run the consumers on one delivery again
 
 On AWS (IAM-authorized HTTP API, credentials from the default AWS chain):
   bba --api https://ID.execute-api.REGION.amazonaws.com --aws integrations list
+  bba --api … --aws failures drain --queue-url QUEUE_URL   (the stack output ConsumerFailureQueueUrl)
   bba webhook send my-id --url https://FUNCTION-URL.lambda-url.REGION.on.aws --secret-env WEBHOOK_SECRET
 
 Errors go to stderr as one line; the exit code is 1 (2 for wrong usage).";
@@ -97,6 +101,34 @@ enum Command {
         limit: Option<u32>,
         #[arg(long)]
         cursor: Option<String>,
+    },
+    /// Consumer work that failed past its retries: list it, replay it, drain the on-failure queue.
+    #[command(subcommand)]
+    Failures(FailuresCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum FailuresCommand {
+    /// An integration's failed consumer work, newest attempt first.
+    List {
+        integration: String,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Runs every consumer on one recorded delivery again (never doubling an effect).
+    Replay { integration: String, delivery_id: String },
+    /// Replays the deliveries of every message of the stream mappings' on-failure queue (AWS
+    /// credentials from the default chain read the queue and the table's stream), deleting each
+    /// message whose deliveries all replayed.
+    Drain {
+        /// The queue's URL (the stack output `ConsumerFailureQueueUrl`).
+        #[arg(long)]
+        queue_url: String,
+        /// Messages handled at most.
+        #[arg(long, default_value_t = 100)]
+        max_messages: usize,
     },
 }
 
@@ -199,6 +231,22 @@ async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Environments { integration, limit, cursor } => {
             let q = query(&[("limit", limit.map(|n| n.to_string())), ("cursor", cursor)]);
             show(&global, &["integrations", &integration, "environments"], &q, views::environments).await
+        }
+        Command::Failures(FailuresCommand::List { integration, limit, cursor }) => {
+            let q = query(&[("limit", limit.map(|n| n.to_string())), ("cursor", cursor)]);
+            show(&global, &["integrations", &integration, "failures"], &q, views::failures).await
+        }
+        Command::Failures(FailuresCommand::Replay { integration, delivery_id }) => {
+            let auth = Auth::resolve(&global.api, global.aws, global.token.clone(), &global.state_dir).await?;
+            let client = Client::new(auth);
+            let url = endpoint(&global.api, &["integrations", &integration, "deliveries", &delivery_id, "replay"], &[]);
+            let (_, body) = client.send(client.request(Method::POST, url)).await?;
+            let answer: Value = serde_json::from_str(&body).map_err(CliError::BadAnswer)?;
+            Ok(if global.json { format!("{}\n", body.trim_end()) } else { views::replayed(&answer) })
+        }
+        Command::Failures(FailuresCommand::Drain { queue_url, max_messages }) => {
+            let auth = Auth::resolve(&global.api, global.aws, global.token.clone(), &global.state_dir).await?;
+            drain::drain(&Client::new(auth), &global.api, &queue_url, max_messages).await
         }
     }
 }

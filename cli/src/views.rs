@@ -155,3 +155,42 @@ mod tests {
         assert!(out.contains("last error:  -"), "{out}");
     }
 }
+
+pub fn failures(answer: &Value) -> String {
+    page(
+        answer,
+        "failures",
+        &[
+            ("DELIVERY", |f| text(&f["delivery_id"])),
+            ("CONSUMER", |f| text(&f["consumer"])),
+            ("ATTEMPTS", |f| f["attempts"].to_string()),
+            ("LAST ATTEMPT", |f| time(&f["last_attempt_at"])),
+            ("EVENT", |f| text(&f["event_key"])),
+            ("ERROR", |f| text(&f["error"])),
+        ],
+    )
+}
+
+/// What each consumer did with a replayed delivery, one line each.
+pub fn replayed(answer: &Value) -> String {
+    let mut out = String::new();
+    for c in answer["consumers"].as_array().into_iter().flatten() {
+        let detail = match c["outcome"].as_str() {
+            Some("acted") => {
+                let effects = &c["effects"];
+                let count = |field: &str| effects[field].as_array().map_or(0, Vec::len);
+                let parts: Vec<String> = ["started", "stopped", "refreshed", "repeated"]
+                    .iter()
+                    .filter(|f| count(f) > 0)
+                    .map(|f| format!("{} {f}", count(f)))
+                    .collect();
+                if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
+            }
+            Some("parked") => format!(": {}", text(&c["reason"])),
+            Some("failed") => format!(": {}", text(&c["error"])),
+            _ => String::new(),
+        };
+        out.push_str(&format!("{}: {}{detail}\n", text(&c["consumer"]), text(&c["outcome"])));
+    }
+    out
+}

@@ -25,11 +25,19 @@ pub struct Root {
     connector: OnceLock<Arc<dyn Connect>>,
     /// The credentials' shared request budget, on the state table (built with the connector).
     budget: OnceLock<Arc<dyn RateBudget>>,
+    /// Work queues given by the host (tests, tools); else SQS from the settings.
+    queues: Vec<(Job, Arc<dyn WorkQueue>)>,
 }
 
 impl Root {
     pub fn new(settings: Settings, backends: Backends, retry: RetryPolicy) -> Self {
-        Root { settings, backends, retry, connector: OnceLock::new(), budget: OnceLock::new() }
+        Root { settings, backends, retry, connector: OnceLock::new(), budget: OnceLock::new(), queues: Vec::new() }
+    }
+
+    /// `job`'s schedule fans out on `queue` instead of the SQS queue the settings name.
+    pub fn with_work_queue(mut self, job: Job, queue: Arc<dyn WorkQueue>) -> Self {
+        self.queues.push((job, queue));
+        self
     }
 
     /// A Lambda function's root: the AWS adapters its settings name.
@@ -56,6 +64,9 @@ impl Root {
 
     /// The queue a schedule fans its work out on (SQS, from `POLL_QUEUE_URL` / `PRUNE_QUEUE_URL`).
     pub fn work_queue(&self, job: Job) -> Result<Arc<dyn WorkQueue>, ConfigError> {
+        if let Some((_, queue)) = self.queues.iter().find(|(j, _)| *j == job) {
+            return Ok(queue.clone());
+        }
         let (name, url) = match job {
             Job::Poll => ("POLL_QUEUE_URL", self.settings.aws.as_ref().and_then(|a| a.poll_queue_url.as_deref())),
             Job::Prune => ("PRUNE_QUEUE_URL", self.settings.aws.as_ref().and_then(|a| a.prune_queue_url.as_deref())),
