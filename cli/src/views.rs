@@ -126,36 +126,6 @@ pub fn environments(answer: &Value) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn builds_show_duration_tests_and_the_next_page() {
-        let answer = json!({"pipelines": [{"build_number": 7, "branch": "main", "trigger": "push", "status": "FAILED",
-            "started": "2025-01-01T12:00:00Z", "duration_seconds": 8, "uuid": "{u}",
-            "tests": {"total": 12, "passed": 10, "failed": 2, "skipped": 0}}], "next_cursor": "abc"});
-        let out = builds(&answer);
-        let row = out.lines().nth(1).unwrap();
-        for part in ["7", "main", "push", "FAILED", "2025-01-01 12:00:00", "8s", "10/12 passed, 2 failed", "{u}"] {
-            assert!(row.contains(part), "{part} in {row}");
-        }
-        assert!(out.ends_with("more: --cursor abc\n"), "{out}");
-    }
-
-    #[test]
-    fn an_integration_shows_its_credential_identifier_only() {
-        let i = json!({"id": "x", "credential": {"kind": "api_token", "email": "dev@example.com"},
-            "webhook": {"active": true, "url": "https://h/webhooks/x"}, "last_error": null});
-        let out = integration(&i);
-        assert!(out.contains("credential:  api_token (dev@example.com)"), "{out}");
-        assert!(out.contains("webhook:     active https://h/webhooks/x"), "{out}");
-        assert!(out.contains("last error:  -"), "{out}");
-    }
-}
-
 pub fn failures(answer: &Value) -> String {
     page(
         answer,
@@ -193,4 +163,34 @@ pub fn replayed(answer: &Value) -> String {
         out.push_str(&format!("{}: {}{detail}\n", text(&c["consumer"]), text(&c["outcome"])));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn builds_show_duration_tests_and_the_next_page() {
+        let answer = json!({"pipelines": [{"build_number": 7, "branch": "main", "trigger": "push", "status": "FAILED",
+            "started": "2025-01-01T12:00:00Z", "duration_seconds": 8, "uuid": "{u}",
+            "tests": {"total": 12, "passed": 10, "failed": 2, "skipped": 0}}], "next_cursor": "abc"});
+        let out = builds(&answer);
+        let row = out.lines().nth(1).unwrap();
+        for part in ["7", "main", "push", "FAILED", "2025-01-01 12:00:00", "8s", "10/12 passed, 2 failed", "{u}"] {
+            assert!(row.contains(part), "{part} in {row}");
+        }
+        assert!(out.ends_with("more: --cursor abc\n"), "{out}");
+    }
+
+    #[test]
+    fn an_integration_shows_its_credential_identifier_only() {
+        let i = json!({"id": "x", "credential": {"kind": "api_token", "email": "dev@example.com"},
+            "webhook": {"active": true, "url": "https://h/webhooks/x"}, "last_error": null});
+        let out = integration(&i);
+        assert!(out.contains("credential:  api_token (dev@example.com)"), "{out}");
+        assert!(out.contains("webhook:     active https://h/webhooks/x"), "{out}");
+        assert!(out.contains("last error:  -"), "{out}");
+    }
 }
