@@ -15,4 +15,5 @@ mod pruning;
 mod sample_events;
 mod secret_hygiene;
 mod secrets_contract;
+mod security;
 mod storage_contract;

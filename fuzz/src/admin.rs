@@ -124,7 +124,7 @@ fn new_integration(request: NewIntegration) {
     let flavor = request.flavor;
     options_globs(&request.options, &request.name);
     credential(&request.credential);
-    let (name, description, target) = match request.validate() {
+    let (name, description, target) = match request.validate(true) {
         Ok(valid) => valid,
         Err(e) => {
             assert!(matches!(e, Error::Invalid { .. }), "{e:?}");

@@ -12,14 +12,19 @@ use axum::{Json, Router};
 use domain::pipelines::{Pipelines, RunRequest};
 use entry::Root;
 use entry::http::{ApiError, JsonBody, Path};
-use entry::lambda::Function;
+use entry::lambda::{Access, Function};
 use entry::settings::ConfigError;
 
 /// The function: the run and stop routes, and the automatic runs of every recorded delivery
 /// (the table's stream).
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
     let pipelines = Arc::new(root.pipelines());
-    Ok(Function { router: entry::http::finish(routes(pipelines.clone())), consumers: vec![pipelines], schedule: None })
+    Ok(Function {
+        access: Access::Admin,
+        routes: routes(pipelines.clone()),
+        consumers: vec![pipelines],
+        schedule: None,
+    })
 }
 
 pub fn routes(pipelines: Arc<Pipelines>) -> Router {

@@ -147,7 +147,9 @@ pub fn pipeline_run(v: &Value) -> Option<PipelineRun> {
         branch: text("/target/ref_name"),
         commit: text("/target/commit/hash"),
         selector,
-        trigger: text("/trigger/name"),
+        // Bitbucket's description defines `trigger.type` (`pipeline_trigger_manual`…), no `name`.
+        trigger: text("/trigger/name")
+            .or_else(|| text("/trigger/type").map(|t| t.trim_start_matches("pipeline_trigger_").to_ascii_uppercase())),
         status: status_of(v.get("state").unwrap_or(&Value::Null)),
         created_on: time("/created_on"),
         completed_on: time("/completed_on"),
