@@ -3,6 +3,7 @@
 
 mod backup;
 mod bad_input;
+mod capabilities;
 mod connections;
 mod faults;
 mod fixtures;
@@ -16,4 +17,5 @@ mod pruning;
 mod sample_events;
 mod secret_hygiene;
 mod secrets_contract;
+mod security;
 mod storage_contract;

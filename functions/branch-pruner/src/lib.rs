@@ -14,7 +14,7 @@ use domain::fanout::{self, Job, Work, WorkQueue};
 use domain::pruning::{PruneAction, PruneRequest, Pruner};
 use entry::Root;
 use entry::http::{ApiError, JsonBody, Paging, Path, Query};
-use entry::lambda::Function;
+use entry::lambda::{Access, Function};
 use entry::settings::ConfigError;
 use serde_json::{Value, json};
 
@@ -33,7 +33,8 @@ pub fn function(root: &Root) -> Result<Function, ConfigError> {
     });
     let queue = entry::lambda::queue_work(move |work| on_work(on_message.clone(), work));
     Ok(Function {
-        router: entry::http::finish(routes(pruner.clone())),
+        access: Access::Admin,
+        routes: routes(pruner.clone()),
         consumers: vec![pruner],
         schedule: Some(schedule),
         queue: Some(queue),

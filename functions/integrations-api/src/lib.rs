@@ -29,7 +29,7 @@ pub struct Api {
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
     let api = routes(Arc::new(Api { connections: root.connections()? }));
     let failures = failure_routes(Arc::new(Consumers(root.consumers())));
-    Ok(Function::http(entry::http::finish(api.merge(failures))))
+    Ok(Function::http(api.merge(failures)))
 }
 
 /// The delivery consumers a replay runs, in the stream's order.

@@ -11,7 +11,7 @@ use domain::fanout::{self, Job, Work, WorkQueue};
 use domain::pipelines::{Pipelines, RunFilter};
 use entry::Root;
 use entry::http::{ApiError, Path, Query, parse_limit};
-use entry::lambda::Function;
+use entry::lambda::{Access, Function};
 use entry::settings::ConfigError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -30,7 +30,8 @@ pub fn function(root: &Root) -> Result<Function, ConfigError> {
     });
     let queue = entry::lambda::queue_work(move |work| on_work(on_message.clone(), work));
     Ok(Function {
-        router: entry::http::finish(routes(pipelines)),
+        access: Access::Admin,
+        routes: routes(pipelines),
         consumers: Vec::new(),
         schedule: Some(schedule),
         queue: Some(queue),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
+use crate::bitbucket::capabilities::{self, FeatureReport, Probe, Vocabulary};
 use crate::bitbucket::{Access, Bitbucket, BitbucketError, CLOUD_API, Credential, RepoTarget, WebhookSpec};
 use crate::context::{IntegrationContext, note_error};
 use crate::error::{Error, invalid};
@@ -114,14 +115,40 @@ fn slug_ok(s: &str) -> bool {
         && s != ".."
 }
 
-/// `https://…`, or `http://` to a loopback host (the local stack and its sandbox).
-fn check_base_url(raw: &str) -> Result<String, Error> {
+/// Whether the URL's host is this machine (loopback, unspecified) or its link (link-local, the
+/// metadata range), however it is written (`127.1`, `2130706433`, `[::1]`, `localhost.`).
+fn this_machine(url: &url::Url) -> bool {
+    use std::net::IpAddr;
+    let local = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback() || v4.is_unspecified() || v4.is_link_local())
+        }
+    };
+    match url.host() {
+        Some(url::Host::Ipv4(v4)) => local(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => local(IpAddr::V6(v6)),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
+/// `https://…`, or — where allowed (the local stack and its sandbox) — `http://` to a loopback
+/// host. Inside Lambda a loopback address is the Runtime API, never Bitbucket.
+fn check_base_url(raw: &str, allow_loopback_http: bool) -> Result<String, Error> {
     let url = url::Url::parse(raw.trim()).map_err(|e| invalid("base_url", format!("not a URL: {e}")))?;
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    let loopback = this_machine(&url);
     match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        _ => return Err(invalid("base_url", "must use https (plain http only to a loopback address)")),
+        "https" if !loopback || allow_loopback_http => {}
+        "http" if loopback && allow_loopback_http => {}
+        _ if loopback => return Err(invalid("base_url", "must not be a loopback address here")),
+        _ => return Err(invalid("base_url", "must use https")),
     }
     // API paths are appended to the base URL: a query or fragment would swallow them.
     if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
@@ -165,7 +192,9 @@ pub fn parse_repository_url(flavor: Flavor, raw: &str) -> Result<(Option<String>
 
 impl NewIntegration {
     /// Checks every field and settles the target; the first problem is reported by field name.
-    pub fn validate(&self) -> Result<(String, String, RepoTarget), Error> {
+    /// `allow_loopback_http`: whether a plain-http loopback base URL is acceptable (see
+    /// [`Connections::allow_loopback_http`]).
+    pub fn validate(&self, allow_loopback_http: bool) -> Result<(String, String, RepoTarget), Error> {
         let name = check_name(&self.name)?;
         let description = check_description(&self.description)?;
         let (url_base, url_owner, url_slug) = match &self.repository_url {
@@ -200,8 +229,8 @@ impl NewIntegration {
             return Err(invalid("repository", "may contain only letters, digits and . _ - ~"));
         }
         let base_url = match (&self.base_url, url_base, self.flavor) {
-            (Some(b), _, _) => check_base_url(b)?,
-            (None, Some(b), _) => check_base_url(&b)?,
+            (Some(b), _, _) => check_base_url(b, allow_loopback_http)?,
+            (None, Some(b), _) => check_base_url(&b, allow_loopback_http)?,
             (None, None, Flavor::Cloud) => CLOUD_API.to_owned(),
             (None, None, Flavor::DataCenter) => return Err(invalid("base_url", "is required for Data Center")),
         };
@@ -218,7 +247,8 @@ impl NewIntegration {
     }
 }
 
-/// What `POST /integrations/{id}/test` reports.
+/// What `POST /integrations/{id}/test` reports: the connection test's outcome (`ok`: what
+/// creation requires), and what the credential can do feature by feature.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TestReport {
     pub ok: bool,
@@ -228,6 +258,30 @@ pub struct TestReport {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Absent when the credential or the repository failed (nothing else can be known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<Features>,
+}
+
+/// Feature name → its report, in [`capabilities::FEATURES`]' order (a JSON object).
+#[derive(Debug, Clone, Default)]
+pub struct Features(pub Vec<(&'static str, FeatureReport)>);
+
+impl Features {
+    pub fn get(&self, name: &str) -> Option<&FeatureReport> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, r)| r)
+    }
+}
+
+impl Serialize for Features {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, report) in &self.0 {
+            map.serialize_entry(name, report)?;
+        }
+        map.end()
+    }
 }
 
 /// The connections service, built once per process.
@@ -238,6 +292,9 @@ pub struct Connections {
     pub public_base_url: String,
     /// Secret names are `{secret_prefix}/{integration id}/…`.
     pub secret_prefix: String,
+    /// Whether a base URL may be plain `http://` to a loopback address (the local stack's
+    /// sandbox); never in Lambda, where loopback is the Runtime API.
+    pub allow_loopback_http: bool,
 }
 
 impl Connections {
@@ -283,7 +340,7 @@ impl Connections {
     }
 
     pub async fn create(&self, request: NewIntegration) -> Result<Integration, Error> {
-        let (name, description, target) = request.validate()?;
+        let (name, description, target) = request.validate(self.allow_loopback_http)?;
         let client = self.client(&target, request.credential.clone());
         self.test(client.as_ref(), request.register_webhook).await?;
 
@@ -453,13 +510,34 @@ impl Connections {
         .await
     }
 
-    /// Runs the connection test with the stored credential. A credential Bitbucket refuses
-    /// moves an active integration to `error`; a passing test clears the error. It changes no
-    /// secret and no webhook, so it needs no lock: its outcome is applied to the stored record.
+    /// Runs the connection test with the stored credential, then probes what each feature needs
+    /// with read requests (one item each, no side effect). A credential Bitbucket refuses moves
+    /// an active integration to `error`; a passing test clears the error; a feature the
+    /// credential lacks a scope or permission for is reported, and changes nothing. It changes
+    /// no secret and no webhook, so it needs no lock: its outcome is applied to the stored record.
     pub async fn test_connection(&self, id: &str) -> Result<(Integration, TestReport), Error> {
         let integration = self.get(id).await?;
-        let client = self.client(&integration.target, self.credential(&integration).await?);
-        let outcome = self.test(client.as_ref(), integration.webhook.is_some()).await;
+        let credential = self.credential(&integration).await?;
+        let vocabulary = Vocabulary::of(&credential);
+        let flavor = integration.flavor();
+        let client = self.client(&integration.target, credential);
+        let (outcome, features) = match client.verify_access().await {
+            Err(e) => (Err(e), None),
+            Ok(access) => {
+                // verify_access read the repository already.
+                let mut answers = vec![(Probe::Repository, Ok(()))];
+                for probe in capabilities::probes(flavor).into_iter().filter(|p| *p != Probe::Repository) {
+                    answers.push((probe, client.probe(probe).await));
+                }
+                // The gate creation applies: webhooks may be managed when one is registered.
+                let webhooks = answers.iter().find(|(p, _)| *p == Probe::Webhooks).map(|(_, a)| a.clone());
+                let outcome = match webhooks {
+                    Some(Err(e)) if integration.webhook.is_some() => Err(e),
+                    _ => Ok(access),
+                };
+                (outcome, Some(Features(capabilities::assess(flavor, vocabulary, &answers))))
+            }
+        };
         let integration = self
             .save_with(id, |integration| match &outcome {
                 Ok(_) => {
@@ -472,10 +550,14 @@ impl Connections {
             })
             .await?;
         let report = match outcome {
-            Ok(access) => TestReport { ok: true, access: Some(access), reason: None, message: None },
-            Err(e) => {
-                TestReport { ok: false, access: None, reason: Some(e.reason().into()), message: Some(e.to_string()) }
-            }
+            Ok(access) => TestReport { ok: true, access: Some(access), reason: None, message: None, features },
+            Err(e) => TestReport {
+                ok: false,
+                access: None,
+                reason: Some(e.reason().into()),
+                message: Some(e.to_string()),
+                features,
+            },
         };
         Ok((integration, report))
     }
@@ -711,17 +793,32 @@ mod tests {
     fn base_url_fragment_is_refused() {
         // Found by fuzz/admin_bodies: `#…` was kept, so every API path landed in the fragment.
         for bad in ["http://127.0.0.1/#:7990", "https://git.example.com/ctx#x", "https://git.example.com/#"] {
-            assert!(matches!(check_base_url(bad), Err(Error::Invalid { field: "base_url", .. })), "{bad}");
+            assert!(matches!(check_base_url(bad, true), Err(Error::Invalid { field: "base_url", .. })), "{bad}");
         }
-        assert_eq!(check_base_url("https://git.example.com/ctx/").unwrap(), "https://git.example.com/ctx");
+        assert_eq!(check_base_url("https://git.example.com/ctx/", true).unwrap(), "https://git.example.com/ctx");
     }
 
     #[test]
     fn base_urls_and_ids() {
-        assert!(check_base_url("https://api.bitbucket.org/2.0/").is_ok());
-        assert!(check_base_url("http://127.0.0.1:3000/sandbox/bitbucket/2.0").is_ok());
-        assert!(check_base_url("http://example.com").is_err());
-        assert!(check_base_url("https://user:pw@example.com").is_err());
+        assert!(check_base_url("https://api.bitbucket.org/2.0/", false).is_ok());
+        assert!(check_base_url("http://127.0.0.1:3000/sandbox/bitbucket/2.0", true).is_ok());
+        assert!(check_base_url("http://example.com", true).is_err());
+        // Inside Lambda, loopback is the Runtime API (127.0.0.1:9001): never a Bitbucket.
+        for lambda_loopback in [
+            "http://127.0.0.1:9001/2018-06-01",
+            "https://localhost/x",
+            "http://[::1]:3000",
+            "https://127.1:9001",
+            "https://2130706433/",
+            "https://0.0.0.0/",
+            "https://169.254.169.254/latest",
+            "https://[::ffff:127.0.0.1]/",
+            "https://LOCALHOST./",
+            "https://api.localhost/",
+        ] {
+            assert!(check_base_url(lambda_loopback, false).is_err(), "{lambda_loopback}");
+        }
+        assert!(check_base_url("https://user:pw@example.com", true).is_err());
         let id = new_id("My Repo!!");
         assert!(id.starts_with("my-repo-") && crate::integration::valid_id(&id), "{id}");
         assert!(new_id("///").starts_with("int-"));

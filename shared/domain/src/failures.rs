@@ -246,7 +246,7 @@ mod tests {
             repository: None,
             events: Vec::new(),
             summary: "branch main updated".into(),
-            body_sha256: None,
+            body_xxh3: None,
         }
     }
 

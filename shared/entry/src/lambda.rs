@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::middleware::from_fn_with_state;
 use domain::consumers::{self, DeliveryConsumer, Outcome};
 use domain::fanout::Work;
 use domain::store::{Item, StoreError};
@@ -22,6 +23,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use tracing::Instrument;
 
+use crate::http::{AdminGuard, require_iam_or_token};
 use crate::root::Root;
 use crate::settings::{ConfigError, Settings};
 
@@ -37,9 +39,20 @@ pub type Scheduled = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Value, d
 pub type QueueWork =
     Arc<dyn Fn(Work) -> Pin<Box<dyn Future<Output = Result<Value, domain::Error>> + Send>> + Send + Sync>;
 
+/// Who may call a function's routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the webhook receiver (its own HMAC check authenticates Bitbucket).
+    Public,
+    /// An IAM-authorized caller, or the configured bearer token ([`AdminGuard`]).
+    Admin,
+}
+
 /// What a function serves.
 pub struct Function {
-    pub router: axum::Router,
+    /// Its routes, bare: [`Function::router`] adds the guard its access needs and the shared layers.
+    pub routes: axum::Router,
+    pub access: Access,
     /// The consumers of the state table's stream (deliveries), in order.
     pub consumers: Vec<Arc<dyn DeliveryConsumer>>,
     pub schedule: Option<Scheduled>,
@@ -48,9 +61,38 @@ pub struct Function {
 }
 
 impl Function {
-    /// A function that only serves HTTP.
-    pub fn http(router: axum::Router) -> Self {
-        Function { router, consumers: Vec::new(), schedule: None, queue: None }
+    /// An admin function that only serves HTTP.
+    pub fn http(routes: axum::Router) -> Self {
+        Function { routes, access: Access::Admin, consumers: Vec::new(), schedule: None, queue: None }
+    }
+
+    /// The router to serve: an admin function's routes behind `guard`, then the shared layers
+    /// (request ids, JSON 404s).
+    pub fn router(&self, guard: AdminGuard) -> axum::Router {
+        let routes = match self.access {
+            Access::Public => self.routes.clone(),
+            Access::Admin => self.routes.clone().route_layer(from_fn_with_state(guard, require_iam_or_token)),
+        };
+        crate::http::finish(routes)
+    }
+}
+
+/// A function as served: its router (guarded), consumers, schedule and queue work.
+pub struct Served {
+    pub router: axum::Router,
+    pub consumers: Vec<Arc<dyn DeliveryConsumer>>,
+    pub schedule: Option<Scheduled>,
+    pub queue: Option<QueueWork>,
+}
+
+impl Served {
+    pub fn new(function: Function, guard: AdminGuard) -> Self {
+        Served {
+            router: function.router(guard),
+            consumers: function.consumers,
+            schedule: function.schedule,
+            queue: function.queue,
+        }
     }
 }
 
@@ -76,7 +118,7 @@ where
 pub async fn run(build: impl FnOnce(&Root) -> Result<Function, ConfigError>) -> Result<(), Error> {
     crate::telemetry::init();
     let root = Root::aws(Settings::from_env()?)?;
-    let function = Arc::new(build(&root)?);
+    let function = Arc::new(Served::new(build(&root)?, root.admin_guard()));
     lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<Value>| {
         let function = function.clone();
         async move { handle(&function, event).await }
@@ -156,7 +198,7 @@ fn queue_message(record: &Value) -> QueueMessage {
 }
 
 /// Answers one event the way its kind needs.
-pub async fn handle(function: &Function, event: LambdaEvent<Value>) -> Result<Value, Error> {
+pub async fn handle(function: &Served, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let (payload, context) = event.into_parts();
     match Event::read(payload)? {
         Event::Http(request) => {
