@@ -73,6 +73,18 @@ pub struct Config {
     /// `QUEUE_INVOCATIONS`: batches of scheduled work handled at once per job, as the template's
     /// `QueueConcurrency` (default 5).
     pub queue_invocations: usize,
+    /// The clock of the credentials' rate budget (default: the real one; benchmarks simulate).
+    pub budget_clock: Option<BudgetClock>,
+}
+
+/// A clock for the rate budget ([`domain::rate::Clock`]).
+#[derive(Clone)]
+pub struct BudgetClock(pub domain::rate::Clock);
+
+impl std::fmt::Debug for BudgetClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BudgetClock({})", (self.0)())
+    }
 }
 
 impl Config {
@@ -90,6 +102,7 @@ impl Config {
             bitbucket_retry: RetryPolicy::default(),
             worker: true,
             queue_invocations: env_or("QUEUE_INVOCATIONS", 5)?,
+            budget_clock: None,
         })
     }
 
@@ -108,6 +121,7 @@ impl Config {
             bitbucket_retry: RetryPolicy::default(),
             worker: true,
             queue_invocations: 5,
+            budget_clock: None,
         }
     }
 }
@@ -307,7 +321,11 @@ pub async fn start_with(config: Config, state: Backends, stop_on_signal: bool) -
     let sandbox = Sandbox::new(format!("http://{addr}{SANDBOX_MOUNT}"));
     sandbox.set_pipeline_timing(config.sandbox_pipeline_timing);
     // One HTTP client and OAuth token cache for the API and the seed alike.
-    let root = root(backends.clone(), &base_url, config.retention, config.bitbucket_retry);
+    let mut root = root(backends.clone(), &base_url, config.retention, config.bitbucket_retry);
+    if let Some(BudgetClock(clock)) = &config.budget_clock {
+        let budget = domain::rate::StoreBudget::with_clock(backends.store.clone(), root.settings.rate, clock.clone());
+        root = root.with_budget(Arc::new(budget));
+    }
     let api_token = seed::api_token(&config)?;
     let services = Services::new(&root)?;
     let (pipelines, pruner) = (services.pipelines.clone(), services.pruner.clone());

@@ -43,6 +43,9 @@ pub struct LocalQueue {
     state: Mutex<State>,
     idle: Notify,
     sent: AtomicU64,
+    /// "Invocations" handled and their summed duration in µs (what Lambda bills).
+    invocations: AtomicU64,
+    busy_micros: AtomicU64,
 }
 
 #[async_trait]
@@ -75,6 +78,8 @@ impl LocalQueue {
             state: Mutex::new(State::default()),
             idle: Notify::new(),
             sent: AtomicU64::new(0),
+            invocations: AtomicU64::new(0),
+            busy_micros: AtomicU64::new(0),
         });
         let consumer = queue.clone();
         let task = tokio::spawn(async move {
@@ -120,7 +125,10 @@ impl LocalQueue {
                 message
             })
             .collect();
+        let started = std::time::Instant::now();
         let answer = on_queue(work, messages, QUEUE_CONCURRENCY).await;
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+        self.busy_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         let failed: HashSet<&str> = answer["batchItemFailures"]
             .as_array()
             .into_iter()
@@ -174,8 +182,58 @@ impl LocalQueue {
         self.sent.load(Ordering::Relaxed)
     }
 
+    /// Batches worked on ("invocations") and their summed duration.
+    pub fn invocations(&self) -> (u64, std::time::Duration) {
+        let busy = std::time::Duration::from_micros(self.busy_micros.load(Ordering::Relaxed));
+        (self.invocations.load(Ordering::Relaxed), busy)
+    }
+
     /// Messages given up on after [`MAX_RECEIVES`].
     pub fn dead_lettered(&self) -> u64 {
         self.state.lock().expect("lock").dead_lettered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use domain::fanout::Job;
+
+    use super::*;
+
+    /// The template's bound: `QueueConcurrency` batches at once, `QUEUE_CONCURRENCY` messages of
+    /// a batch at once; a message whose work asks for a retry comes back until its receives run out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn work_runs_with_the_templates_bounds_and_failed_work_comes_back() {
+        let (running, peak, attempts) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (r, p, a) = (running.clone(), peak.clone(), attempts.clone());
+        let work = entry::lambda::queue_work(move |w: Work| {
+            let (r, p, a) = (r.clone(), p.clone(), a.clone());
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                r.fetch_sub(1, Ordering::SeqCst);
+                if w.integration_id == "flaky" {
+                    a.fetch_add(1, Ordering::SeqCst);
+                    return Err(domain::Error::Retry("not yet".into()));
+                }
+                Ok(serde_json::json!({}))
+            }
+        });
+        let (queue, consumer) = LocalQueue::spawn(work, 2);
+        let mut batch: Vec<Work> =
+            (0..60).map(|i| Work { job: Job::Poll, integration_id: format!("i-{i:02}"), cycle: 1 }).collect();
+        batch.push(Work { job: Job::Poll, integration_id: "flaky".into(), cycle: 1 });
+        queue.send(&batch).await.unwrap();
+        queue.send(&batch[..10]).await.unwrap(); // still queued: not queued twice
+        tokio::time::timeout(Duration::from_secs(30), queue.idle()).await.expect("the queue is worked off");
+        assert_eq!(peak.load(Ordering::SeqCst), 2 * QUEUE_CONCURRENCY, "2 invocations × {QUEUE_CONCURRENCY} at once");
+        assert_eq!(queue.sent(), 61);
+        assert_eq!((attempts.load(Ordering::SeqCst), queue.dead_lettered()), (MAX_RECEIVES as usize, 1));
+        consumer.abort();
     }
 }

@@ -35,6 +35,13 @@ impl Root {
         Root { settings, backends, retry, connector: OnceLock::new(), budget: OnceLock::new(), queues: Vec::new() }
     }
 
+    /// Requests taken from `budget` instead of the state table's budget on the real clock
+    /// (benchmarks simulate an hour on another clock).
+    pub fn with_budget(self, budget: Arc<dyn RateBudget>) -> Self {
+        let _ = self.budget.set(budget);
+        self
+    }
+
     /// `job`'s schedule fans out on `queue` instead of the SQS queue the settings name.
     pub fn with_work_queue(mut self, job: Job, queue: Arc<dyn WorkQueue>) -> Self {
         self.queues.push((job, queue));
