@@ -7,7 +7,7 @@ CARGO ?= cargo
 TEST_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:$(MOTO_PORT) AWS_ACCESS_KEY_ID=testing \
 	AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 
-.PHONY: run test lint layers fmt moto-start moto-stop lambda-build sam-validate sam-build watch-seed bench bench-quick
+.PHONY: run test lint layers fmt moto-start moto-stop lambda-build sam-validate sam-build watch-seed bench bench-quick bench-scale
 
 run:
 	$(CARGO) run -p local-stack
@@ -99,3 +99,12 @@ bench:
 bench-quick:
 	CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
 	$(MAKE) bench BENCH_ARGS="--runs 2 --warm 3" HOT_PATH_ARGS="--quick --noplot"
+
+# Operations at scale (BENCHMARKS.md, "Scale"): poll and reconcile cycles over 100, 1,000 and
+# 10,000 integrations (100 per credential) against the sandbox with 100 ms of latency and Cloud's
+# 1,000 requests an hour per user, a simulated hour of schedules, the receiver at concurrency
+# 8/32/64, and the counts the cost model is computed from. Prints JSON; no moto needed.
+# SCALE_ARGS="--sizes 100,1000 --latency-ms 100" for a shorter run.
+bench-scale:
+	$(CARGO) build --release -p benchmarks --bin scale
+	$${CARGO_TARGET_DIR:-target}/release/scale $(SCALE_ARGS)

@@ -499,6 +499,21 @@ mod tests {
     }
 
     #[test]
+    fn rate_limit_headers_are_read() {
+        let mut headers = HeaderMap::new();
+        headers.insert("X-RateLimit-Limit", "5000".parse().unwrap());
+        headers.insert("X-RateLimit-NearLimit", "true".parse().unwrap());
+        let signal = rate_signal(StatusCode::OK, &headers);
+        assert_eq!(signal, RateSignal { limit: Some(5000), remaining: None, near_limit: true });
+        headers.insert("X-RateLimit-NearLimit", "false".parse().unwrap());
+        headers.insert("X-RateLimit-Remaining", "4100".parse().unwrap());
+        let signal = rate_signal(StatusCode::OK, &headers);
+        assert_eq!(signal, RateSignal { limit: Some(5000), remaining: Some(4100), near_limit: false });
+        assert!(rate_signal(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new()).near_limit, "a 429 says it");
+        assert!(rate_signal(StatusCode::OK, &HeaderMap::new()).is_empty());
+    }
+
+    #[test]
     fn backoff_is_bounded_and_messages_are_short() {
         let p = RetryPolicy::default();
         for attempt in 1..20 {
