@@ -371,6 +371,7 @@ async fn consumers(n: usize, args: &Args) -> Value {
     let http = reqwest::Client::new();
     let before = b.counts.snapshot();
     let sandbox_before = b.running.sandbox.requests().len();
+    let started = Instant::now();
     for i in 0..n {
         let body = json!({"push": {"changes": [{"new": {"type": "branch", "name": format!("load/{}", i % 20),
             "target": {"type": "commit", "hash": format!("{:040x}", i + 1)}}, "old": null,
@@ -403,10 +404,12 @@ async fn consumers(n: usize, args: &Args) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let wall = started.elapsed().as_secs_f64();
     let after = b.counts.snapshot();
     let per = |a: f64| a / n as f64;
     let out = json!({
         "deliveries": n,
+        "seconds_per_delivery": wall / n as f64,
         "bitbucket_requests_per_delivery": per((b.running.sandbox.requests().len() - sandbox_before) as f64),
         "store_reads_per_delivery": per((after.0 - before.0) as f64),
         "store_read_units_per_delivery": per(after.1 - before.1),
@@ -416,6 +419,61 @@ async fn consumers(n: usize, args: &Args) -> Value {
     });
     b.running.stop().await.expect("the stack stops");
     out
+}
+
+/// On-demand prices, us-east-1, as published in 2025 (arm64 Lambda; DynamoDB after the
+/// November 2024 cut; SQS standard). Prices change: the counts are what the model rests on.
+const LAMBDA_GB_SECOND: f64 = 0.000_013_333_4;
+const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
+const DYNAMODB_WRITE_UNIT: f64 = 0.625 / 1e6;
+const DYNAMODB_READ_UNIT: f64 = 0.125 / 1e6;
+const SQS_REQUEST: f64 = 0.40 / 1e6;
+/// Every function's memory (template.yaml Globals; branch-pruner has 256 MB).
+const MEMORY_GB: f64 = 0.125;
+
+/// The cost model from the measured counts: per million deliveries, and per 1,000 integrations
+/// polled every 5 minutes for a month (730 hours).
+fn cost(results: &Value) -> Value {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    // Deliveries: the receiver (one invocation, its latency at concurrency 8 as its duration),
+    // then each consumer's invocation (one record a batch: the worst case, light traffic).
+    let receiver = &results["receiver"][0];
+    let consumers = &results["consumers"];
+    let million = 1e6;
+    let lambda_seconds = million * (f(&receiver["p50_ms"]) / 1000.0 + f(&consumers["seconds_per_delivery"]));
+    let invocations = million * 3.0;
+    let read_units = million * (f(&receiver["store_read_units_per_delivery"]) + f(&consumers["store_read_units_per_delivery"]));
+    let write_units = million * (f(&receiver["store_write_units_per_delivery"]) + f(&consumers["store_write_units_per_delivery"]));
+    let deliveries = json!({
+        "lambda_gb_seconds": lambda_seconds * MEMORY_GB, "lambda_invocations": invocations,
+        "dynamodb_read_units": read_units, "dynamodb_write_units": write_units, "sqs_requests": 0,
+        "usd": lambda_seconds * MEMORY_GB * LAMBDA_GB_SECOND + invocations * LAMBDA_REQUEST
+            + read_units * DYNAMODB_READ_UNIT + write_units * DYNAMODB_WRITE_UNIT,
+    });
+    // Polls: the 1,000-integration cycle, 12 an hour for 730 hours.
+    let cycle = results["cycles"].as_array().into_iter().flatten().find(|c| c["integrations"] == 1000);
+    let polls = match cycle {
+        Some(c) => {
+            let p = &c["poll"];
+            let cycles = 12.0 * 730.0;
+            let seconds = cycles * (f(&p["invocation_seconds"]) + f(&p["enqueue_seconds"]));
+            let invocations = cycles * (f(&p["invocations"]) + 1.0);
+            // SendMessageBatch per 10 messages; the mapping's ReceiveMessage and
+            // DeleteMessageBatch per batch (its empty long polls are not counted).
+            let sqs = cycles * (f(&p["messages"]) / 10.0 + 2.0 * f(&p["invocations"]));
+            let reads = cycles * f(&p["store_read_units"]);
+            let writes = cycles * f(&p["store_write_units"]);
+            json!({
+                "per": "1,000 integrations polled every 5 minutes, one month",
+                "lambda_gb_seconds": seconds * MEMORY_GB, "lambda_invocations": invocations,
+                "dynamodb_read_units": reads, "dynamodb_write_units": writes, "sqs_requests": sqs,
+                "usd": seconds * MEMORY_GB * LAMBDA_GB_SECOND + invocations * LAMBDA_REQUEST
+                    + reads * DYNAMODB_READ_UNIT + writes * DYNAMODB_WRITE_UNIT + sqs * SQS_REQUEST,
+            })
+        }
+        None => Value::Null,
+    };
+    json!({"per_million_deliveries": deliveries, "polls": polls})
 }
 
 fn child(mode: &str, value: &str, args: &[String]) -> Value {
@@ -468,5 +526,6 @@ fn main() {
     results["hour"] = child("--hour", &hour_size, &raw);
     results["receiver"] = ["8", "32", "64"].iter().map(|c| child("--receiver", c, &raw)).collect();
     results["consumers"] = child("--consumers", "200", &raw);
+    results["cost"] = cost(&results);
     println!("{}", serde_json::to_string_pretty(&results).unwrap());
 }
