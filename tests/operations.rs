@@ -3,12 +3,14 @@
 //! (read from template.yaml), a held claim waited for rather than failed, failed consumer work
 //! listed and replayed without doubling an effect, the schedules fanned out one message per
 //! integration in a rotating order, and the credentials' shared rate budget honouring Bitbucket's
-//! `X-RateLimit-*` announcements — on the local stack against the sandbox.
+//! `X-RateLimit-*` announcements — on the local stack against the sandbox; the SQS adapter on the
+//! AWS emulator (moto).
 
 use std::time::Duration;
 
 use bitbucket_sandbox::{Fault, FaultKind};
 use cross_function_tests::stack::{Stack, stack};
+use domain::fanout::{Job, Work, WorkQueue};
 use domain::pipelines::CLAIM_TIMEOUT;
 use domain::tables::ACTION_CLAIMS;
 use entry::lambda::CLAIM_WAIT_PER_INVOCATION;
@@ -246,4 +248,54 @@ async fn scheduled_work_defers_when_bitbucket_says_the_credential_is_near_its_li
     assert_eq!(status, 200, "a person's request still goes through");
     assert!(s.running.sandbox.requests().iter().all(|r| r.status != 429), "Bitbucket never had to refuse");
     s.stop().await;
+}
+
+/// The SQS adapter on the emulator: a schedule's 25 messages sent in batches of ten, received as
+/// the queue mapping receives them, and read back through the Lambda boundary as the queue
+/// batch event, one `Work` each.
+#[tokio::test]
+async fn work_messages_round_trip_through_sqs() {
+    let config = cross_function_tests::emulator_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let name = cross_function_tests::unique("poll");
+    let url = sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
+    let queue = aws_adapters::SqsQueue::new(sqs.clone(), url.clone());
+    let work: Vec<Work> =
+        (0..25).map(|i| Work { job: Job::Poll, integration_id: format!("int-{i:02}"), cycle: 9 }).collect();
+    queue.send(&work).await.unwrap();
+
+    let mut received = Vec::new();
+    for _ in 0..10 {
+        let page = sqs.receive_message().queue_url(&url).max_number_of_messages(10).send().await.unwrap();
+        if page.messages().is_empty() {
+            break;
+        }
+        // As Lambda hands a batch to the function.
+        let records: Vec<Value> = page
+            .messages()
+            .iter()
+            .map(|m| {
+                json!({"messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                    "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                    "eventSource": "aws:sqs", "eventSourceARN": format!("arn:aws:sqs:us-east-1:123456789012:{name}"),
+                    "awsRegion": "us-east-1"})
+            })
+            .collect();
+        let entry::lambda::Event::Queue(messages) = entry::lambda::Event::read(json!({"Records": records})).unwrap()
+        else {
+            panic!("an SQS batch is a queue event")
+        };
+        for (message, original) in messages.iter().zip(page.messages()) {
+            assert_eq!(Some(message.id.as_str()), original.message_id());
+            received.push(serde_json::from_str::<Work>(&message.body).unwrap());
+            sqs.delete_message()
+                .queue_url(&url)
+                .receipt_handle(original.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    received.sort_by(|a, b| a.integration_id.cmp(&b.integration_id));
+    assert_eq!(received, work, "every message once, intact");
 }

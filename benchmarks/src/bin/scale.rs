@@ -442,8 +442,10 @@ fn cost(results: &Value) -> Value {
     let million = 1e6;
     let lambda_seconds = million * (f(&receiver["p50_ms"]) / 1000.0 + f(&consumers["seconds_per_delivery"]));
     let invocations = million * 3.0;
-    let read_units = million * (f(&receiver["store_read_units_per_delivery"]) + f(&consumers["store_read_units_per_delivery"]));
-    let write_units = million * (f(&receiver["store_write_units_per_delivery"]) + f(&consumers["store_write_units_per_delivery"]));
+    let read_units =
+        million * (f(&receiver["store_read_units_per_delivery"]) + f(&consumers["store_read_units_per_delivery"]));
+    let write_units =
+        million * (f(&receiver["store_write_units_per_delivery"]) + f(&consumers["store_write_units_per_delivery"]));
     let deliveries = json!({
         "lambda_gb_seconds": lambda_seconds * MEMORY_GB, "lambda_invocations": invocations,
         "dynamodb_read_units": read_units, "dynamodb_write_units": write_units, "sqs_requests": 0,
