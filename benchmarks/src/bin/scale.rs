@@ -431,34 +431,56 @@ const SQS_REQUEST: f64 = 0.40 / 1e6;
 /// Every function's memory (template.yaml Globals; branch-pruner has 256 MB).
 const MEMORY_GB: f64 = 0.125;
 
+/// A DynamoDB call as a Lambda waits for it (single-digit milliseconds in-region); the local
+/// stack's SQLite answers in microseconds, so each counted call adds this much to a duration.
+const DYNAMODB_CALL_SECONDS: f64 = 0.005;
+/// The local worker's own reads and writes per delivery (its processed marker and the check of
+/// it), which the Lambda consumers do not make.
+const WORKER_MARKER_READS: f64 = 1.0;
+const WORKER_MARKER_WRITES: f64 = 1.0;
+
 /// The cost model from the measured counts: per million deliveries, and per 1,000 integrations
 /// polled every 5 minutes for a month (730 hours).
 fn cost(results: &Value) -> Value {
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
-    // Deliveries: the receiver (one invocation, its latency at concurrency 8 as its duration),
-    // then each consumer's invocation (one record a batch: the worst case, light traffic).
+    // Deliveries: the receiver's invocation, then each consumer's (one record a batch: the worst
+    // case, light traffic). Durations: the measured time plus the counted DynamoDB calls.
     let receiver = &results["receiver"][0];
     let consumers = &results["consumers"];
+    let receiver_calls = f(&receiver["store_reads_per_delivery"]) + f(&receiver["store_writes_per_delivery"]);
+    let consumer_reads = f(&consumers["store_reads_per_delivery"]) - WORKER_MARKER_READS;
+    let consumer_writes = f(&consumers["store_writes_per_delivery"]) - WORKER_MARKER_WRITES;
+    let per_delivery_seconds = f(&receiver["p50_ms"]) / 1000.0
+        + receiver_calls * DYNAMODB_CALL_SECONDS
+        + f(&consumers["seconds_per_delivery"])
+        + (consumer_reads + consumer_writes) * DYNAMODB_CALL_SECONDS;
     let million = 1e6;
-    let lambda_seconds = million * (f(&receiver["p50_ms"]) / 1000.0 + f(&consumers["seconds_per_delivery"]));
+    let lambda_seconds = million * per_delivery_seconds;
     let invocations = million * 3.0;
-    let read_units =
-        million * (f(&receiver["store_read_units_per_delivery"]) + f(&consumers["store_read_units_per_delivery"]));
-    let write_units =
-        million * (f(&receiver["store_write_units_per_delivery"]) + f(&consumers["store_write_units_per_delivery"]));
+    let read_units = million
+        * (f(&receiver["store_read_units_per_delivery"]) + f(&consumers["store_read_units_per_delivery"])
+            - WORKER_MARKER_READS);
+    let write_units = million
+        * (f(&receiver["store_write_units_per_delivery"]) + f(&consumers["store_write_units_per_delivery"])
+            - WORKER_MARKER_WRITES);
     let deliveries = json!({
         "lambda_gb_seconds": lambda_seconds * MEMORY_GB, "lambda_invocations": invocations,
         "dynamodb_read_units": read_units, "dynamodb_write_units": write_units, "sqs_requests": 0,
         "usd": lambda_seconds * MEMORY_GB * LAMBDA_GB_SECOND + invocations * LAMBDA_REQUEST
             + read_units * DYNAMODB_READ_UNIT + write_units * DYNAMODB_WRITE_UNIT,
     });
-    // Polls: the 1,000-integration cycle, 12 an hour for 730 hours.
+    // Polls: the 1,000-integration cycle (every poll served), 12 an hour for 730 hours. The
+    // messages of a batch run 5 at a time, so their DynamoDB calls add a fifth of their sum.
     let cycle = results["cycles"].as_array().into_iter().flatten().find(|c| c["integrations"] == 1000);
     let polls = match cycle {
         Some(c) => {
             let p = &c["poll"];
             let cycles = 12.0 * 730.0;
-            let seconds = cycles * (f(&p["invocation_seconds"]) + f(&p["enqueue_seconds"]));
+            let calls = f(&p["store_reads"]) + f(&p["store_writes"]);
+            let per_cycle = f(&p["invocation_seconds"])
+                + f(&p["enqueue_seconds"])
+                + calls * DYNAMODB_CALL_SECONDS / entry::lambda::QUEUE_CONCURRENCY as f64;
+            let seconds = cycles * per_cycle;
             let invocations = cycles * (f(&p["invocations"]) + 1.0);
             // SendMessageBatch per 10 messages; the mapping's ReceiveMessage and
             // DeleteMessageBatch per batch (its empty long polls are not counted).
