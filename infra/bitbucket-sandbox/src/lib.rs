@@ -92,7 +92,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use tokio::task::JoinHandle;
 
-pub use cloud::pipelines::TestCounts;
+pub use cloud::pipelines::{FailedTest, TestCounts};
 pub use faults::{Fault, FaultKind, RecordedRequest};
 pub use traffic::{PROBE_HEADER, TEST_HEADER, TRAFFIC_LOG_VARIABLE};
 pub use webhooks::SentWebhook;
@@ -100,6 +100,7 @@ pub use webhooks::SentWebhook;
 use cloud::auth::OAuth;
 use datacenter::state::DcHook;
 use error::Error;
+pub use state::PullRequestOptions;
 use state::{DEFAULT_AUTHOR, Event, NewCommit, PrState, State};
 
 pub const WORKSPACE: &str = "sandbox";
@@ -237,6 +238,8 @@ struct Inner {
     /// The traffic log's file, opened for appending.
     traffic: Mutex<Option<std::fs::File>>,
     sent: Mutex<Vec<SentWebhook>>,
+    /// Webhooks not to send: (event key, how many more).
+    dropped: Mutex<Vec<(String, u32)>>,
     deliveries: Mutex<Vec<JoinHandle<()>>>,
     src_commits: AtomicUsize,
     client: reqwest::Client,
@@ -288,6 +291,7 @@ impl Sandbox {
                 requests: Mutex::default(),
                 traffic: Mutex::new(traffic),
                 sent: Mutex::default(),
+                dropped: Mutex::default(),
                 deliveries: Mutex::default(),
                 src_commits: AtomicUsize::new(0),
                 client,
@@ -449,8 +453,39 @@ impl Sandbox {
     /// Opens a pull request, emitting `pullrequest:created` (`pr:opened`). Panics when a branch
     /// is missing, the branches are the same, or the title is empty.
     pub async fn open_pull_request(&self, source: &str, destination: &str, title: &str) -> u64 {
-        self.apply(|s| s.open_pull_request(source, destination, title))
+        self.open_pull_request_with(source, destination, title, PullRequestOptions::default()).await
+    }
+
+    /// [`Sandbox::open_pull_request`] as a draft, or from a fork.
+    pub async fn open_pull_request_with(
+        &self,
+        source: &str,
+        destination: &str,
+        title: &str,
+        options: PullRequestOptions,
+    ) -> u64 {
+        self.apply(|s| s.open_pull_request(source, destination, title, options))
             .unwrap_or_else(|e| panic!("sandbox pull request failed: {}", e.message))
+    }
+
+    /// Marks a draft ready for review, emitting `pullrequest:updated` (`pr:from_ref_updated`).
+    pub async fn mark_pull_request_ready(&self, id: u64) -> Result<(), String> {
+        self.apply(|s| s.mark_ready(id).map(|events| ((), events))).map_err(|e| e.message)
+    }
+
+    /// The next `times` webhooks of `event_key` (both flavors) are not sent at all.
+    pub fn drop_webhooks(&self, event_key: &str, times: u32) {
+        lock(&self.inner.dropped).push((event_key.to_owned(), times));
+    }
+
+    /// A commit's Cloud commit statuses, as `GET …/commit/{hash}/statuses` shows them.
+    pub fn commit_statuses(&self, rev: &str) -> Vec<serde_json::Value> {
+        self.state().statuses_json(rev).unwrap_or_default()
+    }
+
+    /// A commit's Data Center build statuses, as `GET …/commits/{id}/builds?key=` shows each.
+    pub fn build_statuses(&self, rev: &str) -> Vec<serde_json::Value> {
+        self.state().dc_builds_of(rev)
     }
 
     /// Emits `pullrequest:updated` (`pr:from_ref_updated`), the head being the source branch's
@@ -483,6 +518,14 @@ impl Sandbox {
     }
 
     // ---- crate internals ----------------------------------------------------------------------
+
+    /// Whether the event's webhooks are to be dropped (counting it).
+    fn dropped(&self, key: &str) -> bool {
+        let mut dropped = lock(&self.inner.dropped);
+        let Some(entry) = dropped.iter_mut().find(|(k, n)| k == key && *n > 0) else { return false };
+        entry.1 -= 1;
+        true
+    }
 
     pub(crate) fn public_base(&self) -> &str {
         &self.inner.public_base
@@ -529,12 +572,15 @@ impl Sandbox {
         &self,
         change: impl FnOnce(&mut State) -> Result<(T, Vec<Event>), Error>,
     ) -> Result<T, Error> {
-        let (out, deliveries) = {
+        let (out, deliveries, events) = {
             let mut state = self.state();
             let (out, events) = change(&mut state)?;
-            let deliveries: Vec<_> = events.iter().flat_map(|e| state.deliveries(e)).collect();
-            (out, deliveries)
+            let deliveries: Vec<_> =
+                events.iter().filter(|e| !self.dropped(e.key)).flat_map(|e| state.deliveries(e)).collect();
+            (out, deliveries, events)
         };
+        // Bitbucket's own `pull-requests:` runs start whether or not a webhook is delivered.
+        self.pull_request_pipelines(&events);
         let mut tasks = lock(&self.inner.deliveries);
         tasks.retain(|t| !t.is_finished());
         for delivery in deliveries {

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use domain::bitbucket::{
-    Access, Bitbucket, BitbucketError, BranchInfo, FileCommit, Listing, PullRequestInfo, RepoTarget, Webhook,
-    WebhookSpec,
+    Access, Bitbucket, BitbucketError, BranchInfo, CommitStatus, FileCommit, Listing, PullRequestInfo, RepoTarget,
+    Webhook, WebhookSpec,
 };
 
 use crate::parse as refs;
@@ -219,6 +219,24 @@ impl Bitbucket for DataCenterClient {
         }
         let made: DcCommit = self.session.json(Method::PUT, &url, &Body::Multipart(parts)).await?;
         Ok(made.id)
+    }
+
+    /// `POST …/commits/{commitId}/builds` (Data Center 7.14+): the build status with its key,
+    /// replaced when posted again.
+    async fn set_commit_status(&self, commit: &str, status: &CommitStatus) -> Result<(), BitbucketError> {
+        let url = format!("{}/commits/{}/builds", self.repo_url, segment(commit));
+        let mut body = json!({
+            "key": status.key,
+            "state": status.state.data_center(),
+            "name": status.name,
+            "url": status.url,
+            "description": status.description,
+        });
+        if let Some(branch) = &status.branch {
+            body["ref"] = json!(format!("refs/heads/{branch}"));
+        }
+        self.session.send(Method::POST, &url, &Body::Json(body), true).await?;
+        Ok(())
     }
 }
 

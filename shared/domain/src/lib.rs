@@ -17,6 +17,7 @@ pub mod error;
 pub mod glob;
 pub mod integration;
 pub mod objects;
+pub mod outbox;
 pub mod parked;
 pub mod pipelines;
 pub mod pruning;

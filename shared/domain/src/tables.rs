@@ -232,6 +232,7 @@ use crate::backup::{BackupTarget, Head, StoredEntry};
 use crate::connection::LifecycleLock;
 use crate::delivery::{Delivery, FeedMark};
 use crate::integration::Integration;
+use crate::outbox::OutboxEntry;
 use crate::parked::Parked;
 use crate::pipelines::{ActionClaim, OpenRun, PrHead, Run};
 use crate::pruning::{AuditEntry, Environment};
@@ -261,3 +262,6 @@ pub const PR_HEADS: Table<PrHead> = Table::scoped("PRH");
 pub const ENVIRONMENTS: Table<Environment> = Table::scoped("ENV");
 /// Everything pruned or deleted, newest first on the index (`AUD#{µs}#{branch}`).
 pub const AUDIT: Table<AuditEntry> = Table::scoped("AUD").sorted("AUD");
+/// Domain events, recorded once each (`Absent`, by event id), newest first on the index
+/// (`OBX#{occurred}#{id}`): the activity feed, and what the relay publishes.
+pub const OUTBOX: Table<OutboxEntry> = Table::scoped("OBX").sorted("OBX");

@@ -60,6 +60,6 @@ impl Root {
     }
 
     pub fn pruner(&self) -> Pruner {
-        Pruner { ctx: self.context() }
+        Pruner { ctx: self.context(), builds: Some(Arc::new(self.pipelines())) }
     }
 }
