@@ -81,6 +81,8 @@ async fn every_sample_event_is_answered_by_its_function() {
         secret_prefix: "sample".into(),
         public_base_url: Some(stack.running.base_url.clone()),
         aws: None,
+        events_url: None,
+        events_secret: None,
     };
     let root = Root::new(settings, backends.clone(), RetryPolicy::default());
 

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::Utc;
-use domain::pruning::{PruneAction, PruneRequest, Pruner};
+use domain::pruning::{PruneAction, PruneRequest, Pruner, StatusReport};
 use entry::Root;
 use entry::http::{ApiError, JsonBody, Paging, Path, Query};
 use entry::lambda::Function;
@@ -27,6 +27,7 @@ pub fn function(root: &Root) -> Result<Function, ConfigError> {
         router: entry::http::finish(routes(pruner.clone())),
         consumers: vec![pruner],
         schedule: Some(schedule),
+        relay: None,
     })
 }
 
@@ -35,6 +36,7 @@ pub fn routes(pruner: Arc<Pruner>) -> Router {
         .route("/integrations/{id}/prune", post(prune))
         .route("/integrations/{id}/environments", get(environments))
         .route("/integrations/{id}/prune-audit", get(audit))
+        .route("/integrations/{id}/environments/{branch}/status", put(report_status))
         .with_state(pruner)
 }
 
@@ -67,6 +69,17 @@ async fn audit(
     let limit = paging.limit(20, 100)?;
     let (entries, next_cursor) = p.list_audit(&id, limit, paging.cursor).await?;
     Ok(Json(json!({"audit": entries, "next_cursor": next_cursor})))
+}
+
+/// A deployment's state reported by the service that deploys the environment (the branch
+/// percent-encoded as one path segment): shown in Bitbucket on the environment's head commit.
+async fn report_status(
+    State(p): State<Arc<Pruner>>,
+    Path((id, branch)): Path<(String, String)>,
+    JsonBody(report): JsonBody<StatusReport>,
+) -> Result<Json<Value>, ApiError> {
+    let environment = p.report_status(&id, &branch, report).await?;
+    Ok(Json(json!(environment)))
 }
 
 /// The scheduled run: every eligible integration; failures are reported per integration.

@@ -19,7 +19,12 @@ use entry::settings::ConfigError;
 /// (the table's stream).
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
     let pipelines = Arc::new(root.pipelines());
-    Ok(Function { router: entry::http::finish(routes(pipelines.clone())), consumers: vec![pipelines], schedule: None })
+    Ok(Function {
+        router: entry::http::finish(routes(pipelines.clone())),
+        consumers: vec![pipelines],
+        schedule: None,
+        relay: None,
+    })
 }
 
 pub fn routes(pipelines: Arc<Pipelines>) -> Router {

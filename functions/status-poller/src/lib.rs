@@ -19,7 +19,12 @@ pub fn function(root: &Root) -> Result<Function, ConfigError> {
     let pipelines = Arc::new(root.pipelines());
     let scheduled = pipelines.clone();
     let schedule = entry::lambda::scheduled(move || on_schedule(scheduled.clone()));
-    Ok(Function { router: entry::http::finish(routes(pipelines)), consumers: Vec::new(), schedule: Some(schedule) })
+    Ok(Function {
+        router: entry::http::finish(routes(pipelines)),
+        consumers: Vec::new(),
+        schedule: Some(schedule),
+        relay: None,
+    })
 }
 
 pub fn routes(pipelines: Arc<Pipelines>) -> Router {

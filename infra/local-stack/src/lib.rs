@@ -24,6 +24,7 @@ use domain::Backends;
 use domain::backup::Backups;
 use domain::connection::Connections;
 use domain::consumers::DeliveryConsumer;
+use domain::outbox::Relay;
 use domain::pipelines::Pipelines;
 use domain::pruning::Pruner;
 use domain::secrets::Secret;
@@ -68,6 +69,10 @@ pub struct Config {
     /// Whether the in-process worker runs (default). Without it deliveries are recorded and
     /// nothing acts on them until a start with the worker (tests of the startup sweep).
     pub worker: bool,
+    /// `EVENTS_URL`: where the domain events are POSTed, signed (none: only the activity feed).
+    pub events_url: Option<String>,
+    /// `EVENTS_SECRET` (`whsec_…`); generated (and kept under `state_dir`) when unset.
+    pub events_secret: Option<Secret>,
 }
 
 impl Config {
@@ -84,6 +89,8 @@ impl Config {
             sandbox_pipeline_timing: pipeline_timing(&env_or("SANDBOX_PIPELINE_SECONDS", "3,8".to_owned())?)?,
             bitbucket_retry: RetryPolicy::default(),
             worker: true,
+            events_url: Settings::common()?.events_url,
+            events_secret: Settings::common()?.events_secret,
         })
     }
 
@@ -101,6 +108,8 @@ impl Config {
             sandbox_pipeline_timing: None,
             bitbucket_retry: RetryPolicy::default(),
             worker: true,
+            events_url: None,
+            events_secret: None,
         }
     }
 }
@@ -208,6 +217,8 @@ pub fn root(backends: Backends, public_base_url: &str, retention: chrono::Durati
         secret_prefix: "local".into(),
         public_base_url: Some(public_base_url.to_owned()),
         aws: None,
+        events_url: None,
+        events_secret: None,
     };
     Root::new(settings, backends, retry)
 }
@@ -302,7 +313,15 @@ pub async fn start_with(config: Config, state: Backends, stop_on_signal: bool) -
     // the feed holds what was written meanwhile. Without a worker the feed is dropped.
     if config.worker {
         let consumers: Vec<Arc<dyn DeliveryConsumer>> = vec![pipelines.clone(), pruner.clone()];
-        background.push(worker::spawn(consumers, state.store, feed));
+        let relay = match &config.events_url {
+            Some(url) => {
+                let secret = seed::events_secret(&config)?;
+                let publisher = local_adapters::WebhookPublisher::new(url, &secret)?;
+                Some(Relay { store: state.store.clone(), publisher: Arc::new(publisher) })
+            }
+            None => None,
+        };
+        background.push(worker::spawn(consumers, relay, state.store, feed));
     }
     ready.set();
     Ok(Running { addr, base_url, seeded, backends, sandbox, pipelines, pruner, shutdown, server, background })

@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use domain::consumers::DeliveryConsumer;
 use domain::delivery::{Delivery, FeedMark};
+use domain::outbox::{OutboxEntry, Relay};
 use domain::store::{Condition, Item, StateStore, StoreError};
 use domain::tables::{DELIVERIES, FEED_MARKS, INTEGRATIONS, Record};
 use tokio::sync::mpsc;
@@ -35,10 +36,23 @@ pub async fn is_processed(store: &dyn StateStore, integration_id: &str, delivery
 /// markers are not fed back.
 pub(crate) fn spawn(
     consumers: Vec<Arc<dyn DeliveryConsumer>>,
+    relay: Option<Relay>,
     store: Arc<dyn StateStore>,
     mut feed: mpsc::UnboundedReceiver<Item>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        // What the event-publisher Lambda does with the table's stream: outbox records are
+        // published (in their own task, so a slow receiver never holds deliveries up).
+        let (outbox, mut waiting) = mpsc::unbounded_channel::<Item>();
+        if let Some(relay) = relay {
+            tokio::spawn(async move {
+                while let Some(item) = waiting.recv().await {
+                    if !retried(|| async { relay.relay(&item).await.map(drop).map_err(|e| e.to_string()) }).await {
+                        tracing::warn!(sk = %item.key.sk, "domain event not published; it stays in the activity feed");
+                    }
+                }
+            });
+        }
         match unprocessed(store.as_ref(), Utc::now()).await {
             Ok(backlog) => {
                 if !backlog.is_empty() {
@@ -53,6 +67,10 @@ pub(crate) fn spawn(
             }
         }
         while let Some(item) = feed.recv().await {
+            if item.kind == OutboxEntry::KIND {
+                let _ = outbox.send(item);
+                continue;
+            }
             consume(&consumers, store.as_ref(), &item).await;
         }
     })

@@ -3,9 +3,11 @@
 //! configuration made from the variables Lambda sets — built once, at cold start.
 
 mod dynamodb;
+mod eventbridge;
 mod secrets_manager;
 
 pub use dynamodb::{DynamoStore, item_from_stream_image, stream_image_from_item};
+pub use eventbridge::EventBridgePublisher;
 pub use secrets_manager::SecretsManagerStore;
 
 use std::sync::Arc;
@@ -53,6 +55,13 @@ pub fn backends(aws: &AwsSettings, table: &str, secret_cache: Duration) -> Resul
         store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(dynamodb.build()), table.to_owned())),
         secrets: Arc::new(SecretsManagerStore::lazy(secretsmanager, secret_cache)),
     })
+}
+
+/// The EventBridge publisher of `bus` (`AWS_ENDPOINT_URL` points it at an emulator).
+pub fn event_publisher(aws: &AwsSettings, bus: &str) -> Result<EventBridgePublisher, TlsError> {
+    let config = sdk_config(aws)?;
+    let client = aws_sdk_eventbridge::Client::from_conf(aws_sdk_eventbridge::config::Builder::from(&config).build());
+    Ok(EventBridgePublisher::new(client, bus))
 }
 
 /// The SDK configuration of a Lambda function.

@@ -347,6 +347,17 @@ impl Connections {
         Ok(crate::list_deliveries(self.ctx.store.as_ref(), id, limit, cursor).await?)
     }
 
+    /// The integration's domain events, newest first.
+    pub async fn activity(
+        &self,
+        id: &str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<(Vec<crate::outbox::OutboxEntry>, Option<String>), Error> {
+        self.ctx.get(id).await?;
+        Ok(crate::outbox::list(self.ctx.store.as_ref(), id, limit, cursor).await?)
+    }
+
     /// The integration's parked deliveries, newest first.
     pub async fn parked(
         &self,

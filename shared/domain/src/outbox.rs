@@ -181,6 +181,20 @@ pub async fn relay(store: &dyn StateStore, publisher: &dyn Publisher, item: &Ite
     }
 }
 
+/// The relay: the state store (to mark records published) and where events go.
+#[derive(Clone)]
+pub struct Relay {
+    pub store: std::sync::Arc<dyn StateStore>,
+    pub publisher: std::sync::Arc<dyn Publisher>,
+}
+
+impl Relay {
+    /// [`relay`] of one new table image; `true` when it was published now.
+    pub async fn relay(&self, item: &Item) -> Result<bool, Error> {
+        relay(self.store.as_ref(), self.publisher.as_ref(), item).await
+    }
+}
+
 /// Events recorded but not yet published (a relay that was down), oldest first.
 pub async fn unpublished(store: &dyn StateStore, integration_id: &str) -> Result<Vec<Item>, StoreError> {
     let items = OUTBOX.items(store, integration_id, &[]).await?;

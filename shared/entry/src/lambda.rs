@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use domain::Delivery;
 use domain::consumers::{self, DeliveryConsumer};
+use domain::outbox::Relay;
 use domain::store::{Item, StoreError};
 use domain::tables::Record;
 use lambda_http::lambda_runtime::{self, LambdaEvent};
@@ -32,12 +33,14 @@ pub struct Function {
     /// The consumers of the state table's stream (deliveries), in order.
     pub consumers: Vec<Arc<dyn DeliveryConsumer>>,
     pub schedule: Option<Scheduled>,
+    /// Publishes the outbox records of the table's stream (domain events).
+    pub relay: Option<Arc<Relay>>,
 }
 
 impl Function {
     /// A function that only serves HTTP.
     pub fn http(router: axum::Router) -> Self {
-        Function { router, consumers: Vec::new(), schedule: None }
+        Function { router, consumers: Vec::new(), schedule: None, relay: None }
     }
 }
 
@@ -119,7 +122,10 @@ pub async fn handle(function: &Function, event: LambdaEvent<Value>) -> Result<Va
             let response = adapter.oneshot(LambdaEvent::new(*request, context)).await?;
             Ok(serde_json::to_value(response)?)
         }
-        Event::Stream(records) => Ok(on_stream(&function.consumers, records).await),
+        Event::Stream(records) => Ok(match &function.relay {
+            Some(relay) => on_outbox_stream(relay, records).await,
+            None => on_stream(&function.consumers, records).await,
+        }),
         Event::Schedule => match &function.schedule {
             Some(work) => Ok(work().await),
             None => Ok(json!({"ignored": "this function has no schedule"})),
@@ -148,6 +154,28 @@ pub async fn on_stream(consumers: &[Arc<dyn DeliveryConsumer>], records: Vec<Str
             if deliver(consumer.as_ref(), &item).await.is_err() {
                 failed.push(sequence.clone());
                 break;
+            }
+        }
+    }
+    batch_failures(&failed)
+}
+
+/// A stream batch of outbox records: each published (a failure is retried alone).
+pub async fn on_outbox_stream(relay: &Relay, records: Vec<StreamRecord>) -> Value {
+    let mut failed = Vec::new();
+    for StreamRecord { sequence, image } in records {
+        let item = match image {
+            Ok(item) => item,
+            Err(e) => {
+                tracing::error!(error = %e, sequence, "unreadable stream record skipped");
+                continue;
+            }
+        };
+        match relay.relay(&item).await {
+            Ok(published) => tracing::info!(published, pk = %item.key.pk, sk = %item.key.sk, "outbox record relayed"),
+            Err(e) => {
+                tracing::warn!(error = %e, sequence, "outbox record not published; it will be retried");
+                failed.push(sequence);
             }
         }
     }

@@ -9,6 +9,7 @@ use domain::backup::Backups;
 use domain::bitbucket::Connect;
 use domain::connection::Connections;
 use domain::context::IntegrationContext;
+use domain::outbox::Relay;
 use domain::pipelines::Pipelines;
 use domain::pruning::Pruner;
 
@@ -57,6 +58,16 @@ impl Root {
 
     pub fn pipelines(&self) -> Pipelines {
         Pipelines::new(self.context())
+    }
+
+    /// The outbox relay onto the stack's EventBridge bus (`EVENT_BUS_NAME`).
+    pub fn event_relay(&self) -> Result<Relay, crate::lambda::Error> {
+        let aws =
+            self.settings.aws.as_ref().ok_or(ConfigError { name: "STATE_TABLE", problem: "must be set".into() })?;
+        let bus =
+            aws.event_bus.as_deref().ok_or(ConfigError { name: "EVENT_BUS_NAME", problem: "must be set".into() })?;
+        let publisher = aws_adapters::event_publisher(&aws.sdk, bus)?;
+        Ok(Relay { store: self.backends.store.clone(), publisher: Arc::new(publisher) })
     }
 
     pub fn pruner(&self) -> Pruner {

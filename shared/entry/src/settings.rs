@@ -45,6 +45,10 @@ pub struct Settings {
     pub public_base_url: Option<String>,
     /// The AWS side, in Lambda (or against an emulator): the table and Secrets Manager.
     pub aws: Option<AwsBackends>,
+    /// Where domain events are POSTed, signed, outside AWS (`EVENTS_URL`).
+    pub events_url: Option<String>,
+    /// Their Standard Webhooks secret, `whsec_…` (`EVENTS_SECRET`).
+    pub events_secret: Option<Secret>,
 }
 
 /// Where the AWS adapters point.
@@ -54,6 +58,8 @@ pub struct AwsBackends {
     pub table: String,
     /// How long a secret read stays cached (`SECRET_CACHE_SECONDS`, default 300).
     pub secret_cache: Duration,
+    /// The EventBridge bus domain events are published to (`EVENT_BUS_NAME`; the publisher's).
+    pub event_bus: Option<String>,
     pub sdk: AwsSettings,
 }
 
@@ -70,6 +76,8 @@ impl Settings {
             secret_prefix: env_or("SECRET_PREFIX", "bitbucket-automation".to_owned())?,
             public_base_url: env_text("PUBLIC_BASE_URL"),
             aws: None,
+            events_url: env_text("EVENTS_URL"),
+            events_secret: env_text("EVENTS_SECRET").map(Secret::new),
         })
     }
 
@@ -91,6 +99,7 @@ pub fn aws_backends() -> Result<AwsBackends, ConfigError> {
     Ok(AwsBackends {
         table: env_required("STATE_TABLE")?,
         secret_cache: Duration::from_secs(env_or("SECRET_CACHE_SECONDS", 300)?),
+        event_bus: env_text("EVENT_BUS_NAME"),
         sdk: AwsSettings {
             region: env_required("AWS_REGION")?,
             access_key_id: env_required("AWS_ACCESS_KEY_ID")?,

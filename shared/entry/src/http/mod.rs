@@ -22,6 +22,9 @@ use tracing::Instrument;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The router type every function serves (for crates that need not name axum).
+pub type Router = axum::Router;
+
 /// Middleware: gives each request an id (the caller's `x-request-id`, or a new one), runs the
 /// handler inside a span that carries it, and echoes it in the response.
 pub async fn request_context(request: Request, next: Next) -> Response {
