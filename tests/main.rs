@@ -12,6 +12,7 @@ mod local_stack;
 mod openapi;
 mod pipelines;
 mod pruning;
+mod pull_requests;
 mod sample_events;
 mod secret_hygiene;
 mod secrets_contract;

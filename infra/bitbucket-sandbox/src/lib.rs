@@ -478,6 +478,11 @@ impl Sandbox {
         lock(&self.inner.dropped).push((event_key.to_owned(), times));
     }
 
+    /// The commit `branch` points at.
+    pub fn branch_tip(&self, branch: &str) -> Option<String> {
+        self.state().tip(branch).map(str::to_owned)
+    }
+
     /// A commit's Cloud commit statuses, as `GET …/commit/{hash}/statuses` shows them.
     pub fn commit_statuses(&self, rev: &str) -> Vec<serde_json::Value> {
         self.state().statuses_json(rev).unwrap_or_default()

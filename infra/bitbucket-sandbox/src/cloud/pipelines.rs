@@ -753,10 +753,6 @@ fn new_run(body: NewRun, state: &State, build_number: u64) -> Result<Run, Error>
                 Some(Value::Number(id)) if id.is_u64() => id.to_string(),
                 _ => return Err(required("pullrequest.id")),
             };
-            let open = id.parse().ok().and_then(|n: u64| state.pulls.get(&n)).filter(|p| p.source == source);
-            if open.is_none() {
-                return Err(Error::bad_request(format!("Pull request {id} from {source} does not exist")));
-            }
             let tip =
                 state.tip(&source).ok_or_else(|| Error::bad_request(format!("Branch {source} does not exist")))?;
             let commit = pinned(state, target.commit)?.unwrap_or_else(|| tip.to_owned());
