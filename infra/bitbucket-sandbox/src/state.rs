@@ -721,6 +721,31 @@ mod tests {
     }
 
     #[test]
+    fn a_push_to_the_source_updates_its_open_pull_requests_and_drafts_forks_show() {
+        let mut state = sandbox_state();
+        let options = PullRequestOptions { draft: true, fork: None };
+        let (id, events) = state.open_pull_request("feature/login", "main", "Login", options).unwrap();
+        let RepoEvent::PullRequestOpened { pull_request } = parsed(events) else { panic!("not opened") };
+        assert!(pull_request.draft && !pull_request.from_fork());
+        let (hash, events) = state.commit_files(commit("feature/login", None)).unwrap();
+        let keys: Vec<_> = events.iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["repo:push", "pullrequest:updated"], "as Bitbucket sends them");
+        let RepoEvent::PullRequestUpdated { pull_request } = parsed(events.into_iter().skip(1).collect()) else {
+            panic!("not updated")
+        };
+        assert_eq!((pull_request.id, pull_request.head.as_deref()), (id, Some(&hash[..12])));
+        let RepoEvent::PullRequestUpdated { pull_request } = parsed(state.mark_ready(id).unwrap()) else { panic!() };
+        assert!(!pull_request.draft);
+        assert!(state.mark_ready(id).is_err(), "only a draft is marked ready");
+
+        let fork = PullRequestOptions { draft: false, fork: Some("someone/demo".into()) };
+        let (_, events) = state.open_pull_request("develop", "main", "Fork", fork).unwrap();
+        let RepoEvent::PullRequestOpened { pull_request } = parsed(events) else { panic!("not opened") };
+        assert!(pull_request.from_fork());
+        assert_eq!(pull_request.source_repository.as_deref(), Some("someone/demo"));
+    }
+
+    #[test]
     fn pull_request_declined() {
         let mut state = sandbox_state();
         let (id, _) = state.open_pull_request("feature/login", "develop", "Login", Default::default()).unwrap();

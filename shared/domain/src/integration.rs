@@ -224,6 +224,10 @@ pub fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+impl crate::tables::Record for Integration {
+    const KIND: &'static str = "integration";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,8 +251,4 @@ mod tests {
         options.pull_request_pipeline = Some(" ".into());
         assert!(options.validate().is_err());
     }
-}
-
-impl crate::tables::Record for Integration {
-    const KIND: &'static str = "integration";
 }

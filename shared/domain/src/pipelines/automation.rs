@@ -130,15 +130,19 @@ impl Pipelines {
                     effects.skipped.push(format!("pull request #{}: {reason}", pull_request.id));
                     continue;
                 }
+                if let Action::Repeated(name) = action {
+                    effects.repeated.push(name);
+                    continue;
+                }
                 if client.is_none() {
                     client = Some(self.client(&integration).await?);
                 }
                 let client = client.as_deref().expect("set above");
                 match action {
-                    Action::Start { name, request, pull_request, supersede } => {
+                    Action::Start { name, request, pull_request, head, supersede } => {
                         let origin = Origin { delivery_id: delivery.delivery_id.clone(), action: name.clone() };
                         let started = self.start_once(&integration, client, &origin, &request, pull_request).await?;
-                        if let (Some(pr), Some(head)) = (pull_request, request.commit.as_ref()) {
+                        if let (Some(pr), Some(head)) = (pull_request, head.as_ref()) {
                             self.remember_head(&integration.id, pr, head).await?;
                         }
                         let kept = match started {
@@ -179,7 +183,7 @@ impl Pipelines {
                             effects.refreshed.push(run.uuid);
                         }
                     }
-                    Action::Skip { .. } => unreachable!("handled above"),
+                    Action::Skip { .. } | Action::Repeated(_) => unreachable!("handled above"),
                 }
             }
         }
@@ -211,6 +215,7 @@ impl Pipelines {
                             pull_request: None,
                         },
                         pull_request: None,
+                        head: None,
                         supersede: false,
                     });
                 }
@@ -238,21 +243,21 @@ impl Pipelines {
     ) -> Result<Option<Action>, Error> {
         let options = &integration.options;
         let Some(head) = &pr.head else { return Ok(None) };
-        if why != "opened" {
-            // Only a new head builds (a title edit does not); a draft skipped before has no
-            // built head, so marking it ready builds it.
-            let known = PR_HEADS.get(self.store(), &integration.id, &[&pr.id.to_string()]).await?;
-            if known.is_some_and(|k| same_commit(&k.record.head, head)) {
-                return Ok(None);
-            }
+        let name = format!("pr-{}-{why}-{}", pr.id, head_in_name(&pr.head));
+        // Only a new head builds (a title edit does not), whichever delivery (or reconciliation)
+        // brings it; a draft skipped before has no built head, so marking it ready builds it.
+        let known = PR_HEADS.get(self.store(), &integration.id, &[&pr.id.to_string()]).await?;
+        if known.is_some_and(|k| same_commit(&k.record.head, head)) {
+            return Ok((why == "opened").then_some(Action::Repeated(name)));
         }
         if let Some((code, reason)) = skip_reason(options, pr) {
             return Ok(Some(Action::Skip { pull_request: pr.clone(), head: head.clone(), reason, code }));
         }
         Ok(Some(Action::Start {
-            name: format!("pr-{}-{why}-{}", pr.id, head_in_name(&pr.head)),
+            name,
             request: pull_request_run(options, pr),
             pull_request: Some(pr.id),
+            head: Some(head.clone()),
             supersede: options.cancel_superseded_runs && why != "opened",
         }))
     }
@@ -282,6 +287,7 @@ impl Pipelines {
                 name: format!("pr-{}-resync-{}-{}", pr.id, head_in_name(&pr.head), head_in_name(head)),
                 request: pull_request_run(options, &pr),
                 pull_request: Some(pr.id),
+                head: None,
                 supersede: options.cancel_superseded_runs,
             });
         }
@@ -441,7 +447,7 @@ impl Pipelines {
         for run in recent {
             let same =
                 run.pull_request == Some(target.id) && run.commit.as_deref().is_some_and(|c| same_commit(c, commit));
-            if same && !self.stored(id, &run.uuid).await?.is_some_and(|(known, _)| known.origin.is_some()) {
+            if same && self.stored(id, &run.uuid).await?.is_none_or(|(known, _)| known.origin.is_none()) {
                 return Ok(Some(run));
             }
         }
@@ -530,6 +536,8 @@ enum Action {
         name: String,
         request: PipelineRequest,
         pull_request: Option<u64>,
+        /// The pull request's head it builds, remembered once started.
+        head: Option<String>,
         supersede: bool,
     },
     /// A pull request not built, and why (`code`: `draft`, `fork`).
@@ -541,6 +549,8 @@ enum Action {
     },
     StopFor(u64),
     Refresh(u64),
+    /// Built already at this head (an earlier processing, or reconciliation).
+    Repeated(String),
 }
 
 /// What became of an automatic start.
