@@ -206,7 +206,8 @@ async fn cloud_sweep(s: &mut Sweep) {
         .await;
     s.expect("statuses", s.cloud(Method::GET, &format!("/commit/{hash}/statuses")), 200).await;
     s.expect("status by key", s.cloud(Method::GET, &format!("/commit/{hash}/statuses/build/ci")), 200).await;
-    let update = json!({ "state": "SUCCESSFUL", "description": "Built" });
+    let update = json!({ "key": "ci", "state": "SUCCESSFUL", "name": "CI", "url": "https://ci.test/1", "refname": "main",
+        "description": "Built" });
     s.expect("status update", s.cloud(Method::PUT, &format!("/commit/{hash}/statuses/build/ci")).json(&update), 200)
         .await;
 
