@@ -68,7 +68,8 @@ sam-build:
 # `cargo lambda watch` on the AWS emulator: start moto, create the table and the demo
 # integration the sample events under events/ are written for.
 watch-seed: moto-start
-	$(TEST_ENV) STATE_TABLE=bitbucket-automation-dev $(CARGO) run -q -p local-stack --bin seed-emulator
+	$(TEST_ENV) STATE_TABLE=bitbucket-automation-dev ADMIN_TOKEN_SECRET=bitbucket-automation/admin-api-token \
+		$(CARGO) run -q -p local-stack --bin seed-emulator
 
 # Cold start, memory and size of every function against the hello-world floor, then the
 # receiver's hot path against HMAC + serde_json (BENCHMARKS.md). bench-quick is CI's short run.

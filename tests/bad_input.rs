@@ -1011,8 +1011,10 @@ fn check(row: &Row, answer: &RawResponse) -> Result<(), String> {
         return if body == json!({"ping": true}) { Ok(()) } else { Err(format!("unexpected success body {body}")) };
     };
     let error = body.get("error").and_then(Value::as_object).ok_or_else(|| format!("no error object: {body}"))?;
+    // `request_id` is the id the log lines carry: every answer through the shared layers has it.
     let shape_ok = body.as_object().is_some_and(|o| o.len() == 1)
-        && error.len() == 2
+        && error.len() == 3
+        && error.get("request_id").and_then(Value::as_str).is_some_and(|id| !id.is_empty())
         && error.get("code").and_then(Value::as_str) == Some(code)
         && error.get("message").and_then(Value::as_str).is_some_and(|m| !m.trim().is_empty());
     if shape_ok { Ok(()) } else { Err(format!("error shape or code (expected {code}): {body}")) }

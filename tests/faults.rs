@@ -636,7 +636,7 @@ async fn a_missing_table_makes_the_receiver_answer_503() {
         store: Arc::new(store),
         secrets: Arc::new(local_adapters::FileSecretStore::new(dir.path().join("secrets.json"))),
     };
-    let receiver = webhook_receiver::Receiver { backends, retention: chrono::Duration::days(30) };
+    let receiver = domain::Intake::new(backends, chrono::Duration::days(30), std::time::Duration::ZERO);
     let router = webhook_receiver::app(Arc::new(receiver));
     let body = br#"{"push":{"changes":[]},"repository":{"full_name":"sandbox/demo"}}"#;
     let request = axum::http::Request::post("/webhooks/sandbox")
@@ -651,6 +651,10 @@ async fn a_missing_table_makes_the_receiver_answer_503() {
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("a body");
     let answer: Value = serde_json::from_slice(&bytes).expect("JSON");
     assert_eq!((status, answer["error"]["code"].as_str()), (503, Some("unavailable")), "{answer}");
+    // An anonymous caller learns nothing of the infrastructure (the table's name, the account,
+    // AWS's error): the detail goes to the log, the answer carries the request id to find it.
     let message = answer["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("ResourceNotFoundException"), "says what is wrong: {message}");
+    assert_eq!(message, "a service this API depends on is unavailable; retry later");
+    assert!(!answer.to_string().contains("ResourceNotFound") && !answer.to_string().contains("missing-"), "{answer}");
+    assert!(answer["error"]["request_id"].is_string(), "{answer}");
 }

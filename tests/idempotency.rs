@@ -77,7 +77,7 @@ fn stream_batch(item: &Item, sequence: &str) -> Value {
             "NewImage": stream_image_from_item(item).expect("the item encodes"),
             "SequenceNumber": sequence,
             "SizeBytes": 512,
-            "StreamViewType": "NEW_AND_OLD_IMAGES",
+            "StreamViewType": "NEW_IMAGE",
         },
         "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/state/stream/2026-01-01T00:00:00.000",
     }]})

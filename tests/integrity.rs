@@ -205,7 +205,7 @@ async fn a_receiver_with_a_cached_secret_accepts_the_rotated_one() {
     INTEGRATIONS.put(store.as_ref(), "", &[id], &record, domain::store::Condition::Absent).await.unwrap();
     let backends = domain::Backends { store, secrets: receiver_secrets };
     let router =
-        webhook_receiver::app(Arc::new(webhook_receiver::Receiver { backends, retention: chrono::Duration::days(1) }));
+        webhook_receiver::app(Arc::new(domain::Intake::new(backends, chrono::Duration::days(1), Duration::ZERO)));
     let send = |secret: &Secret, delivery: &str| {
         let body = push("main");
         let request = http::Request::post(format!("/webhooks/{id}"))

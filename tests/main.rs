@@ -16,4 +16,5 @@ mod pull_requests;
 mod sample_events;
 mod secret_hygiene;
 mod secrets_contract;
+mod security;
 mod storage_contract;

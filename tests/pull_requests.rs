@@ -535,6 +535,8 @@ async fn the_outbox_on_dynamodb_is_published_to_eventbridge() {
     };
     let function =
         entry::lambda::Function { relay: Some(Arc::new(relay)), ..entry::lambda::Function::http(axum::Router::new()) };
+    let guard = entry::http::AdminGuard { secrets: s.running.backends.secrets.clone(), token_secret: None };
+    let function = entry::lambda::Served::new(function, guard);
     let items = domain::tables::OUTBOX.items(s.running.backends.store.as_ref(), "sandbox", &[]).await.unwrap();
     let records: Vec<Value> = items
         .iter()

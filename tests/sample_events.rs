@@ -9,7 +9,7 @@ use aws_adapters::stream_image_from_item;
 use bitbucket_client::RetryPolicy;
 use cross_function_tests::stack::stack;
 use domain::tables::DELIVERIES;
-use entry::lambda::{Function, handle};
+use entry::lambda::{Function, Served, handle};
 use entry::{Root, Settings};
 use lambda_http::lambda_runtime::{Context, LambdaEvent};
 use local_stack::demo::{self, DEMO_ID};
@@ -25,12 +25,12 @@ fn read_event(name: &str) -> String {
 }
 
 /// A sample event through the function's Lambda boundary, as the runtime hands it over.
-async fn invoke(function: &Function, event: &Value) -> Value {
+async fn invoke(function: &Served, event: &Value) -> Value {
     handle(function, LambdaEvent::new(event.clone(), Context::default())).await.expect("the function answers")
 }
 
 /// An HTTP sample event: its status and JSON body.
-async fn invoke_http(function: &Function, name: &str) -> (u16, Value) {
+async fn invoke_http(function: &Served, name: &str) -> (u16, Value) {
     let event: Value = serde_json::from_str(&read_event(name)).unwrap();
     let answer = invoke(function, &event).await;
     let body = answer["body"].as_str().unwrap_or_default();
@@ -53,7 +53,7 @@ fn stream_event(image: Value) -> Value {
             "NewImage": image,
             "SequenceNumber": "111100000000000000000001",
             "SizeBytes": 1024,
-            "StreamViewType": "NEW_AND_OLD_IMAGES"
+            "StreamViewType": "NEW_IMAGE"
         },
         "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/bitbucket-automation-StateTable/stream/2026-11-22T00:00:00.000"
     }]})
@@ -76,25 +76,19 @@ async fn every_sample_event_is_answered_by_its_function() {
     let backends = stack.running.backends.clone();
     demo::seed(&backends, &stack.sandbox_api(), "sample").await.unwrap();
     // The composition root every `main.rs` builds, on the local stack's state.
-    let settings = Settings {
-        retention: chrono::Duration::days(30),
-        secret_prefix: "sample".into(),
-        public_base_url: Some(stack.running.base_url.clone()),
-        aws: None,
-        events_url: None,
-        events_secret: None,
-    };
+    let settings = Settings::local(&stack.running.base_url, "sample", chrono::Duration::days(30));
     let root = Root::new(settings, backends.clone(), RetryPolicy::default());
+    let serve = |function: Result<Function, _>| Served::new(function.unwrap(), root.admin_guard());
 
     // webhook-receiver: the signed 14.5 KB push is verified and recorded.
-    let receiver = webhook_receiver::function(&root).unwrap();
+    let receiver = serve(webhook_receiver::function(&root));
     let (status, body) = invoke_http(&receiver, "webhook-receiver/signed-push.json").await;
     assert_eq!((status, &body["duplicate"], &body["event_key"]), (202, &json!(false), &json!("repo:push")), "{body}");
     let (status, body) = invoke_http(&receiver, "webhook-receiver/signed-push.json").await;
     assert_eq!((status, &body["duplicate"]), (200, &json!(true)), "the redelivery is a duplicate: {body}");
 
     // integrations-api
-    let api = integrations_api::function(&root).unwrap();
+    let api = serve(integrations_api::function(&root));
     let (status, body) = invoke_http(&api, "integrations-api/list-integrations.json").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.to_string().contains("\"demo\""), "{body}");
@@ -102,19 +96,19 @@ async fn every_sample_event_is_answered_by_its_function() {
     assert_eq!((status, &body["id"], &body["status"]), (200, &json!(DEMO_ID), &json!("active")), "{body}");
 
     // backup-committer
-    let backups = backup_committer::function(&root).unwrap();
+    let backups = serve(backup_committer::function(&root));
     let (status, body) = invoke_http(&backups, "backup-committer/list-backup-targets.json").await;
     assert_eq!(status, 200, "{body}");
 
     // pipeline-trigger: a real run in the sandbox.
     let runs_before = stack.running.sandbox.pipelines().len();
-    let trigger = pipeline_trigger::function(&root).unwrap();
+    let trigger = serve(pipeline_trigger::function(&root));
     let (status, body) = invoke_http(&trigger, "pipeline-trigger/run-pipeline.json").await;
     assert_eq!((status, &body["branch"]), (201, &json!("main")), "{body}");
     assert_eq!(stack.running.sandbox.pipelines().len(), runs_before + 1);
 
     // status-poller: the list shows that run; the schedule polls the demo integration.
-    let poller = status_poller::function(&root).unwrap();
+    let poller = serve(status_poller::function(&root));
     let (status, body) = invoke_http(&poller, "status-poller/list-pipelines.json").await;
     assert_eq!(status, 200, "{body}");
     let listed = body["pipelines"].as_array().map(Vec::len).unwrap_or_default();
@@ -124,7 +118,7 @@ async fn every_sample_event_is_answered_by_its_function() {
     assert!(polled.to_string().contains(DEMO_ID), "{polled}");
 
     // branch-pruner: environments, the schedule's reconciliation.
-    let pruner = branch_pruner::function(&root).unwrap();
+    let pruner = serve(branch_pruner::function(&root));
     let (status, body) = invoke_http(&pruner, "branch-pruner/list-environments.json").await;
     assert_eq!(status, 200, "{body}");
     let schedule: Value = serde_json::from_str(&read_event("branch-pruner/schedule.json")).unwrap();

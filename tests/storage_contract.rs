@@ -191,7 +191,7 @@ fn delivery(integration: &str, delivery_id: &str) -> Delivery {
         repository: Some("ws/repo".into()),
         events: vec![RepoEvent::BranchCreated { branch: "main".into(), head: Some("abc".into()) }],
         summary: "branch main created".into(),
-        body_sha256: None,
+        body_xxh3: None,
     }
 }
 

@@ -33,7 +33,7 @@ Examples (with `make run` going in this directory, no flags are needed):
 
 On AWS (IAM-authorized HTTP API, credentials from the default AWS chain):
   bba --api https://ID.execute-api.REGION.amazonaws.com --aws integrations list
-  bba webhook send my-id --url https://FUNCTION-URL.lambda-url.REGION.on.aws --secret-env WEBHOOK_SECRET
+  bba webhook send my-id --url https://WEBHOOK-API.execute-api.REGION.amazonaws.com --secret-env WEBHOOK_SECRET
 
 Errors go to stderr as one line; the exit code is 1 (2 for wrong usage).";
 
@@ -119,7 +119,7 @@ enum WebhookCommand {
         secret_env: Option<String>,
         #[arg(long, value_enum, default_value_t = Flavor::Cloud)]
         flavor: Flavor,
-        /// Where webhooks go, if not the API (on AWS: the receiver's Function URL).
+        /// Where webhooks go, if not the API (on AWS: the webhook HTTP API's URL).
         #[arg(long, env = "BBA_WEBHOOK_URL")]
         url: Option<String>,
         /// The delivery id [default: a fresh UUID]; send one twice to see a retry answered as a duplicate.

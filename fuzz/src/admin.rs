@@ -124,7 +124,7 @@ fn new_integration(request: NewIntegration) {
     let flavor = request.flavor;
     options_globs(&request.options, &request.name);
     credential(&request.credential);
-    let (name, description, target) = match request.validate() {
+    let (name, description, target) = match request.validate(true) {
         Ok(valid) => valid,
         Err(e) => {
             assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
@@ -166,7 +166,7 @@ fn new_integration(request: NewIntegration) {
         options: Options::default(),
         register_webhook: request.register_webhook,
     };
-    match again.validate() {
+    match again.validate(true) {
         Ok(settled) => assert_eq!(settled, (name, description, target), "validation is not idempotent"),
         Err(e) => panic!("validated integration refused when sent again: {e}"),
     }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 /// The function: the backup routes.
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
-    Ok(Function::http(entry::http::finish(routes(Arc::new(root.backups())))))
+    Ok(Function::http(routes(Arc::new(root.backups()))))
 }
 
 pub fn routes(backups: Arc<Backups>) -> Router {

@@ -13,7 +13,7 @@ use chrono::Utc;
 use domain::pruning::{PruneAction, PruneRequest, Pruner, StatusReport};
 use entry::Root;
 use entry::http::{ApiError, JsonBody, Paging, Path, Query};
-use entry::lambda::Function;
+use entry::lambda::{Access, Function};
 use entry::settings::ConfigError;
 use serde_json::{Value, json};
 
@@ -24,7 +24,8 @@ pub fn function(root: &Root) -> Result<Function, ConfigError> {
     let scheduled = pruner.clone();
     let schedule = entry::lambda::scheduled(move || on_schedule(scheduled.clone()));
     Ok(Function {
-        router: entry::http::finish(routes(pruner.clone())),
+        access: Access::Admin,
+        routes: routes(pruner.clone()),
         consumers: vec![pruner],
         schedule: Some(schedule),
         relay: None,

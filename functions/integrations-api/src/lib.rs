@@ -24,7 +24,7 @@ pub struct Api {
 
 /// The function: the connections service (it registers webhooks, so it needs the public URL).
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
-    Ok(Function::http(entry::http::finish(routes(Arc::new(Api { connections: root.connections()? })))))
+    Ok(Function::http(routes(Arc::new(Api { connections: root.connections()? }))))
 }
 
 pub fn routes(api: Arc<Api>) -> Router {

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use domain::pipelines::{Pipelines, RunRequest};
 use entry::Root;
 use entry::http::{ApiError, JsonBody, Path};
-use entry::lambda::Function;
+use entry::lambda::{Access, Function};
 use entry::settings::ConfigError;
 
 /// The function: the run and stop routes, and the automatic runs of every recorded delivery
@@ -20,7 +20,8 @@ use entry::settings::ConfigError;
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
     let pipelines = Arc::new(root.pipelines());
     Ok(Function {
-        router: entry::http::finish(routes(pipelines.clone())),
+        access: Access::Admin,
+        routes: routes(pipelines.clone()),
         consumers: vec![pipelines],
         schedule: None,
         relay: None,

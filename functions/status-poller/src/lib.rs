@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use domain::pipelines::{Pipelines, RunFilter};
 use entry::Root;
 use entry::http::{ApiError, Path, Query, parse_limit};
-use entry::lambda::Function;
+use entry::lambda::{Access, Function};
 use entry::settings::ConfigError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -20,7 +20,8 @@ pub fn function(root: &Root) -> Result<Function, ConfigError> {
     let scheduled = pipelines.clone();
     let schedule = entry::lambda::scheduled(move || on_schedule(scheduled.clone()));
     Ok(Function {
-        router: entry::http::finish(routes(pipelines)),
+        access: Access::Admin,
+        routes: routes(pipelines),
         consumers: Vec::new(),
         schedule: Some(schedule),
         relay: None,

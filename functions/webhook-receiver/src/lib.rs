@@ -11,10 +11,10 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use domain::webhook::DeliveryHeaders;
-use domain::{Backends, Ingested, ingest};
+use domain::{Ingested, Intake};
 use entry::Root;
 use entry::http::{ApiError, Path, is_json, read_body};
-use entry::lambda::Function;
+use entry::lambda::{Access, Function};
 use entry::settings::ConfigError;
 use http::{HeaderMap, StatusCode};
 use serde_json::json;
@@ -23,29 +23,25 @@ use tracing::Instrument;
 /// Bitbucket Cloud refuses to send payloads over 256 KB; nothing larger is a real delivery.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-pub struct Receiver {
-    pub backends: Backends,
-    pub retention: chrono::Duration,
-}
-
-/// The function: its routes on the root's storage.
+/// The function: the public route, on the root's storage, its integration reads cached as the
+/// settings say.
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
-    let receiver = Receiver { backends: root.backends.clone(), retention: root.settings.retention };
-    Ok(Function::http(app(Arc::new(receiver))))
+    let intake = Intake::new(root.backends.clone(), root.settings.retention, root.settings.integration_cache);
+    Ok(Function { access: Access::Public, ..Function::http(routes(Arc::new(intake))) })
 }
 
-/// The receiver's routes, ready to serve (Lambda or the local stack).
-pub fn app(receiver: Arc<Receiver>) -> Router {
-    entry::http::finish(routes(receiver))
+/// The receiver's routes, ready to serve (tests, tools).
+pub fn app(intake: Arc<Intake>) -> Router {
+    entry::http::finish(routes(intake))
 }
 
 /// The bare routes, for a host that adds the shared layers itself.
-pub fn routes(receiver: Arc<Receiver>) -> Router {
+pub fn routes(receiver: Arc<Intake>) -> Router {
     Router::new().route("/webhooks/{integration_id}", post(receive)).with_state(receiver)
 }
 
 async fn receive(
-    State(receiver): State<Arc<Receiver>>,
+    State(receiver): State<Arc<Intake>>,
     Path(integration_id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -64,16 +60,7 @@ async fn receive(
         attempt = delivery.attempt,
     );
     async move {
-        let backends = &receiver.backends;
-        let outcome = ingest(
-            backends.store.as_ref(),
-            backends.secrets.as_ref(),
-            &integration_id,
-            &delivery,
-            &body,
-            receiver.retention,
-        )
-        .await?;
+        let outcome = receiver.ingest(&integration_id, &delivery, &body).await?;
         Ok(match outcome {
             Ingested::Recorded(d) => {
                 tracing::info!(event_id = %d.event_id, summary = %d.summary, "delivery recorded");

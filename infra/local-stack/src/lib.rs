@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use seed::{SANDBOX_ID, Seeded};
+pub use seed::{SANDBOX_ID, Seeded, write_private};
 pub use worker::is_processed;
 
 /// Where the sandbox Bitbucket is mounted.
@@ -212,21 +212,13 @@ async fn health(State(ready): State<Ready>) -> Response {
 /// The local stack's root: its settings (the secret prefix `local`, Bitbucket reaching the
 /// receiver at `public_base_url`) on `backends`.
 pub fn root(backends: Backends, public_base_url: &str, retention: chrono::Duration, retry: RetryPolicy) -> Root {
-    let settings = Settings {
-        retention,
-        secret_prefix: "local".into(),
-        public_base_url: Some(public_base_url.to_owned()),
-        aws: None,
-        events_url: None,
-        events_secret: None,
-    };
-    Root::new(settings, backends, retry)
+    Root::new(Settings::local(public_base_url, "local", retention), backends, retry)
 }
 
 /// The whole router: public webhook route, admin routes behind the bearer token, the sandbox
 /// Bitbucket, `/health` and `/openapi.json`.
 pub fn app(root: &Root, services: &Services, sandbox: &Sandbox, token: AdminToken, ready: Ready) -> Router {
-    let receiver = webhook_receiver::Receiver { backends: root.backends.clone(), retention: root.settings.retention };
+    let receiver = domain::Intake::new(root.backends.clone(), root.settings.retention, root.settings.integration_cache);
     let receiver = webhook_receiver::routes(Arc::new(receiver));
     let admin = integrations_api::routes(Arc::new(integrations_api::Api { connections: services.connections.clone() }))
         .merge(backup_committer::routes(Arc::new(services.backups.clone())))

@@ -27,7 +27,7 @@ pub struct Seeded {
     pub sandbox_webhook_secret: Secret,
 }
 
-fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
+pub fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -164,7 +164,7 @@ impl DynamoStore {
             .stream_specification(
                 StreamSpecification::builder()
                     .stream_enabled(true)
-                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .stream_view_type(StreamViewType::NewImage)
                     .build()
                     .expect("complete stream spec"),
             )

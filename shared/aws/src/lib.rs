@@ -40,8 +40,13 @@ pub struct AwsSettings {
 pub struct TlsError(String);
 
 /// The AWS adapters: the state table `table`, and Secrets Manager with reads cached for
-/// `secret_cache`.
-pub fn backends(aws: &AwsSettings, table: &str, secret_cache: Duration) -> Result<Backends, TlsError> {
+/// `secret_cache` (new secrets encrypted with `kms_key_id`, when given).
+pub fn backends(
+    aws: &AwsSettings,
+    table: &str,
+    secret_cache: Duration,
+    kms_key_id: Option<String>,
+) -> Result<Backends, TlsError> {
     let config = sdk_config(aws)?;
     let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&config);
     if let Some(endpoint) = &aws.dynamodb_endpoint {
@@ -53,7 +58,7 @@ pub fn backends(aws: &AwsSettings, table: &str, secret_cache: Duration) -> Resul
     }
     Ok(Backends {
         store: Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(dynamodb.build()), table.to_owned())),
-        secrets: Arc::new(SecretsManagerStore::lazy(secretsmanager, secret_cache)),
+        secrets: Arc::new(SecretsManagerStore::lazy(secretsmanager, secret_cache).with_kms_key(kms_key_id)),
     })
 }
 

@@ -26,6 +26,8 @@ const ABSENT_TTL: Duration = Duration::from_secs(5);
 pub struct SecretsManagerStore {
     client: LazyClient,
     ttl: Duration,
+    /// The customer-managed key new secrets are encrypted with (else AWS's own key).
+    kms_key_id: Option<String>,
     recovery_window_days: i64,
     cache: RwLock<HashMap<String, (Instant, Option<Secret>)>>,
 }
@@ -50,7 +52,13 @@ impl SecretsManagerStore {
     }
 
     fn with_client(client: LazyClient, ttl: Duration) -> Self {
-        SecretsManagerStore { client, ttl, recovery_window_days: 7, cache: RwLock::new(HashMap::new()) }
+        SecretsManagerStore {
+            client,
+            ttl,
+            kms_key_id: None,
+            recovery_window_days: 7,
+            cache: RwLock::new(HashMap::new()),
+        }
     }
 
     /// The cached value if it is younger than `max_age` (or, when absent, than
@@ -71,6 +79,12 @@ impl SecretsManagerStore {
         };
         self.remember(name, value.clone()).await;
         Ok(value)
+    }
+
+    /// New secrets are encrypted with this customer-managed KMS key.
+    pub fn with_kms_key(mut self, kms_key_id: Option<String>) -> Self {
+        self.kms_key_id = kms_key_id;
+        self
     }
 
     async fn remember(&self, name: &str, value: Option<Secret>) {
@@ -107,6 +121,7 @@ impl SecretStore for SecretsManagerStore {
                 self.client
                     .create_secret()
                     .name(name)
+                    .set_kms_key_id(self.kms_key_id.clone())
                     .secret_string(value.expose())
                     .send()
                     .await

@@ -196,7 +196,7 @@ pub fn pipeline_run(v: &Value) -> Option<PipelineRun> {
         pull_request,
         commit: text("/target/commit/hash"),
         selector,
-        // Live Cloud names the trigger only by its type (`pipeline_trigger_manual`).
+        // Bitbucket's description defines `trigger.type` (`pipeline_trigger_manual`…), no `name`.
         trigger: text("/trigger/name")
             .or_else(|| text("/trigger/type").map(|t| t.trim_start_matches("pipeline_trigger_").to_ascii_uppercase())),
         status: status_of(v.get("state").unwrap_or(&Value::Null)),

@@ -114,14 +114,40 @@ fn slug_ok(s: &str) -> bool {
         && s != ".."
 }
 
-/// `https://…`, or `http://` to a loopback host (the local stack and its sandbox).
-fn check_base_url(raw: &str) -> Result<String, Error> {
+/// Whether the URL's host is this machine (loopback, unspecified) or its link (link-local, the
+/// metadata range), however it is written (`127.1`, `2130706433`, `[::1]`, `localhost.`).
+fn this_machine(url: &url::Url) -> bool {
+    use std::net::IpAddr;
+    let local = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback() || v4.is_unspecified() || v4.is_link_local())
+        }
+    };
+    match url.host() {
+        Some(url::Host::Ipv4(v4)) => local(IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => local(IpAddr::V6(v6)),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
+/// `https://…`, or — where allowed (the local stack and its sandbox) — `http://` to a loopback
+/// host. Inside Lambda a loopback address is the Runtime API, never Bitbucket.
+fn check_base_url(raw: &str, allow_loopback_http: bool) -> Result<String, Error> {
     let url = url::Url::parse(raw.trim()).map_err(|e| invalid("base_url", format!("not a URL: {e}")))?;
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    let loopback = this_machine(&url);
     match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        _ => return Err(invalid("base_url", "must use https (plain http only to a loopback address)")),
+        "https" if !loopback || allow_loopback_http => {}
+        "http" if loopback && allow_loopback_http => {}
+        _ if loopback => return Err(invalid("base_url", "must not be a loopback address here")),
+        _ => return Err(invalid("base_url", "must use https")),
     }
     // API paths are appended to the base URL: a query or fragment would swallow them.
     if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
@@ -165,7 +191,9 @@ pub fn parse_repository_url(flavor: Flavor, raw: &str) -> Result<(Option<String>
 
 impl NewIntegration {
     /// Checks every field and settles the target; the first problem is reported by field name.
-    pub fn validate(&self) -> Result<(String, String, RepoTarget), Error> {
+    /// `allow_loopback_http`: whether a plain-http loopback base URL is acceptable (see
+    /// [`Connections::allow_loopback_http`]).
+    pub fn validate(&self, allow_loopback_http: bool) -> Result<(String, String, RepoTarget), Error> {
         let name = check_name(&self.name)?;
         let description = check_description(&self.description)?;
         let (url_base, url_owner, url_slug) = match &self.repository_url {
@@ -200,8 +228,8 @@ impl NewIntegration {
             return Err(invalid("repository", "may contain only letters, digits and . _ - ~"));
         }
         let base_url = match (&self.base_url, url_base, self.flavor) {
-            (Some(b), _, _) => check_base_url(b)?,
-            (None, Some(b), _) => check_base_url(&b)?,
+            (Some(b), _, _) => check_base_url(b, allow_loopback_http)?,
+            (None, Some(b), _) => check_base_url(&b, allow_loopback_http)?,
             (None, None, Flavor::Cloud) => CLOUD_API.to_owned(),
             (None, None, Flavor::DataCenter) => return Err(invalid("base_url", "is required for Data Center")),
         };
@@ -239,6 +267,9 @@ pub struct Connections {
     pub public_base_url: String,
     /// Secret names are `{secret_prefix}/{integration id}/…`.
     pub secret_prefix: String,
+    /// Whether a base URL may be plain `http://` to a loopback address (the local stack's
+    /// sandbox); never in Lambda, where loopback is the Runtime API.
+    pub allow_loopback_http: bool,
 }
 
 impl Connections {
@@ -284,7 +315,7 @@ impl Connections {
     }
 
     pub async fn create(&self, request: NewIntegration) -> Result<Integration, Error> {
-        let (name, description, target) = request.validate()?;
+        let (name, description, target) = request.validate(self.allow_loopback_http)?;
         let client = self.client(&target, request.credential.clone());
         self.test(client.as_ref(), request.register_webhook).await?;
 
@@ -733,17 +764,32 @@ mod tests {
     fn base_url_fragment_is_refused() {
         // Found by fuzz/admin_bodies: `#…` was kept, so every API path landed in the fragment.
         for bad in ["http://127.0.0.1/#:7990", "https://git.example.com/ctx#x", "https://git.example.com/#"] {
-            assert!(matches!(check_base_url(bad), Err(Error::Invalid { field: "base_url", .. })), "{bad}");
+            assert!(matches!(check_base_url(bad, true), Err(Error::Invalid { field: "base_url", .. })), "{bad}");
         }
-        assert_eq!(check_base_url("https://git.example.com/ctx/").unwrap(), "https://git.example.com/ctx");
+        assert_eq!(check_base_url("https://git.example.com/ctx/", true).unwrap(), "https://git.example.com/ctx");
     }
 
     #[test]
     fn base_urls_and_ids() {
-        assert!(check_base_url("https://api.bitbucket.org/2.0/").is_ok());
-        assert!(check_base_url("http://127.0.0.1:3000/sandbox/bitbucket/2.0").is_ok());
-        assert!(check_base_url("http://example.com").is_err());
-        assert!(check_base_url("https://user:pw@example.com").is_err());
+        assert!(check_base_url("https://api.bitbucket.org/2.0/", false).is_ok());
+        assert!(check_base_url("http://127.0.0.1:3000/sandbox/bitbucket/2.0", true).is_ok());
+        assert!(check_base_url("http://example.com", true).is_err());
+        // Inside Lambda, loopback is the Runtime API (127.0.0.1:9001): never a Bitbucket.
+        for lambda_loopback in [
+            "http://127.0.0.1:9001/2018-06-01",
+            "https://localhost/x",
+            "http://[::1]:3000",
+            "https://127.1:9001",
+            "https://2130706433/",
+            "https://0.0.0.0/",
+            "https://169.254.169.254/latest",
+            "https://[::ffff:127.0.0.1]/",
+            "https://LOCALHOST./",
+            "https://api.localhost/",
+        ] {
+            assert!(check_base_url(lambda_loopback, false).is_err(), "{lambda_loopback}");
+        }
+        assert!(check_base_url("https://user:pw@example.com", true).is_err());
         let id = new_id("My Repo!!");
         assert!(id.starts_with("my-repo-") && crate::integration::valid_id(&id), "{id}");
         assert!(new_id("///").starts_with("int-"));

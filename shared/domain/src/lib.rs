@@ -29,7 +29,7 @@ pub mod webhook;
 pub mod webhook_secret;
 
 pub use context::IntegrationContext;
-pub use delivery::{Delivery, Ingested, ingest, list_deliveries};
+pub use delivery::{Delivery, Ingested, Intake, list_deliveries};
 pub use error::Error;
 pub use integration::{Integration, IntegrationStatus, Options, StalePolicy};
 pub use webhook_secret::WebhookSecrets;

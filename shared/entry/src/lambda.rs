@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use axum::middleware::from_fn_with_state;
 use domain::Delivery;
 use domain::consumers::{self, DeliveryConsumer};
 use domain::outbox::Relay;
@@ -19,6 +20,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use tracing::Instrument;
 
+use crate::http::{AdminGuard, require_iam_or_token};
 use crate::root::Root;
 use crate::settings::{ConfigError, Settings};
 
@@ -27,9 +29,20 @@ pub type Error = lambda_http::Error;
 /// A function's scheduled work: what it answers is logged and returned to Lambda.
 pub type Scheduled = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Value> + Send>> + Send + Sync>;
 
+/// Who may call a function's routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the webhook receiver (its own HMAC check authenticates Bitbucket).
+    Public,
+    /// An IAM-authorized caller, or the configured bearer token ([`AdminGuard`]).
+    Admin,
+}
+
 /// What a function serves.
 pub struct Function {
-    pub router: axum::Router,
+    /// Its routes, bare: [`Function::router`] adds the guard its access needs and the shared layers.
+    pub routes: axum::Router,
+    pub access: Access,
     /// The consumers of the state table's stream (deliveries), in order.
     pub consumers: Vec<Arc<dyn DeliveryConsumer>>,
     pub schedule: Option<Scheduled>,
@@ -38,9 +51,34 @@ pub struct Function {
 }
 
 impl Function {
-    /// A function that only serves HTTP.
-    pub fn http(router: axum::Router) -> Self {
-        Function { router, consumers: Vec::new(), schedule: None, relay: None }
+    /// An admin function that only serves HTTP.
+    pub fn http(routes: axum::Router) -> Self {
+        Function { routes, access: Access::Admin, consumers: Vec::new(), schedule: None, relay: None }
+    }
+
+    /// The router to serve: an admin function's routes behind `guard`, then the shared layers
+    /// (request ids, JSON 404s).
+    pub fn router(&self, guard: AdminGuard) -> axum::Router {
+        let routes = match self.access {
+            Access::Public => self.routes.clone(),
+            Access::Admin => self.routes.clone().route_layer(from_fn_with_state(guard, require_iam_or_token)),
+        };
+        crate::http::finish(routes)
+    }
+}
+
+/// A function as served: its router (guarded), consumers and schedule.
+pub struct Served {
+    pub router: axum::Router,
+    pub consumers: Vec<Arc<dyn DeliveryConsumer>>,
+    pub schedule: Option<Scheduled>,
+    pub relay: Option<Arc<Relay>>,
+}
+
+impl Served {
+    pub fn new(function: Function, guard: AdminGuard) -> Self {
+        let router = function.router(guard);
+        Served { router, consumers: function.consumers, schedule: function.schedule, relay: function.relay }
     }
 }
 
@@ -57,7 +95,7 @@ where
 pub async fn run(build: impl FnOnce(&Root) -> Result<Function, ConfigError>) -> Result<(), Error> {
     crate::telemetry::init();
     let root = Root::aws(Settings::from_env()?)?;
-    let function = Arc::new(build(&root)?);
+    let function = Arc::new(Served::new(build(&root)?, root.admin_guard()));
     lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<Value>| {
         let function = function.clone();
         async move { handle(&function, event).await }
@@ -114,7 +152,7 @@ fn stream_record(record: &Value) -> StreamRecord {
 }
 
 /// Answers one event the way its kind needs.
-pub async fn handle(function: &Function, event: LambdaEvent<Value>) -> Result<Value, Error> {
+pub async fn handle(function: &Served, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let (payload, context) = event.into_parts();
     match Event::read(payload)? {
         Event::Http(request) => {

@@ -13,6 +13,7 @@ use domain::outbox::Relay;
 use domain::pipelines::Pipelines;
 use domain::pruning::Pruner;
 
+use crate::http::AdminGuard;
 use crate::settings::{ConfigError, Settings};
 
 pub struct Root {
@@ -31,7 +32,7 @@ impl Root {
     /// A Lambda function's root: the AWS adapters its settings name.
     pub fn aws(settings: Settings) -> Result<Self, crate::lambda::Error> {
         let aws = settings.aws.as_ref().ok_or(ConfigError { name: "STATE_TABLE", problem: "must be set".into() })?;
-        let backends = aws_adapters::backends(&aws.sdk, &aws.table, aws.secret_cache)?;
+        let backends = aws_adapters::backends(&aws.sdk, &aws.table, aws.secret_cache, aws.kms_key_id.clone())?;
         Ok(Root::new(settings, backends, RetryPolicy::default()))
     }
 
@@ -49,6 +50,7 @@ impl Root {
             ctx: self.context(),
             public_base_url: self.settings.public_base_url()?.to_owned(),
             secret_prefix: self.settings.secret_prefix.clone(),
+            allow_loopback_http: self.settings.allow_loopback_http,
         })
     }
 
@@ -72,5 +74,10 @@ impl Root {
 
     pub fn pruner(&self) -> Pruner {
         Pruner { ctx: self.context(), builds: Some(Arc::new(self.pipelines())) }
+    }
+
+    /// The admin routes' guard in Lambda: an IAM caller, or the token in `ADMIN_TOKEN_SECRET`.
+    pub fn admin_guard(&self) -> AdminGuard {
+        AdminGuard { secrets: self.backends.secrets.clone(), token_secret: self.settings.admin_token_secret.clone() }
     }
 }

@@ -45,6 +45,15 @@ pub struct Settings {
     pub public_base_url: Option<String>,
     /// The AWS side, in Lambda (or against an emulator): the table and Secrets Manager.
     pub aws: Option<AwsBackends>,
+    /// The secret holding a bearer token admin routes also accept (`ADMIN_TOKEN_SECRET`), for
+    /// deployments that front the API without IAM; unset, only IAM-authorized callers pass.
+    pub admin_token_secret: Option<String>,
+    /// Whether Bitbucket may be reached over plain HTTP on a loopback address (the local stack
+    /// and its sandbox): never inside Lambda, where 127.0.0.1 is the Runtime API.
+    pub allow_loopback_http: bool,
+    /// How long the receiver trusts an integration record it read (`INTEGRATION_CACHE_SECONDS`,
+    /// default 10): a flood for one integration costs one read per instance per period.
+    pub integration_cache: Duration,
     /// Where domain events are POSTed, signed, outside AWS (`EVENTS_URL`).
     pub events_url: Option<String>,
     /// Their Standard Webhooks secret, `whsec_…` (`EVENTS_SECRET`).
@@ -58,6 +67,8 @@ pub struct AwsBackends {
     pub table: String,
     /// How long a secret read stays cached (`SECRET_CACHE_SECONDS`, default 300).
     pub secret_cache: Duration,
+    /// A customer-managed KMS key for the secrets this stack creates (`SECRET_KMS_KEY_ID`).
+    pub kms_key_id: Option<String>,
     /// The EventBridge bus domain events are published to (`EVENT_BUS_NAME`; the publisher's).
     pub event_bus: Option<String>,
     pub sdk: AwsSettings,
@@ -76,9 +87,29 @@ impl Settings {
             secret_prefix: env_or("SECRET_PREFIX", "bitbucket-automation".to_owned())?,
             public_base_url: env_text("PUBLIC_BASE_URL"),
             aws: None,
+            admin_token_secret: env_text("ADMIN_TOKEN_SECRET"),
+            // Lambda sets AWS_LAMBDA_FUNCTION_NAME in every execution environment.
+            allow_loopback_http: env_text("AWS_LAMBDA_FUNCTION_NAME").is_none(),
+            integration_cache: Duration::from_secs(env_or("INTEGRATION_CACHE_SECONDS", 10)?),
             events_url: env_text("EVENTS_URL"),
             events_secret: env_text("EVENTS_SECRET").map(Secret::new),
         })
+    }
+
+    /// A process outside Lambda (the local stack, tests): Bitbucket reaches its receiver at
+    /// `public_base_url`, and it may use a loopback sandbox; nothing is cached across requests.
+    pub fn local(public_base_url: &str, secret_prefix: &str, retention: chrono::Duration) -> Self {
+        Settings {
+            retention,
+            secret_prefix: secret_prefix.to_owned(),
+            public_base_url: Some(public_base_url.to_owned()),
+            aws: None,
+            admin_token_secret: None,
+            allow_loopback_http: true,
+            integration_cache: Duration::ZERO,
+            events_url: None,
+            events_secret: None,
+        }
     }
 
     pub fn public_base_url(&self) -> Result<&str, ConfigError> {
@@ -99,6 +130,7 @@ pub fn aws_backends() -> Result<AwsBackends, ConfigError> {
     Ok(AwsBackends {
         table: env_required("STATE_TABLE")?,
         secret_cache: Duration::from_secs(env_or("SECRET_CACHE_SECONDS", 300)?),
+        kms_key_id: env_text("SECRET_KMS_KEY_ID"),
         event_bus: env_text("EVENT_BUS_NAME"),
         sdk: AwsSettings {
             region: env_required("AWS_REGION")?,

@@ -15,7 +15,7 @@ use domain::{Integration, IntegrationStatus, WebhookSecrets, list_deliveries};
 use local_adapters::FileSecretStore;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use webhook_receiver::{MAX_BODY_BYTES, Receiver, app};
+use webhook_receiver::{MAX_BODY_BYTES, app};
 
 const SECRET: &str = "s3cret";
 const PUSH: &str = r#"{"push":{"changes":[{"new":{"type":"branch","name":"main","target":{"hash":"abc"}},"old":null,"created":true,"closed":false,"forced":false,"truncated":false}]},"repository":{"full_name":"ws/repo"}}"#;
@@ -45,7 +45,7 @@ async fn harness() -> Harness {
         let i = Integration { status, ..Integration::new(id, id, RepoTarget::cloud("ws", "repo"), &access, "test") };
         INTEGRATIONS.put(backends.store.as_ref(), "", &[id], &i, Condition::Absent).await.unwrap();
     }
-    let receiver = Receiver { backends: backends.clone(), retention: chrono::Duration::days(30) };
+    let receiver = domain::Intake::new(backends.clone(), chrono::Duration::days(30), std::time::Duration::ZERO);
     Harness { router: app(Arc::new(receiver)), backends, _dir: dir }
 }
 

@@ -280,6 +280,6 @@ fn synthetic(integration: &Integration, delivery_id: &str, event: RepoEvent) -> 
         repository: Some(integration.target.full_name()),
         events: vec![event],
         summary,
-        body_sha256: None,
+        body_xxh3: None,
     }
 }

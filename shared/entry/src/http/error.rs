@@ -32,9 +32,15 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unprocessable(String),
-    /// A dependency failed in a way worth retrying (Bitbucket retries webhook deliveries on 5xx).
+    /// Worth retrying shortly, and the message says why (Bitbucket retries webhook deliveries
+    /// on 5xx).
     #[error("{0}")]
     Unavailable(String),
+    /// A dependency (the state table, the secret store) failed: 503 too, but its detail names
+    /// infrastructure (tables, roles, accounts), so it goes to the log and the answer is generic.
+    #[error("{0}")]
+    Dependency(String),
+    /// Something that should not happen; the detail goes to the log only.
     #[error("{0}")]
     Internal(String),
     /// Bitbucket refused or failed: 422 carrying the typed reason (503 when worth retrying).
@@ -54,7 +60,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Dependency(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             // Worth retrying later: Bitbucket is down, slow or rate limiting.
             ApiError::Bitbucket(BitbucketError::Unavailable(_) | BitbucketError::RateLimited) => {
@@ -76,9 +82,20 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unprocessable(_) => "unprocessable",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::Dependency(_) => "unavailable",
             ApiError::Internal(_) => "internal",
             ApiError::Bitbucket(e) => e.reason(),
+        }
+    }
+}
+
+impl ApiError {
+    /// What the caller is told: the message, except where it would name infrastructure.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Dependency(_) => "a service this API depends on is unavailable; retry later".into(),
+            ApiError::Internal(_) => "the request could not be completed".into(),
+            other => other.to_string(),
         }
     }
 }
@@ -91,7 +108,12 @@ impl IntoResponse for ApiError {
         } else {
             tracing::info!(code = self.code(), error = %self, "request refused");
         }
-        (status, Json(json!({"error": {"code": self.code(), "message": self.to_string()}}))).into_response()
+        let mut error = json!({"code": self.code(), "message": self.public_message()});
+        // The id the log lines carry: what to quote to whoever reads the logs.
+        if let Ok(request_id) = super::REQUEST_ID.try_with(Clone::clone) {
+            error["request_id"] = json!(request_id);
+        }
+        (status, Json(json!({"error": error}))).into_response()
     }
 }
 
@@ -100,9 +122,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::BadCursor => ApiError::BadRequest("the cursor is not valid for this listing".into()),
             StoreError::ConditionFailed { .. } => ApiError::Conflict("the record changed concurrently; retry".into()),
-            StoreError::Throttled | StoreError::Unavailable(_) => {
-                ApiError::Unavailable(format!("state store: {e}; retry later"))
-            }
+            StoreError::Throttled | StoreError::Unavailable(_) => ApiError::Dependency(format!("state store: {e}")),
             StoreError::Corrupt(_) => ApiError::Internal(e.to_string()),
         }
     }
@@ -112,7 +132,7 @@ impl From<SecretError> for ApiError {
     fn from(e: SecretError) -> Self {
         match e {
             SecretError::Corrupt(_) => ApiError::Internal(e.to_string()),
-            SecretError::Unavailable(_) | SecretError::Denied => ApiError::Unavailable(format!("{e}; retry later")),
+            SecretError::Unavailable(_) | SecretError::Denied => ApiError::Dependency(e.to_string()),
         }
     }
 }

@@ -6,7 +6,7 @@ mod error;
 mod extract;
 mod json;
 
-pub use auth::{AdminToken, require_admin};
+pub use auth::{AdminGuard, AdminToken, iam_caller, require_admin, require_iam_or_token};
 pub use error::ApiError;
 pub use extract::{Path, Query};
 pub use json::{JsonBody, MAX_ADMIN_BODY, parse as parse_json};
@@ -25,6 +25,11 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// The router type every function serves (for crates that need not name axum).
 pub type Router = axum::Router;
 
+tokio::task_local! {
+    /// The request id of the request being answered (error bodies quote it).
+    pub static REQUEST_ID: String;
+}
+
 /// Middleware: gives each request an id (the caller's `x-request-id`, or a new one), runs the
 /// handler inside a span that carries it, and echoes it in the response.
 pub async fn request_context(request: Request, next: Next) -> Response {
@@ -41,7 +46,7 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path(),
     );
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = REQUEST_ID.scope(request_id.clone(), next.run(request).instrument(span.clone())).await;
     span.in_scope(|| tracing::info!(status = response.status().as_u16(), "request finished"));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
