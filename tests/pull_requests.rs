@@ -296,6 +296,11 @@ async fn every_change_is_an_event_listed_signed_and_true_to_its_schema() {
         .complete_pipeline(&uuid, "SUCCESSFUL", Some(TestCounts { total: 2, passed: 2, failed: 0, skipped: 0 }))
         .unwrap();
     sandbox.merge_pull_request(pr).await.unwrap();
+    // Webhooks may arrive in any order: the deletion after the merge was acted on.
+    eventually(&s, "the deactivation", async || {
+        (!of_type(&activity(&s, "sandbox").await, "environment.deactivated").is_empty()).then_some(())
+    })
+    .await;
     sandbox.delete_branch("feature/login").await.unwrap();
     let wanted = [
         "environment.created",
@@ -533,8 +538,12 @@ async fn the_outbox_on_dynamodb_is_published_to_eventbridge() {
         store: s.running.backends.store.clone(),
         publisher: Arc::new(aws_adapters::EventBridgePublisher::new(bridge.clone(), &bus)),
     };
-    let function =
-        entry::lambda::Function { relay: Some(Arc::new(relay)), ..entry::lambda::Function::http(axum::Router::new()) };
+    // As event_publisher::function builds it: no routes (so nothing to guard), the relay.
+    let function = entry::lambda::Function {
+        access: entry::lambda::Access::Public,
+        relay: Some(Arc::new(relay)),
+        ..entry::lambda::Function::http(axum::Router::new())
+    };
     let guard = entry::http::AdminGuard { secrets: s.running.backends.secrets.clone(), token_secret: None };
     let function = entry::lambda::Served::new(function, guard);
     let items = domain::tables::OUTBOX.items(s.running.backends.store.as_ref(), "sandbox", &[]).await.unwrap();

@@ -6,13 +6,12 @@
 use std::sync::Arc;
 
 use entry::Root;
-use entry::lambda::Function;
+use entry::lambda::{Access, Function};
 use entry::settings::ConfigError;
 
 /// The function: the relay on the root's table and bus (`EVENT_BUS_NAME`).
 pub fn function(root: &Root) -> Result<Function, ConfigError> {
     let relay = root.event_relay().map_err(|e| ConfigError { name: "EVENT_BUS_NAME", problem: e.to_string() })?;
-    // No routes: an HTTP event gets the usual JSON 404.
-    let router = entry::http::finish(entry::http::Router::new());
-    Ok(Function { relay: Some(Arc::new(relay)), ..Function::http(router) })
+    // No routes, so nothing to guard (an HTTP event gets the usual JSON 404).
+    Ok(Function { access: Access::Public, relay: Some(Arc::new(relay)), ..Function::http(entry::http::Router::new()) })
 }
