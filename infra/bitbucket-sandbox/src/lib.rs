@@ -16,11 +16,17 @@
 //! `user`, `workspaces/{ws}`, the repository; hooks; branches (`q`, `sort`), branch creation and
 //! deletion; branch restrictions; `src` (commits by form, files, directory listings, `format=meta`;
 //! `src/{branch}/…` is refused when the branch name has a `/`, as live Cloud does: read by commit);
-//! `commit/{hash}`, `commits[/{revision}]` (`include`, `exclude`); build statuses; pull requests
-//! (12-digit `{hash}` commits, pages of at most 50, `q` in a BBQL subset, `sort`). Collections
-//! answer with a trailing slash too. Pipelines: `…/pipelines/` (trigger by ref or commit, list),
-//! `…/pipelines/{uuid}`, `…/{uuid}/stopPipeline`, `…/{uuid}/steps/`, `…/steps/{step}` and
-//! `…/test_reports`, runs driven by hand or on a timer. OAuth: the client-credentials grant
+//! `commit/{hash}`, `commits[/{revision}]` (`include`, `exclude`); build statuses (created or
+//! replaced by key, read and updated by key); pull requests (12-digit `{hash}` commits, pages of at
+//! most 50, `q` in a BBQL subset, `sort`; drafts, and forks whose source repository is another),
+//! where a push to an open pull request's source branch sends `pullrequest:updated`, as Bitbucket
+//! does. Collections answer with a trailing slash too. Pipelines: `…/pipelines/` (trigger by ref,
+//! commit or pull request — `pipeline_pullrequest_target` —, list), `…/pipelines/{uuid}`,
+//! `…/{uuid}/stopPipeline`, `…/{uuid}/steps/`, `…/steps/{step}`, `…/test_reports`,
+//! `…/test_reports/test_cases` and their `test_case_reasons` (failed cases named by hand), runs
+//! driven by hand or on a timer; with a `pull-requests:` pattern set, pull requests get
+//! Bitbucket's own runs when they open and whenever their head moves. Webhooks of a key can be
+//! dropped (a missed delivery). OAuth: the client-credentials grant
 //! (`scope` in the answer, no refresh token).
 //!
 //! # Credentials and scopes
@@ -49,7 +55,8 @@
 //!
 //! # Data Center
 //!
-//! The repository, `default-branch` and `branches/default`; webhooks; `PUT …/browse/{path}`
+//! The repository, `default-branch` and `branches/default`; webhooks; build statuses
+//! (`POST`/`GET …/commits/{commitId}/builds`, `REPO_READ`, one per key); `PUT …/browse/{path}`
 //! (multipart commit of one file), `GET …/raw/{path}?at=`, `GET …/commits/{id}`; `GET …/branches`
 //! (filterText, orderBy, details) and branch creation (`POST …/branches`, `POST
 //! /rest/branch-utils/…/branches`); `DELETE /rest/branch-utils/…/branches` (204 also for a branch
