@@ -14,15 +14,26 @@ run:
 
 # Tests run with a private TMPDIR that must be empty afterwards: a test that leaves a file or
 # directory behind fails the run (they used to leave ~2,300 directories after a few runs).
+# Every exchange with the sandbox Bitbucket, over the whole suite, goes to a fresh traffic log that
+# infra/conformance/check.py then holds to Atlassian's descriptions: any violation outside
+# infra/conformance/allowlist.yaml fails the run. The checker's packages are installed on first
+# use, and the sandbox's own route sweep may not skip.
+TRAFFIC_LOG := $(CURDIR)/target/conformance/traffic.jsonl
 test:
 	$(TEST_ENV) $(CARGO) test --workspace --all-targets --no-run
+	@infra/conformance/ensure.sh
 	@MOTO_PORT=$(MOTO_PORT) infra/moto.sh start
 	@tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/make-test.XXXXXX"); status=0; \
-	TMPDIR=$$tmp $(TEST_ENV) $(CARGO) test --workspace --all-targets --no-fail-fast || status=$$?; \
+	mkdir -p "$(dir $(TRAFFIC_LOG))"; rm -f "$(TRAFFIC_LOG)"; \
+	TMPDIR=$$tmp $(TEST_ENV) SANDBOX_TRAFFIC_LOG="$(TRAFFIC_LOG)" SANDBOX_CONFORMANCE_REQUIRED=1 \
+	  $(CARGO) test --workspace --all-targets --no-fail-fast || status=$$?; \
 	MOTO_PORT=$(MOTO_PORT) infra/moto.sh stop; \
 	left=$$(ls -A "$$tmp"); \
 	if [ -n "$$left" ]; then echo "tests left these behind in TMPDIR:"; echo "$$left" | head -20; status=1; fi; \
-	rm -rf "$$tmp"; exit $$status
+	rm -rf "$$tmp"; \
+	echo "== conformance of the suite's Bitbucket traffic ($(TRAFFIC_LOG))"; \
+	python3 infra/conformance/check.py "$(TRAFFIC_LOG)" || status=1; \
+	exit $$status
 
 lint: layers
 	$(CARGO) fmt --all --check

@@ -84,7 +84,7 @@ async fn backup_paths_are_files_whatever_their_name() {
 async fn the_sandbox_parses_commit_forms_strictly() {
     let s = stack("integrity-form").await;
     let url = format!("{}/repositories/sandbox/demo/src", s.sandbox_api());
-    let send = |disposition: &str| {
+    let send = |disposition: &str, probe: bool| {
         let body = format!(
             "--b\r\nContent-Disposition: {disposition}\r\n\r\ncontent\r\n--b\r\n\
              Content-Disposition: form-data; name=\"branch\"\r\n\r\nform-test\r\n--b--\r\n"
@@ -93,19 +93,21 @@ async fn the_sandbox_parses_commit_forms_strictly() {
             .post(&url)
             .basic_auth(sb::API_TOKEN_EMAIL, Some(sb::API_TOKEN))
             .header("Content-Type", "multipart/form-data; boundary=b")
+            // The malformed one is on purpose: the suite-wide traffic check takes it as a probe.
+            .header(sb::PROBE_HEADER, if probe { "1" } else { "0" })
             .body(body)
             .send()
     };
     for (disposition, path) in
         [(r#"form-data; name="message"; filename="message""#, "message"), (r#"form-data; name="/author""#, "author")]
     {
-        let response = send(disposition).await.unwrap();
+        let response = send(disposition, false).await.unwrap();
         assert_eq!(response.status(), 201, "{disposition}");
         let location = response.headers()["location"].to_str().unwrap().to_owned();
         let commit = location.rsplit('/').next().unwrap();
         assert_eq!(file_at(&s, commit, path).await.as_deref(), Some(&b"content"[..]), "{disposition}");
     }
-    let response = send(r#"form-data; name="important.json".bak""#).await.unwrap();
+    let response = send(r#"form-data; name="important.json".bak""#, true).await.unwrap();
     assert_eq!(response.status(), 400, "a quote inside the name is not cut");
     s.stop().await;
 }
@@ -396,6 +398,8 @@ async fn nothing_but_the_sandbox_answers_before_the_stack_is_ready() {
             .uri(path)
             .header("Authorization", "Bearer t")
             .header("Content-Type", "application/json")
+            // A body on every method, the sandbox's GET included: on purpose.
+            .header(sb::PROBE_HEADER, "1")
             .body(axum::body::Body::from(r#"{"name": "x"}"#))
             .unwrap();
         let app = app.clone();

@@ -3,6 +3,7 @@
 
 mod backup;
 mod bad_input;
+mod capabilities;
 mod connections;
 mod faults;
 mod fixtures;

@@ -58,6 +58,14 @@ METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 # Where each flavor's requests land in which description.
 # ---------------------------------------------------------------------------------------------
 
+# What a probe (a deliberate request the description does not describe) may be told without it
+# being a violation: the findings about the request itself.
+PROBE_NOTICES = {
+    "root", "path", "method", "trailing_slash", "path_value", "query_param", "query_value", "query_repeated",
+    "query_required", "request_body_undescribed", "request_body_required", "request_content_type",
+    "request_body", "live_request",
+}
+
 # Data Center REST plugins: the versions a root may name, all served as the description's
 # `/{plugin}/latest` (Data Center serves `latest` as an alias of the current version; the narrative
 # "Structure of the REST URIs" gives `/rest/api/1.0/...`). A plugin not listed accepts 1.0 and latest.
@@ -699,9 +707,13 @@ class Checker:
         if desc is not None:
             self._check_described(ex, desc, path)
         if ex.probe:
-            # A deliberate request to an undescribed route or method (to see its error envelope).
+            # A deliberate request the description does not describe (an undescribed route or
+            # method, or input it does not allow), sent to see how it is refused: what is wrong
+            # with the request, and the undocumented 4xx refusing it, are notices; the answer's
+            # envelope is still held to the flavor's.
+            refused = ex.status is not None and 400 <= ex.status < 500
             for f in ex.findings:
-                if f.check in ("path", "method", "trailing_slash"):
+                if f.check in PROBE_NOTICES or (f.check == "status" and refused):
                     f.notice = True
         if self.allowlist:
             self.allowlist.apply(ex)

@@ -69,6 +69,13 @@ fn positive(query: &str, name: &str, default: usize) -> Result<usize, Error> {
     }
 }
 
+/// The positions of the values the query's page shows (what [`paginate`] keeps).
+pub fn page_range(query: &str) -> Result<std::ops::Range<usize>, Error> {
+    let pagelen = positive(query, "pagelen", DEFAULT_PAGELEN)?.min(MAX_PAGELEN);
+    let start = (positive(query, "page", 1)? - 1).saturating_mul(pagelen);
+    Ok(start..start.saturating_add(pagelen))
+}
+
 /// One page of `values`; `url` is the absolute URL of the listing, without query.
 pub fn paginate(values: Vec<Value>, query: &str, url: &str) -> Result<Value, Error> {
     paginate_up_to(values, query, url, MAX_PAGELEN)

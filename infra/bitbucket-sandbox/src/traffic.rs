@@ -6,8 +6,9 @@
 //! or permission. Secrets (webhook secrets, tokens, client secrets, secured variables) are written
 //! `"REDACTED"`. `/_admin` is not Bitbucket's and is never logged.
 //!
-//! A request with an `X-Sandbox-Probe` header is marked `"probe": true` (a deliberate request to an
-//! undescribed route or method, to see its error envelope); `X-Sandbox-Test: name` labels the line
+//! A request with an `X-Sandbox-Probe` header (other than `0`, `false`, `no`) is marked
+//! `"probe": true`: a deliberate request the descriptions do not describe (an undescribed route or
+//! method, or input they do not allow), to see how it is refused; `X-Sandbox-Test: name` labels the line
 //! with the test that made it.
 //!
 //! Many test processes may append to one file: each line goes out in a single `write` on a file
@@ -29,7 +30,8 @@ use crate::{Sandbox, cloud, datacenter};
 
 /// The environment variable naming the log file.
 pub const TRAFFIC_LOG_VARIABLE: &str = "SANDBOX_TRAFFIC_LOG";
-/// Marks a request as a deliberate probe of an undescribed route or method.
+/// Marks a request as a deliberate probe: an undescribed route or method, or input the
+/// description does not allow.
 pub const PROBE_HEADER: &str = "x-sandbox-probe";
 /// Labels a request with the test that made it.
 pub const TEST_HEADER: &str = "x-sandbox-test";

@@ -1,13 +1,18 @@
 //! Bitbucket Cloud REST 2.0 adapter.
 
 use async_trait::async_trait;
-use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use domain::bitbucket::capabilities::{
+    C_COMMIT_FILE, C_CREATE_HOOK, C_DELETE_BRANCH, C_DELETE_HOOK, C_GET_BRANCH, C_GET_PIPELINE, C_LIST_BRANCHES,
+    C_LIST_HOOKS, C_LIST_PIPELINES, C_LIST_PULL_REQUESTS, C_LIST_RESTRICTIONS, C_LIST_STEPS, C_READ_FILE, C_REPOSITORY,
+    C_RUN_PIPELINE, C_SET_STATUS, C_STOP_PIPELINE, C_TEST_CASE_REASONS, C_TEST_CASES, C_TEST_REPORTS, C_UPDATE_HOOK,
+    C_USER,
+};
 use domain::bitbucket::{
     Access, Bitbucket, BitbucketError, BranchInfo, CommitStatus, FileCommit, Listing, MAX_TEST_FAILURES,
-    PipelineRequest, PipelineRun, PullRequestInfo, RepoTarget, TestFailure, TestSummary, Webhook, WebhookSpec,
+    PipelineRequest, PipelineRun, Probe, PullRequestInfo, RepoTarget, TestFailure, TestSummary, Webhook, WebhookSpec,
     form_safe,
 };
 
@@ -83,13 +88,12 @@ fn next_link(page: &Value, _current: &str) -> Option<String> {
 impl Bitbucket for CloudClient {
     async fn verify_access(&self) -> Result<Access, BitbucketError> {
         // Access tokens act as the repository/workspace, not a user: /user may be refused.
-        let user: Option<Value> =
-            match self.session.json(Method::GET, &format!("{}/user", self.base), &Body::Empty).await {
-                Ok(v) => Some(v),
-                Err(BitbucketError::Forbidden { .. }) => None,
-                Err(e) => return Err(e),
-            };
-        let repo: Value = self.session.json(Method::GET, &self.repo_url, &Body::Empty).await?;
+        let user: Option<Value> = match self.session.json(&C_USER, &format!("{}/user", self.base), &Body::Empty).await {
+            Ok(v) => Some(v),
+            Err(BitbucketError::Forbidden { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let repo: Value = self.session.json(&C_REPOSITORY, &self.repo_url, &Body::Empty).await?;
         let text = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_owned);
         Ok(Access {
             account: user.and_then(|u| text(&u, "/display_name").or_else(|| text(&u, "/username"))),
@@ -101,40 +105,40 @@ impl Bitbucket for CloudClient {
 
     async fn list_webhooks(&self) -> Result<Vec<Webhook>, BitbucketError> {
         let url = format!("{}/hooks?pagelen=100", self.repo_url);
-        let listing = self.session.list::<CloudHook>(&url, MAX_PAGES, next_link).await?;
+        let listing = self.session.list::<CloudHook>(&C_LIST_HOOKS, &url, MAX_PAGES, next_link).await?;
         Ok(listing.items.into_iter().map(Webhook::from).collect())
     }
 
     async fn create_webhook(&self, spec: &WebhookSpec) -> Result<Webhook, BitbucketError> {
         let hook: CloudHook = self
             .session
-            .json(Method::POST, &format!("{}/hooks", self.repo_url), &Body::Json(Self::hook_body(spec)))
+            .json(&C_CREATE_HOOK, &format!("{}/hooks", self.repo_url), &Body::Json(Self::hook_body(spec)))
             .await?;
         Ok(hook.into())
     }
 
     async fn update_webhook(&self, id: &str, spec: &WebhookSpec) -> Result<(), BitbucketError> {
         let url = format!("{}/hooks/{}", self.repo_url, segment(id));
-        self.session.send(Method::PUT, &url, &Body::Json(Self::hook_body(spec)), false).await?;
+        self.session.send(&C_UPDATE_HOOK, &url, &Body::Json(Self::hook_body(spec)), false).await?;
         Ok(())
     }
 
     async fn delete_webhook(&self, id: &str) -> Result<(), BitbucketError> {
         let url = format!("{}/hooks/{}", self.repo_url, segment(id));
-        match self.session.send(Method::DELETE, &url, &Body::Empty, false).await {
+        match self.session.send(&C_DELETE_HOOK, &url, &Body::Empty, false).await {
             Ok(_) | Err(BitbucketError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
     async fn main_branch(&self) -> Result<Option<String>, BitbucketError> {
-        let repo: Value = self.session.json(Method::GET, &self.repo_url, &Body::Empty).await?;
+        let repo: Value = self.session.json(&C_REPOSITORY, &self.repo_url, &Body::Empty).await?;
         Ok(repo.pointer("/mainbranch/name").and_then(Value::as_str).map(str::to_owned))
     }
 
     async fn branch_tip(&self, branch: &str) -> Result<Option<String>, BitbucketError> {
         let url = format!("{}/refs/branches/{}", self.repo_url, segments(branch));
-        let found: Option<Value> = absent_as_none(self.session.json(Method::GET, &url, &Body::Empty).await)?;
+        let found: Option<Value> = absent_as_none(self.session.json(&C_GET_BRANCH, &url, &Body::Empty).await)?;
         found
             .map(|b| {
                 b.pointer("/target/hash")
@@ -147,7 +151,7 @@ impl Bitbucket for CloudClient {
 
     async fn read_file(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, BitbucketError> {
         let url = format!("{}/src/{}/{}", self.repo_url, segment(rev), segments(path));
-        self.session.bytes(&url).await
+        self.session.bytes(&C_READ_FILE, &url).await
     }
 
     /// `POST …/src` (multipart): the file, plus `message`, `branch`, `author` and `parents`.
@@ -179,7 +183,7 @@ impl Bitbucket for CloudClient {
             parts.push(FormPart::text("parents", parent));
         }
         let url = format!("{}/src", self.repo_url);
-        let response = self.session.send(Method::POST, &url, &Body::Multipart(parts), guarded).await?;
+        let response = self.session.send(&C_COMMIT_FILE, &url, &Body::Multipart(parts), guarded).await?;
         response
             .headers()
             .get(reqwest::header::LOCATION)
@@ -192,7 +196,7 @@ impl Bitbucket for CloudClient {
 
     async fn list_branches(&self) -> Result<Listing<BranchInfo>, BitbucketError> {
         let url = format!("{}/refs/branches?pagelen=100", self.repo_url);
-        let listing = self.session.list::<Value>(&url, BRANCH_PAGES, next_link).await?;
+        let listing = self.session.list::<Value>(&C_LIST_BRANCHES, &url, BRANCH_PAGES, next_link).await?;
         let items = listing.items.iter().map(refs::cloud_branch).collect::<Result<_, _>>()?;
         Ok(Listing { items, complete: listing.complete })
     }
@@ -202,14 +206,14 @@ impl Bitbucket for CloudClient {
             "{}/pullrequests?state=OPEN&state=MERGED&state=DECLINED&sort=-updated_on&pagelen=50",
             self.repo_url
         );
-        let listing = self.session.list::<Value>(&url, PULL_REQUEST_PAGES, next_link).await?;
+        let listing = self.session.list::<Value>(&C_LIST_PULL_REQUESTS, &url, PULL_REQUEST_PAGES, next_link).await?;
         let items = listing.items.iter().map(refs::cloud_pull_request).collect::<Result<_, _>>()?;
         Ok(Listing { items, complete: listing.complete })
     }
 
     async fn delete_restricted_patterns(&self) -> Result<Vec<String>, BitbucketError> {
         let url = format!("{}/branch-restrictions?kind=delete&pagelen=100", self.repo_url);
-        let listing = self.session.list::<Value>(&url, RESTRICTION_PAGES, next_link).await?;
+        let listing = self.session.list::<Value>(&C_LIST_RESTRICTIONS, &url, RESTRICTION_PAGES, next_link).await?;
         if !listing.complete {
             // A restriction not read could be the one protecting a branch.
             return Err(BitbucketError::Unexpected("more branch restrictions than this client reads".into()));
@@ -219,48 +223,63 @@ impl Bitbucket for CloudClient {
 
     async fn delete_branch(&self, name: &str) -> Result<(), BitbucketError> {
         let url = format!("{}/refs/branches/{}", self.repo_url, segments(name));
-        match self.session.send(Method::DELETE, &url, &Body::Empty, false).await {
+        match self.session.send(&C_DELETE_BRANCH, &url, &Body::Empty, false).await {
             Ok(_) | Err(BitbucketError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
 
+    async fn probe(&self, probe: Probe) -> Result<(), BitbucketError> {
+        let (operation, url) = match probe {
+            Probe::Repository => (&C_REPOSITORY, self.repo_url.clone()),
+            Probe::Webhooks => (&C_LIST_HOOKS, format!("{}/hooks?pagelen=1", self.repo_url)),
+            Probe::Branches => (&C_LIST_BRANCHES, format!("{}/refs/branches?pagelen=1", self.repo_url)),
+            Probe::PullRequests => (&C_LIST_PULL_REQUESTS, format!("{}/pullrequests?pagelen=1", self.repo_url)),
+            Probe::BranchRestrictions => {
+                (&C_LIST_RESTRICTIONS, format!("{}/branch-restrictions?kind=delete&pagelen=1", self.repo_url))
+            }
+            Probe::Pipelines => (&C_LIST_PIPELINES, format!("{}/pipelines/?pagelen=1", self.repo_url)),
+        };
+        self.session.send(operation, &url, &Body::Empty, false).await.map(drop)
+    }
+
     async fn run_pipeline(&self, request: &PipelineRequest) -> Result<PipelineRun, BitbucketError> {
         let url = format!("{}/pipelines/", self.repo_url);
         // Not retried after an ambiguous failure: a repeat would start a second run.
-        let run: Value = self.session.json(Method::POST, &url, &Body::Json(pipeline_body(request))).await?;
+        let run: Value = self.session.json(&C_RUN_PIPELINE, &url, &Body::Json(pipeline_body(request))).await?;
         pipeline_run(&run).ok_or_else(|| BitbucketError::Unexpected("a run without uuid or number".into()))
     }
 
     async fn stop_pipeline(&self, uuid: &str) -> Result<(), BitbucketError> {
         let url = format!("{}/pipelines/{}/stopPipeline", self.repo_url, segment(uuid));
         // Stopping twice is harmless, so a lost answer may be retried.
-        self.session.send(Method::POST, &url, &Body::Empty, true).await?;
+        self.session.send(&C_STOP_PIPELINE, &url, &Body::Empty, true).await?;
         Ok(())
     }
 
     async fn get_pipeline(&self, uuid: &str) -> Result<PipelineRun, BitbucketError> {
         let url = format!("{}/pipelines/{}", self.repo_url, segment(uuid));
-        let run: Value = self.session.json(Method::GET, &url, &Body::Empty).await?;
+        let run: Value = self.session.json(&C_GET_PIPELINE, &url, &Body::Empty).await?;
         pipeline_run(&run).ok_or_else(|| BitbucketError::Unexpected("a run without uuid or number".into()))
     }
 
     async fn list_pipelines(&self, page: u32, pagelen: u32) -> Result<Vec<PipelineRun>, BitbucketError> {
         let url = format!("{}/pipelines/?sort=-created_on&page={page}&pagelen={pagelen}", self.repo_url);
-        let body: Value = self.session.json(Method::GET, &url, &Body::Empty).await?;
+        let body: Value = self.session.json(&C_LIST_PIPELINES, &url, &Body::Empty).await?;
         let values = body.get("values").and_then(Value::as_array).cloned().unwrap_or_default();
         Ok(values.iter().filter_map(pipeline_run).collect())
     }
 
     async fn test_summary(&self, uuid: &str) -> Result<Option<TestSummary>, BitbucketError> {
         let steps_url = format!("{}/pipelines/{}/steps/?pagelen=100", self.repo_url, segment(uuid));
-        let steps = self.session.list::<Value>(&steps_url, 2, next_link).await?;
+        let steps = self.session.list::<Value>(&C_LIST_STEPS, &steps_url, 2, next_link).await?;
         let mut summary = TestSummary::default();
         for step in &steps.items {
             let Some(step_uuid) = step.get("uuid").and_then(Value::as_str) else { continue };
             let reports =
                 format!("{}/pipelines/{}/steps/{}/test_reports", self.repo_url, segment(uuid), segment(step_uuid));
-            let report: Option<Value> = absent_as_none(self.session.json(Method::GET, &reports, &Body::Empty).await)?;
+            let report: Option<Value> =
+                absent_as_none(self.session.json(&C_TEST_REPORTS, &reports, &Body::Empty).await)?;
             if let Some(report) = report {
                 let name = step.get("name").and_then(Value::as_str).unwrap_or("step").to_owned();
                 let tests = step_tests(name.clone(), &report);
@@ -287,7 +306,7 @@ impl Bitbucket for CloudClient {
             "refname": status.branch,
         });
         // Setting the same state twice is harmless: a lost answer may be retried.
-        self.session.send(Method::POST, &url, &Body::Json(body), true).await?;
+        self.session.send(&C_SET_STATUS, &url, &Body::Json(body), true).await?;
         Ok(())
     }
 }
@@ -297,7 +316,7 @@ impl CloudClient {
     /// with its reason (`…/test_case_reasons`).
     async fn failed_cases(&self, reports: &str, step: &str, limit: usize) -> Result<Vec<TestFailure>, BitbucketError> {
         let cases: Option<Value> = absent_as_none(
-            self.session.json(Method::GET, &format!("{reports}/test_cases?pagelen=100"), &Body::Empty).await,
+            self.session.json(&C_TEST_CASES, &format!("{reports}/test_cases?pagelen=100"), &Body::Empty).await,
         )?;
         let values =
             cases.as_ref().and_then(|c| c.get("values")).and_then(Value::as_array).cloned().unwrap_or_default();
@@ -306,7 +325,8 @@ impl CloudClient {
             let reason = match case.get("uuid").and_then(Value::as_str) {
                 Some(case_uuid) => {
                     let url = format!("{reports}/test_cases/{}/test_case_reasons", segment(case_uuid));
-                    let page: Option<Value> = absent_as_none(self.session.json(Method::GET, &url, &Body::Empty).await)?;
+                    let page: Option<Value> =
+                        absent_as_none(self.session.json(&C_TEST_CASE_REASONS, &url, &Body::Empty).await)?;
                     page.as_ref().and_then(test_case_reason)
                 }
                 None => None,

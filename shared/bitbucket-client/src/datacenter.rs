@@ -1,13 +1,16 @@
 //! Bitbucket Data Center REST 1.0 adapter (`{base}/rest/api/latest`).
 
 use async_trait::async_trait;
-use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use domain::bitbucket::capabilities::{
+    D_BRANCHES, D_CREATE_HOOK, D_DEFAULT_BRANCH, D_DELETE_BRANCH, D_DELETE_HOOK, D_EDIT_FILE, D_LIST_HOOKS,
+    D_PULL_REQUESTS, D_RAW, D_REPOSITORY, D_RESTRICTIONS, D_SET_BUILD_STATUS, D_UPDATE_HOOK,
+};
 use domain::bitbucket::{
-    Access, Bitbucket, BitbucketError, BranchInfo, CommitStatus, FileCommit, Listing, PullRequestInfo, RepoTarget,
-    Webhook, WebhookSpec,
+    Access, Bitbucket, BitbucketError, BranchInfo, CommitStatus, FileCommit, Listing, NO_PIPELINES, Probe,
+    PullRequestInfo, RepoTarget, Webhook, WebhookSpec,
 };
 
 use crate::parse as refs;
@@ -89,13 +92,13 @@ fn next_start(page: &Value, current: &str) -> Option<String> {
 #[async_trait]
 impl Bitbucket for DataCenterClient {
     async fn verify_access(&self) -> Result<Access, BitbucketError> {
-        let response = self.session.send(Method::GET, &self.repo_url, &Body::Empty, false).await?;
+        let response = self.session.send(&D_REPOSITORY, &self.repo_url, &Body::Empty, false).await?;
         // Data Center names the authenticated user in a response header.
         let account = response.headers().get("x-ausername").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let repo: Value = response.json().await.map_err(|e| BitbucketError::Unexpected(e.to_string()))?;
         let main_branch = match self
             .session
-            .json::<Value>(Method::GET, &format!("{}/default-branch", self.repo_url), &Body::Empty)
+            .json::<Value>(&D_DEFAULT_BRANCH, &format!("{}/default-branch", self.repo_url), &Body::Empty)
             .await
         {
             Ok(b) => b.get("displayId").and_then(Value::as_str).map(str::to_owned),
@@ -113,27 +116,27 @@ impl Bitbucket for DataCenterClient {
 
     async fn list_webhooks(&self) -> Result<Vec<Webhook>, BitbucketError> {
         let url = format!("{}/webhooks?limit=100", self.repo_url);
-        let listing = self.session.list::<DcHook>(&url, MAX_PAGES, next_start).await?;
+        let listing = self.session.list::<DcHook>(&D_LIST_HOOKS, &url, MAX_PAGES, next_start).await?;
         Ok(listing.items.into_iter().map(Webhook::from).collect())
     }
 
     async fn create_webhook(&self, spec: &WebhookSpec) -> Result<Webhook, BitbucketError> {
         let hook: DcHook = self
             .session
-            .json(Method::POST, &format!("{}/webhooks", self.repo_url), &Body::Json(Self::hook_body(spec)))
+            .json(&D_CREATE_HOOK, &format!("{}/webhooks", self.repo_url), &Body::Json(Self::hook_body(spec)))
             .await?;
         Ok(hook.into())
     }
 
     async fn update_webhook(&self, id: &str, spec: &WebhookSpec) -> Result<(), BitbucketError> {
         let url = format!("{}/webhooks/{}", self.repo_url, segment(id));
-        self.session.send(Method::PUT, &url, &Body::Json(Self::hook_body(spec)), false).await?;
+        self.session.send(&D_UPDATE_HOOK, &url, &Body::Json(Self::hook_body(spec)), false).await?;
         Ok(())
     }
 
     async fn delete_webhook(&self, id: &str) -> Result<(), BitbucketError> {
         let url = format!("{}/webhooks/{}", self.repo_url, segment(id));
-        match self.session.send(Method::DELETE, &url, &Body::Empty, false).await {
+        match self.session.send(&D_DELETE_HOOK, &url, &Body::Empty, false).await {
             Ok(_) | Err(BitbucketError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -141,7 +144,7 @@ impl Bitbucket for DataCenterClient {
 
     async fn main_branch(&self) -> Result<Option<String>, BitbucketError> {
         let url = format!("{}/default-branch", self.repo_url);
-        let branch: Option<Value> = absent_as_none(self.session.json(Method::GET, &url, &Body::Empty).await)?;
+        let branch: Option<Value> = absent_as_none(self.session.json(&D_DEFAULT_BRANCH, &url, &Body::Empty).await)?;
         Ok(branch.and_then(|b| b.get("displayId").and_then(Value::as_str).map(str::to_owned)))
     }
 
@@ -156,32 +159,32 @@ impl Bitbucket for DataCenterClient {
         let mut url = reqwest::Url::parse(&format!("{}/branches", self.repo_url))
             .map_err(|e| BitbucketError::Unexpected(e.to_string()))?;
         url.query_pairs_mut().append_pair("filterText", branch).append_pair("limit", "100");
-        let listing = self.session.list::<DcBranch>(url.as_str(), MAX_PAGES, next_start).await?;
+        let listing = self.session.list::<DcBranch>(&D_BRANCHES, url.as_str(), MAX_PAGES, next_start).await?;
         Ok(listing.items.into_iter().find(|b| b.display_id == branch).map(|b| b.latest_commit))
     }
 
     async fn read_file(&self, rev: &str, path: &str) -> Result<Option<Vec<u8>>, BitbucketError> {
         let url = format!("{}/raw/{}?at={}", self.repo_url, segments(path), segment(rev));
-        self.session.bytes(&url).await
+        self.session.bytes(&D_RAW, &url).await
     }
 
     async fn list_branches(&self) -> Result<Listing<BranchInfo>, BitbucketError> {
         let url = format!("{}/branches?details=true&limit=100", self.repo_url);
-        let listing = self.session.list::<Value>(&url, BRANCH_PAGES, next_start).await?;
+        let listing = self.session.list::<Value>(&D_BRANCHES, &url, BRANCH_PAGES, next_start).await?;
         let items = listing.items.iter().map(refs::dc_branch).collect::<Result<_, _>>()?;
         Ok(Listing { items, complete: listing.complete })
     }
 
     async fn list_pull_requests(&self) -> Result<Listing<PullRequestInfo>, BitbucketError> {
         let url = format!("{}/pull-requests?state=ALL&order=NEWEST&limit=100", self.repo_url);
-        let listing = self.session.list::<Value>(&url, PULL_REQUEST_PAGES, next_start).await?;
+        let listing = self.session.list::<Value>(&D_PULL_REQUESTS, &url, PULL_REQUEST_PAGES, next_start).await?;
         let items = listing.items.iter().map(refs::dc_pull_request).collect::<Result<_, _>>()?;
         Ok(Listing { items, complete: listing.complete })
     }
 
     async fn delete_restricted_patterns(&self) -> Result<Vec<String>, BitbucketError> {
         let url = format!("{}/restrictions?type=no-deletes&limit=100", self.plugin_url("branch-permissions/2.0"));
-        let listing = self.session.list::<Value>(&url, RESTRICTION_PAGES, next_start).await?;
+        let listing = self.session.list::<Value>(&D_RESTRICTIONS, &url, RESTRICTION_PAGES, next_start).await?;
         if !listing.complete {
             // A restriction not read could be the one protecting a branch.
             return Err(BitbucketError::Unexpected("more ref restrictions than this client reads".into()));
@@ -193,10 +196,25 @@ impl Bitbucket for DataCenterClient {
     async fn delete_branch(&self, name: &str) -> Result<(), BitbucketError> {
         let url = format!("{}/branches", self.plugin_url("branch-utils/latest"));
         let body = json!({"name": format!("refs/heads/{name}"), "dryRun": false});
-        match self.session.send(Method::DELETE, &url, &Body::Json(body), false).await {
+        match self.session.send(&D_DELETE_BRANCH, &url, &Body::Json(body), false).await {
             Ok(_) | Err(BitbucketError::NotFound(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    async fn probe(&self, probe: Probe) -> Result<(), BitbucketError> {
+        let (operation, url) = match probe {
+            Probe::Repository => (&D_REPOSITORY, self.repo_url.clone()),
+            Probe::Webhooks => (&D_LIST_HOOKS, format!("{}/webhooks?limit=1", self.repo_url)),
+            Probe::Branches => (&D_BRANCHES, format!("{}/branches?limit=1", self.repo_url)),
+            Probe::PullRequests => (&D_PULL_REQUESTS, format!("{}/pull-requests?state=ALL&limit=1", self.repo_url)),
+            Probe::BranchRestrictions => (
+                &D_RESTRICTIONS,
+                format!("{}/restrictions?type=no-deletes&limit=1", self.plugin_url("branch-permissions/2.0")),
+            ),
+            Probe::Pipelines => return Err(BitbucketError::Unsupported(NO_PIPELINES.into())),
+        };
+        self.session.send(operation, &url, &Body::Empty, false).await.map(drop)
     }
 
     /// `PUT …/browse/{path}` (multipart): `content`, `branch`, `message`, and `sourceCommitId`
@@ -217,7 +235,7 @@ impl Bitbucket for DataCenterClient {
         struct DcCommit {
             id: String,
         }
-        let made: DcCommit = self.session.json(Method::PUT, &url, &Body::Multipart(parts)).await?;
+        let made: DcCommit = self.session.json(&D_EDIT_FILE, &url, &Body::Multipart(parts)).await?;
         Ok(made.id)
     }
 
@@ -235,7 +253,7 @@ impl Bitbucket for DataCenterClient {
         if let Some(branch) = &status.branch {
             body["ref"] = json!(format!("refs/heads/{branch}"));
         }
-        self.session.send(Method::POST, &url, &Body::Json(body), true).await?;
+        self.session.send(&D_SET_BUILD_STATUS, &url, &Body::Json(body), true).await?;
         Ok(())
     }
 }

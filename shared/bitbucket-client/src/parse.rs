@@ -159,7 +159,13 @@ pub fn pipeline_body(request: &PipelineRequest) -> Value {
     }
     let mut body = json!({"target": target});
     if !request.variables.is_empty() {
-        body["variables"] = json!(request.variables);
+        // Schema `pipeline_variable` requires its `type`, as every typed Cloud object does.
+        let variables: Vec<Value> = request
+            .variables
+            .iter()
+            .map(|v| json!({"type": "pipeline_variable", "key": v.key, "value": v.value, "secured": v.secured}))
+            .collect();
+        body["variables"] = Value::Array(variables);
     }
     body
 }
@@ -173,6 +179,13 @@ fn status_of(state: &Value) -> String {
         "PENDING" => "PENDING".to_owned(),
         _ => "IN_PROGRESS".to_owned(),
     }
+}
+
+/// The trigger a `trigger.type` names: `pipeline_trigger_manual` → `MANUAL`, `…_push` → `PUSH`,
+/// `…_schedule` → `SCHEDULE`. The description defines only `type` (no `name`), and live Cloud
+/// sends only `type`.
+fn trigger_of_type(kind: &str) -> String {
+    kind.strip_prefix("pipeline_trigger_").unwrap_or(kind).to_ascii_uppercase()
 }
 
 /// A Cloud pipeline run object.
@@ -196,9 +209,7 @@ pub fn pipeline_run(v: &Value) -> Option<PipelineRun> {
         pull_request,
         commit: text("/target/commit/hash"),
         selector,
-        // Bitbucket's description defines `trigger.type` (`pipeline_trigger_manual`…), no `name`.
-        trigger: text("/trigger/name")
-            .or_else(|| text("/trigger/type").map(|t| t.trim_start_matches("pipeline_trigger_").to_ascii_uppercase())),
+        trigger: text("/trigger/name").or_else(|| text("/trigger/type").map(|t| trigger_of_type(&t))),
         status: status_of(v.get("state").unwrap_or(&Value::Null)),
         created_on: time("/created_on"),
         completed_on: time("/completed_on"),
@@ -318,7 +329,7 @@ mod tests {
         let run = pipeline_run(&json!({
             "uuid": "{u}", "build_number": 4,
             "target": {"ref_name": "main", "commit": {"hash": "abc"}, "selector": {"type": "custom", "pattern": "deploy"}},
-            "trigger": {"name": "MANUAL"}, "state": {"name": "COMPLETED", "result": {"name": "SUCCESSFUL"}},
+            "trigger": {"type": "pipeline_trigger_manual"}, "state": {"name": "COMPLETED", "result": {"name": "SUCCESSFUL"}},
             "created_on": "2026-11-22T10:00:00.000000Z", "duration_in_seconds": 42
         }))
         .unwrap();
@@ -327,6 +338,11 @@ mod tests {
             (4, "SUCCESSFUL", Some("custom: deploy"))
         );
         assert!(run.is_final() && run.created_on.is_some() && run.completed_on.is_none());
+        assert_eq!(run.trigger.as_deref(), Some("MANUAL"), "read from `trigger.type`");
+        let pushed = json!({"uuid": "{p}", "build_number": 5, "trigger": {"type": "pipeline_trigger_push"}});
+        assert_eq!(pipeline_run(&pushed).unwrap().trigger.as_deref(), Some("PUSH"));
+        let named = json!({"uuid": "{n}", "build_number": 6, "trigger": {"name": "SCHEDULE", "type": "x"}});
+        assert_eq!(pipeline_run(&named).unwrap().trigger.as_deref(), Some("SCHEDULE"));
         let request = PipelineRequest {
             branch: "main".into(),
             commit: None,
@@ -335,7 +351,10 @@ mod tests {
             pull_request: None,
         };
         assert_eq!(pipeline_body(&request)["target"]["selector"]["pattern"], "deploy");
-        assert_eq!(pipeline_body(&request)["variables"][0]["secured"], true);
+        assert_eq!(
+            pipeline_body(&request)["variables"][0],
+            json!({"type": "pipeline_variable", "key": "K", "value": "v", "secured": true})
+        );
     }
 
     #[test]

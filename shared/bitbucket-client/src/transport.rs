@@ -15,7 +15,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use domain::bitbucket::{BitbucketError, Credential, Listing};
+use domain::bitbucket::capabilities::{C_OAUTH_TOKEN, holds};
+use domain::bitbucket::{BitbucketError, Credential, Listing, Operation};
 use domain::secrets::Secret;
 use domain::webhook::Flavor;
 
@@ -206,7 +207,7 @@ impl Session {
         }
         let form = vec![("grant_type".to_owned(), "client_credentials".to_owned())];
         let response = self
-            .send_with(Method::POST, &self.oauth_token_url, &Body::Form(form), true, &basic(key, secret.expose()))
+            .send_with(&C_OAUTH_TOKEN, &self.oauth_token_url, &Body::Form(form), true, &basic(key, secret.expose()))
             .await?;
         #[derive(serde::Deserialize)]
         struct Token {
@@ -225,20 +226,21 @@ impl Session {
         Ok(token.access_token)
     }
 
-    /// Sends with retries; returns a 2xx response or the typed error.
+    /// Sends `operation` (its method) to `url` with retries; returns a 2xx response or the
+    /// typed error, which names the operation.
     pub async fn send(
         &self,
-        method: Method,
+        operation: &'static Operation,
         url: &str,
         body: &Body,
         retry_unsafe: bool,
     ) -> Result<reqwest::Response, BitbucketError> {
         let auth = self.authorization(false).await?;
-        match self.send_with(method.clone(), url, body, retry_unsafe, &auth).await {
+        match self.send_with(operation, url, body, retry_unsafe, &auth).await {
             // An OAuth token can be revoked before it expires: fetch a new one, once.
             Err(BitbucketError::BadCredentials(_)) if matches!(self.credential, Credential::OauthConsumer { .. }) => {
                 let auth = self.authorization(true).await?;
-                self.send_with(method, url, body, retry_unsafe, &auth).await
+                self.send_with(operation, url, body, retry_unsafe, &auth).await
             }
             other => other,
         }
@@ -250,12 +252,13 @@ impl Session {
     /// retried: the request was not processed.
     async fn send_with(
         &self,
-        method: Method,
+        operation: &'static Operation,
         url: &str,
         body: &Body,
         retry_unsafe: bool,
         authorization: &str,
     ) -> Result<reqwest::Response, BitbucketError> {
+        let method = Method::from_bytes(operation.method.as_bytes()).expect("the table's methods are HTTP methods");
         let policy = self.transport.policy;
         let idempotent = retry_unsafe || method != Method::POST;
         let mut attempt = 0;
@@ -291,7 +294,7 @@ impl Session {
                         s if s.is_server_error() && idempotent => {
                             (BitbucketError::Unavailable(format!("HTTP {}", status.as_u16())), hint)
                         }
-                        _ => return Err(self.final_error(response).await),
+                        _ => return Err(self.final_error(response, operation).await),
                     }
                 }
                 Err(e) if e.is_connect() || (e.is_timeout() && idempotent) => (network_error(&e), None),
@@ -309,23 +312,50 @@ impl Session {
         }
     }
 
-    async fn final_error(&self, response: reqwest::Response) -> BitbucketError {
+    async fn final_error(&self, response: reqwest::Response, operation: &'static Operation) -> BitbucketError {
         let status = response.status();
         let path = response.url().path().to_owned();
+        // Data Center names the authenticated user on every answer to a valid credential.
+        let user_known = response.headers().contains_key("x-ausername");
         let body: Value = response.json().await.unwrap_or(Value::Null);
         let message = message_of(&body);
         match status {
             StatusCode::UNAUTHORIZED => match (&self.credential, self.flavor) {
                 (Credential::AppPassword { .. }, Flavor::Cloud) => BitbucketError::AppPasswordRemoved,
+                // Data Center answers a missing permission with 401 too: the user is known, the
+                // exception is an authorisation one. The operation says which permission.
+                (_, Flavor::DataCenter)
+                    if user_known
+                        || body.pointer("/errors/0/exceptionName").and_then(Value::as_str)
+                            == Some(DC_NOT_PERMITTED) =>
+                {
+                    BitbucketError::Forbidden {
+                        missing: operation.permission.map(|p| p.as_str().to_owned()).into_iter().collect(),
+                        granted: None,
+                        message,
+                        operation: Some(operation),
+                    }
+                }
                 _ => BitbucketError::BadCredentials(message),
             },
             StatusCode::FORBIDDEN => {
-                let missing_scopes = body
-                    .pointer("/error/detail/required")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                    .unwrap_or_default();
-                BitbucketError::Forbidden { missing_scopes, message }
+                let scopes = |pointer: &str| {
+                    body.pointer(pointer)
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect::<Vec<String>>())
+                };
+                let required = scopes("/error/detail/required").unwrap_or_default();
+                let granted = scopes("/error/detail/granted");
+                // What Bitbucket required and did not grant; all it required when it did not say
+                // what it granted.
+                let missing = match &granted {
+                    Some(granted) => {
+                        let lacking: Vec<String> = required.iter().filter(|s| !holds(granted, s)).cloned().collect();
+                        if lacking.is_empty() { required } else { lacking }
+                    }
+                    None => required,
+                };
+                BitbucketError::Forbidden { missing, granted, message, operation: Some(operation) }
             }
             StatusCode::NOT_FOUND => BitbucketError::NotFound(message.unwrap_or(path)),
             StatusCode::CONFLICT => BitbucketError::Conflict(message),
@@ -350,8 +380,13 @@ impl Session {
         self.oauth_token_url.ends_with(path)
     }
 
-    pub async fn json<T: DeserializeOwned>(&self, method: Method, url: &str, body: &Body) -> Result<T, BitbucketError> {
-        let response = self.send(method, url, body, false).await?;
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        operation: &'static Operation,
+        url: &str,
+        body: &Body,
+    ) -> Result<T, BitbucketError> {
+        let response = self.send(operation, url, body, false).await?;
         response
             .json()
             .await
@@ -359,8 +394,8 @@ impl Session {
     }
 
     /// A raw body (file content); `None` for a 404.
-    pub async fn bytes(&self, url: &str) -> Result<Option<Vec<u8>>, BitbucketError> {
-        let response = match self.send(Method::GET, url, &Body::Empty, false).await {
+    pub async fn bytes(&self, operation: &'static Operation, url: &str) -> Result<Option<Vec<u8>>, BitbucketError> {
+        let response = match self.send(operation, url, &Body::Empty, false).await {
             Ok(response) => response,
             Err(BitbucketError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
@@ -374,6 +409,7 @@ impl Session {
     /// first are followed, so a credential is never sent elsewhere.
     pub async fn list<T: DeserializeOwned>(
         &self,
+        operation: &'static Operation,
         first: &str,
         max_pages: usize,
         next_url: impl Fn(&Value, &str) -> Option<String>,
@@ -382,7 +418,7 @@ impl Session {
         let mut items = Vec::new();
         let mut url = first.to_owned();
         for _ in 0..max_pages {
-            let body: Value = self.json(Method::GET, &url, &Body::Empty).await?;
+            let body: Value = self.json(operation, &url, &Body::Empty).await?;
             let values = body.get("values").cloned().unwrap_or(Value::Array(vec![]));
             let mut values: Vec<T> = serde_json::from_value(values)
                 .map_err(|e| BitbucketError::Unexpected(format!("listing page: {}", short(&e.to_string()))))?;
@@ -396,6 +432,9 @@ impl Session {
         Ok(Listing { items, complete: false })
     }
 }
+
+/// What Data Center calls a missing permission.
+const DC_NOT_PERMITTED: &str = "com.atlassian.bitbucket.AuthorisationException";
 
 fn origin(url: &str) -> Option<(String, String, Option<u16>)> {
     let u = reqwest::Url::parse(url).ok()?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
+use crate::bitbucket::capabilities::{self, FeatureReport, Probe, Vocabulary};
 use crate::bitbucket::{Access, Bitbucket, BitbucketError, CLOUD_API, Credential, RepoTarget, WebhookSpec};
 use crate::context::{IntegrationContext, note_error};
 use crate::error::{Error, invalid};
@@ -247,7 +248,8 @@ impl NewIntegration {
     }
 }
 
-/// What `POST /integrations/{id}/test` reports.
+/// What `POST /integrations/{id}/test` reports: the connection test's outcome (`ok`: what
+/// creation requires), and what the credential can do feature by feature.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TestReport {
     pub ok: bool,
@@ -257,6 +259,30 @@ pub struct TestReport {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Absent when the credential or the repository failed (nothing else can be known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<Features>,
+}
+
+/// Feature name → its report, in [`capabilities::FEATURES`]' order (a JSON object).
+#[derive(Debug, Clone, Default)]
+pub struct Features(pub Vec<(&'static str, FeatureReport)>);
+
+impl Features {
+    pub fn get(&self, name: &str) -> Option<&FeatureReport> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, r)| r)
+    }
+}
+
+impl Serialize for Features {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, report) in &self.0 {
+            map.serialize_entry(name, report)?;
+        }
+        map.end()
+    }
 }
 
 /// The connections service, built once per process.
@@ -506,13 +532,34 @@ impl Connections {
         .await
     }
 
-    /// Runs the connection test with the stored credential. A credential Bitbucket refuses
-    /// moves an active integration to `error`; a passing test clears the error. It changes no
-    /// secret and no webhook, so it needs no lock: its outcome is applied to the stored record.
+    /// Runs the connection test with the stored credential, then probes what each feature needs
+    /// with read requests (one item each, no side effect). A credential Bitbucket refuses moves
+    /// an active integration to `error`; a passing test clears the error; a feature the
+    /// credential lacks a scope or permission for is reported, and changes nothing. It changes
+    /// no secret and no webhook, so it needs no lock: its outcome is applied to the stored record.
     pub async fn test_connection(&self, id: &str) -> Result<(Integration, TestReport), Error> {
         let integration = self.get(id).await?;
-        let client = self.client(&integration.target, self.credential(&integration).await?);
-        let outcome = self.test(client.as_ref(), integration.webhook.is_some()).await;
+        let credential = self.credential(&integration).await?;
+        let vocabulary = Vocabulary::of(&credential);
+        let flavor = integration.flavor();
+        let client = self.client(&integration.target, credential);
+        let (outcome, features) = match client.verify_access().await {
+            Err(e) => (Err(e), None),
+            Ok(access) => {
+                // verify_access read the repository already.
+                let mut answers = vec![(Probe::Repository, Ok(()))];
+                for probe in capabilities::probes(flavor).into_iter().filter(|p| *p != Probe::Repository) {
+                    answers.push((probe, client.probe(probe).await));
+                }
+                // The gate creation applies: webhooks may be managed when one is registered.
+                let webhooks = answers.iter().find(|(p, _)| *p == Probe::Webhooks).map(|(_, a)| a.clone());
+                let outcome = match webhooks {
+                    Some(Err(e)) if integration.webhook.is_some() => Err(e),
+                    _ => Ok(access),
+                };
+                (outcome, Some(Features(capabilities::assess(flavor, vocabulary, &answers))))
+            }
+        };
         let integration = self
             .save_with(id, |integration| match &outcome {
                 Ok(_) => {
@@ -525,10 +572,14 @@ impl Connections {
             })
             .await?;
         let report = match outcome {
-            Ok(access) => TestReport { ok: true, access: Some(access), reason: None, message: None },
-            Err(e) => {
-                TestReport { ok: false, access: None, reason: Some(e.reason().into()), message: Some(e.to_string()) }
-            }
+            Ok(access) => TestReport { ok: true, access: Some(access), reason: None, message: None, features },
+            Err(e) => TestReport {
+                ok: false,
+                access: None,
+                reason: Some(e.reason().into()),
+                message: Some(e.to_string()),
+                features,
+            },
         };
         Ok((integration, report))
     }

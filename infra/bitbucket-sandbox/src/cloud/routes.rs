@@ -14,7 +14,7 @@ use crate::cloud::render;
 use crate::cloud::{query, scopes};
 use crate::error::{Error, PathParams, parse_json};
 use crate::form::{FormField, form_fields};
-use crate::paging::{MAX_PULL_REQUEST_PAGELEN, paginate, paginate_up_to, param, params};
+use crate::paging::{MAX_PULL_REQUEST_PAGELEN, page_range, paginate, paginate_up_to, param, params};
 use crate::state::{DEFAULT_AUTHOR, HOOK_EVENTS, Hook, MAIN, NewCommit, PrState, StatusInput, TreeEntry};
 use crate::{REPOSITORY, Sandbox, WORKSPACE};
 
@@ -253,9 +253,22 @@ async fn list_branches(
     caller.require(&scopes::LIST_BRANCHES)?;
     check_repo(&w, &r)?;
     let query = uri.query().unwrap_or_default();
+    // Without a filter or an order only the page asked for is rendered (a null stands for each
+    // other branch): thousands of branches are listed page by page, each page as cheap as one.
+    let shown = match (param(query, "q"), param(query, "sort")) {
+        (None, None) => Some(page_range(query)?),
+        _ => None,
+    };
     let values: Vec<Value> = {
         let state = sandbox.state();
-        state.branch_names().filter_map(|n| state.branch_json(n)).collect()
+        state
+            .branch_names()
+            .enumerate()
+            .filter_map(|(i, n)| match &shown {
+                Some(page) if !page.contains(&i) => Some(Value::Null),
+                _ => state.branch_json(n),
+            })
+            .collect()
     };
     let mut values = query::filter(values, param(query, "q").as_deref(), BRANCH_FIELDS)?;
     query::sort(&mut values, param(query, "sort").as_deref(), BRANCH_FIELDS)?;

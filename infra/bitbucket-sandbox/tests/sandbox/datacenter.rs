@@ -11,18 +11,21 @@ use axum::routing::post;
 use bitbucket_sandbox::{ACCESS_TOKEN, READONLY_ACCESS_TOKEN};
 use chrono::{DateTime, Duration, Utc};
 use domain::webhook::{Flavor, RepoEvent, parse};
-use reqwest::Method;
 use reqwest::multipart::{Form, Part};
+use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::common::{Harness, dc_error, start};
+use crate::common::{Harness, dc_error, probe, start};
 const CONFLICT_EXCEPTION: &str = "com.atlassian.bitbucket.scm.git.GitCommitConflictException";
 const METADATA: &str = "com.atlassian.bitbucket.server.bitbucket-branch:latest-commit-metadata";
 
 impl Harness {
     /// `PUT …/browse/{path}`: `content` as a file part, then the text fields.
     async fn put_file(&self, path: &str, content: Option<&[u8]>, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.put_file_request(path, content, fields).send().await.unwrap()
+    }
+    fn put_file_request(&self, path: &str, content: Option<&[u8]>, fields: &[(&str, &str)]) -> RequestBuilder {
         let mut form = Form::new();
         if let Some(content) = content {
             form = form.part("content", Part::bytes(content.to_vec()).file_name("blob"));
@@ -30,7 +33,7 @@ impl Harness {
         for (name, value) in fields {
             form = form.text(name.to_string(), value.to_string());
         }
-        self.dc_request(Method::PUT, &self.dc(&format!("/browse/{path}"))).multipart(form).send().await.unwrap()
+        self.dc_request(Method::PUT, &self.dc(&format!("/browse/{path}"))).multipart(form)
     }
     async fn raw(&self, path: &str, at: &str) -> reqwest::Response {
         self.dc_request(Method::GET, &self.dc(&format!("/raw/{path}?at={at}"))).send().await.unwrap()
@@ -221,9 +224,10 @@ async fn browse_put_refuses_bad_requests() {
     let branch = [("branch", "main")];
     // An empty segment, and `..` hidden from URL normalisation as `%2F`.
     for path in ["a//b.txt", "a%2F..%2Fb.txt", "%2E%2E%2Fescape.txt", "a%2F.%2Fb.txt"] {
-        dc_error(h.put_file(path, Some(b"x"), &branch).await, 400).await;
+        dc_error(probe(h.put_file_request(path, Some(b"x"), &branch)).send().await.unwrap(), 400).await;
     }
-    let empty = h.dc_request(Method::PUT, &h.dc("/browse/")).multipart(Form::new().text("branch", "main")).send();
+    let empty =
+        probe(h.dc_request(Method::PUT, &h.dc("/browse/"))).multipart(Form::new().text("branch", "main")).send();
     dc_error(empty.await.unwrap(), 400).await;
     dc_error(h.put_file("ok.txt", None, &branch).await, 400).await;
     dc_error(h.put_file("ok.txt", Some(b"x"), &[]).await, 400).await;
@@ -309,7 +313,8 @@ async fn branches_page_filter_order_and_details() {
     assert_eq!(recent["nextPageStart"], 2);
 
     for bad in ["orderBy=SIZE", "details=maybe", "limit=0", "start=-1"] {
-        dc_error(h.dc_request(Method::GET, &h.dc(&format!("/branches?{bad}"))).send().await.unwrap(), 400).await;
+        let refused = probe(h.dc_request(Method::GET, &h.dc(&format!("/branches?{bad}")))).send().await.unwrap();
+        dc_error(refused, 400).await;
     }
 }
 
@@ -517,7 +522,9 @@ async fn branch_restrictions_show_on_both_flavors() {
     let latest = h.dc_api("branch-permissions/latest", "/restrictions?matcherType=BRANCH&limit=1");
     let page: Value = h.dc_request(Method::GET, &latest).send().await.unwrap().json().await.unwrap();
     assert_eq!((&page["values"][0]["id"], &page["nextPageStart"]), (&json!(2), &json!(1)));
-    dc_error(dc("?type=no-such-type").await.unwrap(), 400).await;
+    let refused =
+        probe(h.dc_request(Method::GET, &h.dc_api("branch-permissions/2.0", "/restrictions?type=no-such-type")));
+    dc_error(refused.send().await.unwrap(), 400).await;
     let anonymous = h.http.get(h.dc_api("branch-permissions/2.0", "/restrictions")).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
 }
@@ -699,7 +706,7 @@ async fn branches_are_created_through_the_api_and_branch_utils() {
     )
     .await;
     dc_error(
-        h.dc_request(Method::POST, &utils)
+        probe(h.dc_request(Method::POST, &utils))
             .json(&json!({ "name": "three", "startPoint": "nope" }))
             .send()
             .await
@@ -728,14 +735,14 @@ async fn branches_are_created_through_the_api_and_branch_utils() {
 #[tokio::test]
 async fn unknown_data_center_routes_answer_in_data_center_envelope() {
     let h = start().await;
-    let unknown = h.dc_request(Method::GET, &h.dc("/nothing-here")).send().await.unwrap();
+    let unknown = probe(h.dc_request(Method::GET, &h.dc("/nothing-here"))).send().await.unwrap();
     dc_error(unknown, 404).await;
-    let wrong = h.dc_request(Method::PATCH, &h.dc("/webhooks")).send().await.unwrap();
+    let wrong = probe(h.dc_request(Method::PATCH, &h.dc("/webhooks"))).send().await.unwrap();
     dc_error(wrong, 405).await;
-    let plugin = h.dc_request(Method::GET, &h.url("/rest/nope/1.0/x")).send().await.unwrap();
+    let plugin = probe(h.dc_request(Method::GET, &h.url("/rest/nope/1.0/x"))).send().await.unwrap();
     dc_error(plugin, 404).await;
     // Cloud's stay Cloud's.
-    let cloud = h.get(&h.url("/2.0/nothing")).send().await.unwrap();
+    let cloud = probe(h.get(&h.url("/2.0/nothing"))).send().await.unwrap();
     assert_eq!(cloud.status(), 404);
     assert_eq!(cloud.json::<Value>().await.unwrap()["type"], "error");
 }

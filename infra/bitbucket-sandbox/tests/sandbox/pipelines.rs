@@ -16,7 +16,7 @@ use reqwest::RequestBuilder;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use crate::common::{Harness, start};
+use crate::common::{Harness, probe, start};
 
 impl Harness {
     /// Triggers a run on `branch` (default selector, no variables); answers with it.
@@ -122,8 +122,8 @@ async fn triggered_runs_are_pending_with_cloud_fields() {
             "selector": { "type": "custom", "pattern": "deploy" },
         },
         "variables": [
-            { "key": "ENV", "value": "staging", "secured": false },
-            { "key": "TOKEN", "value": "hunter2", "secured": true },
+            { "type": "pipeline_variable", "key": "ENV", "value": "staging", "secured": false },
+            { "type": "pipeline_variable", "key": "TOKEN", "value": "hunter2", "secured": true },
         ],
     });
     // Without the trailing slash too.
@@ -178,22 +178,22 @@ async fn bad_triggers_are_refused_and_store_nothing() {
         (json!({ "variables": [] }), "target: This field is required."),
     ];
     for (body, message) in cases {
-        let response = h.post(&h.repo("/pipelines/")).json(&body).send().await.unwrap();
+        let response = probe(h.post(&h.repo("/pipelines/"))).json(&body).send().await.unwrap();
         assert_eq!(response.status(), 400, "{body}");
         let got = error_message(response).await;
         assert!(got.contains(message), "{body}: {got}");
     }
     let mut no_key = target(json!({}));
     no_key["variables"] = json!([{ "key": "A", "value": "1" }, { "key": "", "value": "x" }]);
-    let response = h.post(&h.repo("/pipelines/")).json(&no_key).send().await.unwrap();
+    let response = probe(h.post(&h.repo("/pipelines/"))).json(&no_key).send().await.unwrap();
     assert_eq!(response.status(), 400);
     assert_eq!(error_message(response).await, "variables[1].key: This field is required.");
     let mut bad_type = target(json!({}));
     bad_type["variables"] = json!([{ "type": "variable", "key": "A", "value": "1" }]);
-    let response = h.post(&h.repo("/pipelines/")).json(&bad_type).send().await.unwrap();
+    let response = probe(h.post(&h.repo("/pipelines/"))).json(&bad_type).send().await.unwrap();
     assert_eq!(response.status(), 400);
     assert!(error_message(response).await.contains("is not pipeline_variable"));
-    let malformed = h.post(&h.repo("/pipelines/")).body("{nope").send().await.unwrap();
+    let malformed = probe(h.post(&h.repo("/pipelines/"))).body("{nope").send().await.unwrap();
     assert_eq!(malformed.status(), 400);
     assert!(h.sandbox.pipelines().is_empty());
     // The next good one is still number 1.
@@ -266,9 +266,10 @@ async fn listing_pages_newest_first_and_filters_by_branch() {
     let login = h.cloud_get(&h.repo("/pipelines/?target.ref_name=feature%2Flogin")).await;
     assert_eq!(build_numbers(&login["values"]), [6]);
 
-    assert_eq!(h.get(&h.repo("/pipelines/?sort=state")).send().await.unwrap().status(), 400);
-    assert_eq!(h.get(&h.repo("/pipelines/?pagelen=0")).send().await.unwrap().status(), 400);
-    assert_eq!(h.cloud_get(&h.repo("/pipelines/?pagelen=500")).await["pagelen"], 100);
+    assert_eq!(probe(h.get(&h.repo("/pipelines/?sort=state"))).send().await.unwrap().status(), 400);
+    assert_eq!(probe(h.get(&h.repo("/pipelines/?pagelen=0"))).send().await.unwrap().status(), 400);
+    let capped: Value = probe(h.get(&h.repo("/pipelines/?pagelen=500"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(capped["pagelen"], 100);
 }
 
 // ---- stopping, steps and test reports ---------------------------------------------------------
@@ -374,7 +375,8 @@ async fn one_build_step_and_its_test_report() {
     let untested_step = h.step(&untested).await["uuid"].as_str().unwrap().to_owned();
     assert_eq!(h.report(&untested, &untested_step).await.status(), 404);
     let unknown = format!("{{{}}}", uuid::Uuid::new_v4());
-    assert_eq!(h.get(&h.repo(&format!("/pipelines/{unknown}/steps/"))).send().await.unwrap().status(), 404);
+    let steps = probe(h.get(&h.repo(&format!("/pipelines/{unknown}/steps/")))).send().await.unwrap();
+    assert_eq!(steps.status(), 404, "a run that does not exist (the description documents only 200)");
 }
 
 // ---- driving runs -----------------------------------------------------------------------------
@@ -664,7 +666,8 @@ async fn commit_targets_and_typed_variables_are_accepted() {
             { "key": "UNTYPED", "value": "as the operation's own example sends it" },
         ],
     });
-    let response = h.post(&h.repo("/pipelines/")).json(&body).send().await.unwrap();
+    // The untyped variable is on purpose (the schema requires `type`; the example omits it).
+    let response = probe(h.post(&h.repo("/pipelines/"))).json(&body).send().await.unwrap();
     assert_eq!(response.status(), 201, "{:?}", response.text().await);
     let run: Value = response.json().await.unwrap();
     let target = json!({

@@ -7,19 +7,6 @@ use serde_json::{Value, json};
 use crate::secrets::{Secret, SecretError};
 use crate::webhook::Flavor;
 
-/// Scopes an Atlassian API token needs for everything this project does (the error that
-/// replaces app passwords lists them).
-pub const API_TOKEN_SCOPES: &[&str] = &[
-    "read:user:bitbucket",
-    "read:repository:bitbucket",
-    "write:repository:bitbucket",
-    "read:pullrequest:bitbucket",
-    "read:webhook:bitbucket",
-    "write:webhook:bitbucket",
-    "read:pipeline:bitbucket",
-    "write:pipeline:bitbucket",
-];
-
 #[derive(Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Credential {

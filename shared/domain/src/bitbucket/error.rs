@@ -1,7 +1,7 @@
 //! Typed Bitbucket failures. Messages name what went wrong and what to do; they never carry a
 //! credential or a response body verbatim beyond Bitbucket's own short error message.
 
-use super::credentials::API_TOKEN_SCOPES;
+use super::capabilities::{Operation, Vocabulary, every_scope};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BitbucketError {
@@ -11,11 +11,21 @@ pub enum BitbucketError {
         "Bitbucket Cloud removed app passwords on 2026-07-28, so this credential can no longer sign in. \
          Create an Atlassian API token (account settings → Security → API tokens, \"with scopes\", app Bitbucket) \
          with the scopes {}, then reconnect with credential kind `api_token` (email + token).",
-        API_TOKEN_SCOPES.join(", ")
+        every_scope(Vocabulary::Granular).join(", ")
     )]
     AppPasswordRemoved,
-    #[error("the credential lacks a permission Bitbucket requires (403){}", missing(.missing_scopes, .message))]
-    Forbidden { missing_scopes: Vec<String>, message: Option<String> },
+    /// A scope (Cloud, 403) or a permission (Data Center, 401 naming the user) is missing.
+    #[error("the credential lacks a permission Bitbucket requires{}", refusal(.missing, .message, .operation))]
+    Forbidden {
+        /// As Bitbucket named it: the operation's scopes the credential was not granted
+        /// (Cloud), or the operation's permission (Data Center).
+        missing: Vec<String>,
+        /// Every scope the credential holds, when Bitbucket said (Cloud's 403 `detail.granted`).
+        granted: Option<Vec<String>>,
+        message: Option<String>,
+        /// The refused operation, when the client knows it.
+        operation: Option<&'static Operation>,
+    },
     #[error("not found in Bitbucket (404): {0}")]
     NotFound(String),
     #[error("Bitbucket reported a conflict (409){}", detail(.0))]
@@ -39,8 +49,23 @@ fn detail(message: &Option<String>) -> String {
     message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
 }
 
-fn missing(scopes: &[String], message: &Option<String>) -> String {
-    if scopes.is_empty() { detail(message) } else { format!(": missing scope(s) {}", scopes.join(", ")) }
+fn refusal(missing: &[String], message: &Option<String>, operation: &Option<&'static Operation>) -> String {
+    let mut text = String::new();
+    if !missing.is_empty() {
+        text.push_str(&format!(": missing {}", missing.join(", ")));
+    }
+    if let Some(o) = operation {
+        text.push_str(&format!(" for \"{}\", needed for {}", o.summary.trim_end_matches('.'), o.features()));
+        if !o.also.is_empty() {
+            text.push_str(&format!(" {}", o.also));
+        }
+    }
+    match message {
+        Some(m) if text.is_empty() => text.push_str(&format!(": {m}")),
+        Some(m) => text.push_str(&format!(" (Bitbucket: {m})")),
+        None => {}
+    }
+    text
 }
 
 impl BitbucketError {

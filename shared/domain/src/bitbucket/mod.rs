@@ -2,12 +2,14 @@
 //! for an integration ([`Connect`]), and the models both speak. The HTTP adapters (Cloud REST
 //! 2.0, Data Center REST 1.0) live in the `bitbucket-client` crate; the domain never builds a URL.
 
+pub mod capabilities;
 pub mod credentials;
 mod error;
 pub mod pipelines;
 pub mod refs;
 
-pub use credentials::{API_TOKEN_SCOPES, Credential};
+pub use capabilities::{Feature, FeatureReport, Operation, Permission, Probe, Vocabulary};
+pub use credentials::Credential;
 pub use error::BitbucketError;
 pub use pipelines::{
     MAX_TEST_FAILURES, PipelineRequest, PipelineRun, PipelineVariable, PullRequestTarget, StepTests, TestFailure,
@@ -151,6 +153,8 @@ pub trait Bitbucket: Send + Sync {
     /// Deletes a branch; one already gone is `Ok`. The main branch or a restricted one is
     /// refused (`Rejected` / `Forbidden`).
     async fn delete_branch(&self, name: &str) -> Result<(), BitbucketError>;
+    /// Sends `probe`'s read request (one item, no side effect): `Ok` when Bitbucket answers it.
+    async fn probe(&self, probe: Probe) -> Result<(), BitbucketError>;
 
     // Pipelines exist on Cloud only; Data Center keeps these defaults.
     async fn run_pipeline(&self, _request: &PipelineRequest) -> Result<PipelineRun, BitbucketError> {
