@@ -59,7 +59,7 @@ moto-stop:
 	@MOTO_PORT=$(MOTO_PORT) infra/moto.sh stop
 
 # Every function as an arm64 Lambda zip (target/lambda/<function>/bootstrap.zip), sizes listed.
-FUNCTIONS := webhook-receiver integrations-api backup-committer pipeline-trigger status-poller branch-pruner
+FUNCTIONS := webhook-receiver integrations-api backup-committer pipeline-trigger status-poller branch-pruner event-publisher
 # One package per build, as `sam build` does (`--bin <function>`): the same feature sets, so
 # `sam build` afterwards reuses every artifact instead of building again.
 lambda-build:

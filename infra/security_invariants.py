@@ -138,6 +138,7 @@ WRITE_SECRETS = {"secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret
 EXPECTED_SECRETS = {  # binary → (secret actions, secret kinds)
     "webhook-receiver": ({"secretsmanager:GetSecretValue"}, {"webhook"}),
     "integrations-api": (WRITE_SECRETS, {"credential", "webhook"}),
+    "event-publisher": (set(), set()),
 }
 READ_CREDENTIALS = ({"secretsmanager:GetSecretValue"}, {"credential"})
 STREAM_ACTIONS = {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}
@@ -194,6 +195,10 @@ for name, f in functions.items():
             check(consumes_stream, f"{role_name}: stream actions only for a stream consumer")
             check("StateTable" in resources_text and "stream" in resources_text.lower(),
                   f"{role_name}: stream actions only on this table's stream")
+        if any(a.startswith("events:") for a in actions):
+            check(actions == {"events:PutEvents"} and s["Resource"] == {"Fn::GetAtt": ["EventBus", "Arn"]},
+                  f"{role_name}: events:PutEvents only, on this stack's bus")
+            check(binary == "event-publisher", f"{role_name}: only the event publisher puts events")
         if any(a.startswith("logs:") for a in actions):
             own_group = props.get("LoggingConfig", {}).get("LogGroup", {}).get("Ref")
             check(s["Resource"] == {"Fn::GetAtt": [own_group, "Arn"]}, f"{role_name}: logs only to its own log group")

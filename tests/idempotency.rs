@@ -29,7 +29,19 @@ pub(crate) fn pull_request_opened() -> Vec<u8> {
     let mut body: Value = serde_json::from_slice(&std::fs::read(path).expect("fixture readable")).unwrap();
     body["pullrequest"]["source"]["branch"]["name"] = json!("develop");
     body["pullrequest"]["destination"]["branch"]["name"] = json!("main");
+    // The fixture comes from a fork, which is not built: make it this repository's own.
+    body["pullrequest"]["source"]["repository"]["full_name"] = json!("sandbox/demo");
+    body["pullrequest"]["destination"]["repository"]["full_name"] = json!("sandbox/demo");
     serde_json::to_vec(&body).unwrap()
+}
+
+/// The fixture's head commit is not in the sandbox, so its pull request builds a custom
+/// pipeline on the branch tip (`pull_request_pipeline`) rather than the pull-request target,
+/// which names the commit; what these scenarios count (starts, once) is the same.
+async fn builds_custom_pipeline(s: &Stack) {
+    let options = json!({"options": {"pull_request_pipeline": "idempotency"}});
+    let (status, answer) = s.call(reqwest::Method::PATCH, &format!("/integrations/{SANDBOX_ID}"), Some(options)).await;
+    assert_eq!(status, 200, "{answer}");
 }
 
 /// A Cloud `repo:push` body: `branch` deleted (`deleted`) or pushed to.
@@ -110,6 +122,7 @@ async fn processed(s: &Stack, delivery_id: &str) -> bool {
 async fn webhooks(state: StateBackend) {
     let temp = temp_dir("idempotency");
     let s = stack_on(temp.path(), &state, true).await;
+    builds_custom_pipeline(&s).await;
     let body = pull_request_opened();
     let mut copies = JoinSet::new();
     for _ in 0..COPIES {
@@ -153,6 +166,7 @@ async fn webhooks(state: StateBackend) {
 async fn snapshots(state: StateBackend) {
     let temp = temp_dir("idempotency");
     let s = stack_on(temp.path(), &state, true).await;
+    builds_custom_pipeline(&s).await;
     let target = "/integrations/sandbox/backup-targets/orders";
     let (status, answer) =
         s.put(target, json!({"directory": "collections", "filename": "orders.json", "branch": "backups"})).await;
@@ -198,6 +212,7 @@ async fn snapshots(state: StateBackend) {
 async fn stream_redelivery(state: StateBackend) {
     let temp = temp_dir("idempotency");
     let s = stack_on(temp.path(), &state, false).await;
+    builds_custom_pipeline(&s).await;
     let (pipelines, pruner) = (s.running.pipelines.clone(), s.running.pruner.clone());
     let consume_twice_at_once = async |batch: &Value| {
         let mut consumers = JoinSet::new();
@@ -272,6 +287,7 @@ fn after_claim_timeout(s: &Stack) -> Pipelines {
 async fn crash_after_start(state: StateBackend) {
     let temp = temp_dir("idempotency");
     let s = stack_on(temp.path(), &state, false).await;
+    builds_custom_pipeline(&s).await;
     let item = recorded(&s, "pullrequest:created", "crash-after", &pull_request_opened()).await;
     s.running.sandbox.inject_fault(Fault {
         method: Some("POST".into()),
@@ -318,6 +334,7 @@ async fn crash_after_start(state: StateBackend) {
 async fn crash_before_start(state: StateBackend) {
     let temp = temp_dir("idempotency");
     let s = stack_on(temp.path(), &state, false).await;
+    builds_custom_pipeline(&s).await;
     let item = recorded(&s, "pullrequest:created", "crash-before", &pull_request_opened()).await;
     s.running.sandbox.inject_fault(Fault {
         method: Some("POST".into()),
@@ -363,6 +380,7 @@ async fn restart(state: StateBackend) {
     let temp = temp_dir("idempotency");
     let dir = temp.path();
     let first = stack_on(dir, &state, false).await;
+    builds_custom_pipeline(&first).await;
     recorded(&first, "pullrequest:created", "restart-opened", &pull_request_opened()).await;
     let runs_first = sandbox_runs(&first);
     assert_eq!(runs_first, 0, "no worker, no run");

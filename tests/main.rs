@@ -14,6 +14,7 @@ mod openapi;
 mod operations;
 mod pipelines;
 mod pruning;
+mod pull_requests;
 mod sample_events;
 mod secret_hygiene;
 mod secrets_contract;

@@ -227,6 +227,7 @@ async fn the_same_delivery_processed_twice_prunes_once() {
         last_activity: deleted.received_at - chrono::Duration::seconds(1),
         status: EnvironmentStatus::Inactive,
         pull_request: None,
+        deployment: None,
         updated_at: deleted.received_at,
     };
     ENVIRONMENTS.put(store.as_ref(), "sandbox", &["twice"], &env, Condition::None).await.unwrap();
@@ -636,6 +637,12 @@ fn the_planner_never_deletes_what_it_must_keep() {
                     1 => Some(branch.head[..12].to_owned()),
                     _ => Some(format!("{:040x}", rng.next())),
                 },
+                destination_branch: Some("main".into()),
+                destination_head: None,
+                title: None,
+                draft: false,
+                source_repository: None,
+                destination_repository: None,
             });
         }
         let mut restricted = Vec::new();

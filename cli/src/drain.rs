@@ -111,6 +111,12 @@ pub async fn drain(client: &Client, api: &Url, queue_url: &str, max: usize) -> R
                     continue;
                 }
             };
+            if deliveries.is_empty() {
+                // Another stream consumer's batch (the event publisher's outbox records): not
+                // deliveries to replay, so not this command's to delete.
+                out.push_str(&format!("message {id}: no delivery in its stream range; left in the queue\n"));
+                continue;
+            }
             let mut all_ok = true;
             for (integration, delivery) in &deliveries {
                 let url = endpoint(api, &["integrations", integration, "deliveries", delivery, "replay"], &[]);

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::Utc;
 use domain::fanout::{self, Job, Work, WorkQueue};
-use domain::pruning::{PruneAction, PruneRequest, Pruner};
+use domain::pruning::{PruneAction, PruneRequest, Pruner, StatusReport};
 use entry::Root;
 use entry::http::{ApiError, JsonBody, Paging, Path, Query};
 use entry::lambda::{Access, Function};
@@ -38,6 +38,7 @@ pub fn function(root: &Root) -> Result<Function, ConfigError> {
         consumers: vec![pruner],
         schedule: Some(schedule),
         queue: Some(queue),
+        relay: None,
     })
 }
 
@@ -46,6 +47,7 @@ pub fn routes(pruner: Arc<Pruner>) -> Router {
         .route("/integrations/{id}/prune", post(prune))
         .route("/integrations/{id}/environments", get(environments))
         .route("/integrations/{id}/prune-audit", get(audit))
+        .route("/integrations/{id}/environments/{branch}/status", put(report_status))
         .with_state(pruner)
 }
 
@@ -80,10 +82,21 @@ async fn audit(
     Ok(Json(json!({"audit": entries, "next_cursor": next_cursor})))
 }
 
+/// A deployment's state reported by the service that deploys the environment (the branch
+/// percent-encoded as one path segment): shown in Bitbucket on the environment's head commit.
+async fn report_status(
+    State(p): State<Arc<Pruner>>,
+    Path((id, branch)): Path<(String, String)>,
+    JsonBody(report): JsonBody<StatusReport>,
+) -> Result<Json<Value>, ApiError> {
+    let environment = p.report_status(&id, &branch, report).await?;
+    Ok(Json(json!(environment)))
+}
+
 /// The scheduled run: one message per eligible integration on `queue`, in an order that rotates
 /// with each cycle.
 pub async fn on_schedule(pruner: &Pruner, queue: &dyn WorkQueue) -> Result<Value, domain::Error> {
-    let enqueued = fanout::enqueue(&pruner.ctx, queue, Job::Prune, Pruner::schedulable).await?;
+    let enqueued = fanout::enqueue(&pruner.ctx, queue, Job::Prune, |i| pruner.schedulable(i)).await?;
     tracing::info!(cycle = enqueued.cycle, enqueued = enqueued.enqueued, skipped = enqueued.skipped, "prune enqueued");
     Ok(json!(enqueued))
 }

@@ -78,6 +78,7 @@ pub fn routes(api: Arc<Api>) -> Router {
         .route("/integrations/{id}/{action}", post(lifecycle))
         .route("/integrations/{id}/events", get(list_events))
         .route("/integrations/{id}/parked", get(list_parked))
+        .route("/integrations/{id}/activity", get(list_activity))
         .with_state(api)
 }
 
@@ -171,6 +172,17 @@ async fn list_events(
 ) -> Result<Json<Value>, ApiError> {
     let (events, next_cursor) = api.connections.deliveries(&id, paging.limit(20, 100)?, paging.cursor).await?;
     Ok(Json(json!({"events": events, "next_cursor": next_cursor})))
+}
+
+/// The activity feed: every domain event of the integration, newest first, each with when it
+/// was published (EventBridge on AWS, `EVENTS_URL` locally).
+async fn list_activity(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Query(paging): Query<Paging>,
+) -> Result<Json<Value>, ApiError> {
+    let (activity, next_cursor) = api.connections.activity(&id, paging.limit(20, 100)?, paging.cursor).await?;
+    Ok(Json(json!({"activity": activity, "next_cursor": next_cursor})))
 }
 
 /// Deliveries a consumer could not act on yet (the integration was disconnected, or its

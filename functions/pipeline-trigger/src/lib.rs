@@ -25,6 +25,7 @@ pub fn function(root: &Root) -> Result<Function, ConfigError> {
         consumers: vec![pipelines],
         schedule: None,
         queue: None,
+        relay: None,
     })
 }
 

@@ -35,6 +35,7 @@ pub fn function(root: &Root) -> Result<Function, ConfigError> {
         consumers: Vec::new(),
         schedule: Some(schedule),
         queue: Some(queue),
+        relay: None,
     })
 }
 

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::Sandbox;
 use crate::error::{AdminError, Error, PathParams, parse_json};
 use crate::faults::{Fault, FaultKind};
-use crate::state::{DEFAULT_AUTHOR, MAIN, NewCommit, PrState};
+use crate::state::{DEFAULT_AUTHOR, MAIN, NewCommit, PrState, PullRequestOptions};
 
 type Result<T> = std::result::Result<T, AdminError>;
 
@@ -30,6 +30,29 @@ pub fn routes() -> Router<Sandbox> {
         .route("/_admin/faults", get(list_faults).post(add_fault).delete(clear_faults))
         .route("/_admin/requests", get(requests).delete(clear_requests))
         .route("/_admin/webhooks", get(webhooks))
+        .route("/_admin/webhooks/drop", post(drop_webhooks))
+        .route("/_admin/statuses/{commit}", get(statuses))
+}
+
+#[derive(Deserialize)]
+struct Drop {
+    event_key: String,
+    times: Option<u32>,
+}
+
+/// `{"event_key": "pullrequest:created", "times": 1}`: the next such webhooks are not sent at all
+/// (a missed delivery, as when a receiver was down past Bitbucket's retries).
+async fn drop_webhooks(State(sandbox): State<Sandbox>, bytes: Bytes) -> Result<StatusCode> {
+    let drop: Drop = body(&bytes)?;
+    sandbox.drop_webhooks(&drop.event_key, drop.times.unwrap_or(1));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A commit's Cloud commit statuses and Data Center build statuses, as each API shows them.
+async fn statuses(State(sandbox): State<Sandbox>, PathParams(commit): PathParams<String>) -> Result<Json<Value>> {
+    let state = sandbox.state();
+    let cloud = state.statuses_json(&commit).ok_or_else(|| Error::not_found(format!("Commit {commit} not found")))?;
+    Ok(Json(json!({ "cloud": cloud, "datacenter": state.dc_builds_of(&commit) })))
 }
 
 /// Admin bodies go through the API's parser, answering in the admin shape.
@@ -95,12 +118,21 @@ struct NewPullRequest {
     source: String,
     destination: Option<String>,
     title: String,
+    /// Opened as a draft (`"draft": true`); `…/{id}/ready` marks it ready.
+    #[serde(default)]
+    draft: bool,
+    /// `workspace/slug` of a fork the source branch comes from.
+    fork: Option<String>,
 }
 
 async fn open_pull_request(State(sandbox): State<Sandbox>, bytes: Bytes) -> Result<Response> {
     let pr: NewPullRequest = body(&bytes)?;
     let destination = pr.destination.as_deref().unwrap_or(MAIN);
-    let id = sandbox.apply(|s| s.open_pull_request(&pr.source, destination, &pr.title))?;
+    if pr.fork.as_ref().is_some_and(|f| f.split('/').filter(|p| !p.is_empty()).count() != 2) {
+        return Err(Error::bad_request("fork: expected workspace/slug").into());
+    }
+    let options = PullRequestOptions { draft: pr.draft, fork: pr.fork.clone() };
+    let id = sandbox.apply(|s| s.open_pull_request(&pr.source, destination, &pr.title, options))?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
 }
 
@@ -109,7 +141,7 @@ struct Update {
     title: Option<String>,
 }
 
-/// `update` (optional `{"title"}`), `merge` or `decline`; answers with the pull request.
+/// `update` (optional `{"title"}`), `ready` (a draft), `merge` or `decline`; answers with the pull request.
 async fn pull_request_action(
     State(sandbox): State<Sandbox>,
     PathParams((id, action)): PathParams<(u64, String)>,
@@ -120,9 +152,10 @@ async fn pull_request_action(
             let update: Update = if bytes.is_empty() { Update::default() } else { body(&bytes)? };
             sandbox.apply(|s| s.update_pull_request(id, update.title.as_deref()).map(|e| ((), e)))
         }
+        "ready" => sandbox.apply(|s| s.mark_ready(id).map(|e| ((), e))),
         "merge" => sandbox.apply(|s| s.close_pull_request(id, PrState::Merged).map(|e| ((), e))),
         "decline" => sandbox.apply(|s| s.close_pull_request(id, PrState::Declined).map(|e| ((), e))),
-        other => Err(Error::not_found(format!("Unknown action {other:?}; use update, merge or decline"))),
+        other => Err(Error::not_found(format!("Unknown action {other:?}; use update, ready, merge or decline"))),
     };
     events?;
     Ok(Json(sandbox.state().pull_json(id).unwrap_or(Value::Null)))

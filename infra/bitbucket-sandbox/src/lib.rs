@@ -16,11 +16,17 @@
 //! `user`, `workspaces/{ws}`, the repository; hooks; branches (`q`, `sort`), branch creation and
 //! deletion; branch restrictions; `src` (commits by form, files, directory listings, `format=meta`;
 //! `src/{branch}/…` is refused when the branch name has a `/`, as live Cloud does: read by commit);
-//! `commit/{hash}`, `commits[/{revision}]` (`include`, `exclude`); build statuses; pull requests
-//! (12-digit `{hash}` commits, pages of at most 50, `q` in a BBQL subset, `sort`). Collections
-//! answer with a trailing slash too. Pipelines: `…/pipelines/` (trigger by ref or commit, list),
-//! `…/pipelines/{uuid}`, `…/{uuid}/stopPipeline`, `…/{uuid}/steps/`, `…/steps/{step}` and
-//! `…/test_reports`, runs driven by hand or on a timer. OAuth: the client-credentials grant
+//! `commit/{hash}`, `commits[/{revision}]` (`include`, `exclude`); build statuses (created or
+//! replaced by key, read and updated by key); pull requests (12-digit `{hash}` commits, pages of at
+//! most 50, `q` in a BBQL subset, `sort`; drafts, and forks whose source repository is another),
+//! where a push to an open pull request's source branch sends `pullrequest:updated`, as Bitbucket
+//! does. Collections answer with a trailing slash too. Pipelines: `…/pipelines/` (trigger by ref,
+//! commit or pull request — `pipeline_pullrequest_target` —, list), `…/pipelines/{uuid}`,
+//! `…/{uuid}/stopPipeline`, `…/{uuid}/steps/`, `…/steps/{step}`, `…/test_reports`,
+//! `…/test_reports/test_cases` and their `test_case_reasons` (failed cases named by hand), runs
+//! driven by hand or on a timer; with a `pull-requests:` pattern set, pull requests get
+//! Bitbucket's own runs when they open and whenever their head moves. Webhooks of a key can be
+//! dropped (a missed delivery). OAuth: the client-credentials grant
 //! (`scope` in the answer, no refresh token).
 //!
 //! # Credentials and scopes
@@ -49,7 +55,8 @@
 //!
 //! # Data Center
 //!
-//! The repository, `default-branch` and `branches/default`; webhooks; `PUT …/browse/{path}`
+//! The repository, `default-branch` and `branches/default`; webhooks; build statuses
+//! (`POST`/`GET …/commits/{commitId}/builds`, `REPO_READ`, one per key); `PUT …/browse/{path}`
 //! (multipart commit of one file), `GET …/raw/{path}?at=`, `GET …/commits/{id}`; `GET …/branches`
 //! (filterText, orderBy, details) and branch creation (`POST …/branches`, `POST
 //! /rest/branch-utils/…/branches`); `DELETE /rest/branch-utils/…/branches` (204 also for a branch
@@ -93,7 +100,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use tokio::task::JoinHandle;
 
-pub use cloud::pipelines::TestCounts;
+pub use cloud::pipelines::{FailedTest, TestCounts};
 pub use faults::{Fault, FaultKind, RecordedRequest};
 pub use traffic::{PROBE_HEADER, TEST_HEADER, TRAFFIC_LOG_VARIABLE};
 pub use webhooks::SentWebhook;
@@ -101,6 +108,7 @@ pub use webhooks::SentWebhook;
 use cloud::auth::OAuth;
 use datacenter::state::DcHook;
 use error::Error;
+pub use state::PullRequestOptions;
 use state::{DEFAULT_AUTHOR, Event, NewCommit, PrState, State};
 
 pub const WORKSPACE: &str = "sandbox";
@@ -240,6 +248,8 @@ struct Inner {
     /// The traffic log's file, opened for appending.
     traffic: Mutex<Option<std::fs::File>>,
     sent: Mutex<Vec<SentWebhook>>,
+    /// Webhooks not to send: (event key, how many more).
+    dropped: Mutex<Vec<(String, u32)>>,
     deliveries: Mutex<Vec<JoinHandle<()>>>,
     src_commits: AtomicUsize,
     client: reqwest::Client,
@@ -292,6 +302,7 @@ impl Sandbox {
                 requests: Mutex::default(),
                 traffic: Mutex::new(traffic),
                 sent: Mutex::default(),
+                dropped: Mutex::default(),
                 deliveries: Mutex::default(),
                 src_commits: AtomicUsize::new(0),
                 client,
@@ -475,8 +486,44 @@ impl Sandbox {
     /// Opens a pull request, emitting `pullrequest:created` (`pr:opened`). Panics when a branch
     /// is missing, the branches are the same, or the title is empty.
     pub async fn open_pull_request(&self, source: &str, destination: &str, title: &str) -> u64 {
-        self.apply(|s| s.open_pull_request(source, destination, title))
+        self.open_pull_request_with(source, destination, title, PullRequestOptions::default()).await
+    }
+
+    /// [`Sandbox::open_pull_request`] as a draft, or from a fork.
+    pub async fn open_pull_request_with(
+        &self,
+        source: &str,
+        destination: &str,
+        title: &str,
+        options: PullRequestOptions,
+    ) -> u64 {
+        self.apply(|s| s.open_pull_request(source, destination, title, options))
             .unwrap_or_else(|e| panic!("sandbox pull request failed: {}", e.message))
+    }
+
+    /// Marks a draft ready for review, emitting `pullrequest:updated` (`pr:from_ref_updated`).
+    pub async fn mark_pull_request_ready(&self, id: u64) -> Result<(), String> {
+        self.apply(|s| s.mark_ready(id).map(|events| ((), events))).map_err(|e| e.message)
+    }
+
+    /// The next `times` webhooks of `event_key` (both flavors) are not sent at all.
+    pub fn drop_webhooks(&self, event_key: &str, times: u32) {
+        lock(&self.inner.dropped).push((event_key.to_owned(), times));
+    }
+
+    /// The commit `branch` points at.
+    pub fn branch_tip(&self, branch: &str) -> Option<String> {
+        self.state().tip(branch).map(str::to_owned)
+    }
+
+    /// A commit's Cloud commit statuses, as `GET …/commit/{hash}/statuses` shows them.
+    pub fn commit_statuses(&self, rev: &str) -> Vec<serde_json::Value> {
+        self.state().statuses_json(rev).unwrap_or_default()
+    }
+
+    /// A commit's Data Center build statuses, as `GET …/commits/{id}/builds?key=` shows each.
+    pub fn build_statuses(&self, rev: &str) -> Vec<serde_json::Value> {
+        self.state().dc_builds_of(rev)
     }
 
     /// Emits `pullrequest:updated` (`pr:from_ref_updated`), the head being the source branch's
@@ -509,6 +556,14 @@ impl Sandbox {
     }
 
     // ---- crate internals ----------------------------------------------------------------------
+
+    /// Whether the event's webhooks are to be dropped (counting it).
+    fn dropped(&self, key: &str) -> bool {
+        let mut dropped = lock(&self.inner.dropped);
+        let Some(entry) = dropped.iter_mut().find(|(k, n)| k == key && *n > 0) else { return false };
+        entry.1 -= 1;
+        true
+    }
 
     pub(crate) fn public_base(&self) -> &str {
         &self.inner.public_base
@@ -555,12 +610,15 @@ impl Sandbox {
         &self,
         change: impl FnOnce(&mut State) -> Result<(T, Vec<Event>), Error>,
     ) -> Result<T, Error> {
-        let (out, deliveries) = {
+        let (out, deliveries, events) = {
             let mut state = self.state();
             let (out, events) = change(&mut state)?;
-            let deliveries: Vec<_> = events.iter().flat_map(|e| state.deliveries(e)).collect();
-            (out, deliveries)
+            let deliveries: Vec<_> =
+                events.iter().filter(|e| !self.dropped(e.key)).flat_map(|e| state.deliveries(e)).collect();
+            (out, deliveries, events)
         };
+        // Bitbucket's own `pull-requests:` runs start whether or not a webhook is delivered.
+        self.pull_request_pipelines(&events);
         let mut tasks = lock(&self.inner.deliveries);
         tasks.retain(|t| !t.is_finished());
         for delivery in deliveries {

@@ -100,6 +100,18 @@ pub(crate) struct PullRequest {
     pub(crate) destination_hash: String,
     pub(crate) created_on: DateTime<Utc>,
     pub(crate) updated_on: DateTime<Utc>,
+    /// Opened as a draft (not ready for review) until marked ready.
+    pub(crate) draft: bool,
+    /// `workspace/slug` of the fork the source branch lives in (`None`: this repository).
+    pub(crate) fork: Option<String>,
+}
+
+/// How a pull request is opened.
+#[derive(Debug, Clone, Default)]
+pub struct PullRequestOptions {
+    pub draft: bool,
+    /// `workspace/slug` of a fork holding the source branch.
+    pub fork: Option<String>,
 }
 
 pub(crate) struct BuildStatus {
@@ -151,6 +163,8 @@ pub struct State {
     pub(crate) restrictions: branch_admin::Restrictions,
     pub(crate) pulls: BTreeMap<u64, PullRequest>,
     pub(crate) statuses: Vec<BuildStatus>,
+    /// Data Center build statuses (`…/commits/{id}/builds`), one per (commit, key).
+    pub(crate) dc_builds: Vec<crate::datacenter::state::DcBuild>,
     /// How far the sandbox clock runs ahead of the wall clock (tests age branches with it).
     pub(crate) clock_offset: chrono::Duration,
 }
@@ -188,6 +202,7 @@ impl State {
             restrictions: Default::default(),
             pulls: BTreeMap::new(),
             statuses: Vec::new(),
+            dc_builds: Vec::new(),
             clock_offset: chrono::Duration::zero(),
         };
         let readme = "# demo\n\nThe Bitbucket sandbox's seeded repository.\n";
@@ -338,8 +353,23 @@ impl State {
         }
         let hash = self.add_commit(Some(&base), tree, &new.message, &new.author);
         self.branches.insert(new.branch.clone(), hash.clone());
-        let event = self.push_event(&new.branch, old.as_deref(), Some(&hash), &[&hash]);
-        Ok((hash, vec![event]))
+        let mut events = vec![self.push_event(&new.branch, old.as_deref(), Some(&hash), &[&hash])];
+        events.extend(self.source_moved(&new.branch));
+        Ok((hash, events))
+    }
+
+    /// As Bitbucket does: a push to the source branch of open pull requests updates each one
+    /// (`pullrequest:updated`, `pr:from_ref_updated`) with the new head.
+    fn source_moved(&mut self, branch: &str) -> Vec<Event> {
+        let ids: Vec<u64> =
+            self.pulls.values().filter(|p| p.state == PrState::Open && p.source == branch).map(|p| p.id).collect();
+        let mut events = Vec::new();
+        for id in ids {
+            if self.touch_open_pull(id, |_| {}).is_ok() {
+                events.push(self.pull_event("pullrequest:updated", "pr:from_ref_updated", id));
+            }
+        }
+        events
     }
 
     pub fn create_branch(&mut self, name: &str, from: &str) -> Result<(String, Vec<Event>), Error> {
@@ -366,6 +396,7 @@ impl State {
         source: &str,
         destination: &str,
         title: &str,
+        options: PullRequestOptions,
     ) -> Result<(u64, Vec<Event>), Error> {
         let tip = |branch: &str| {
             self.tip(branch).map(str::to_owned).ok_or_else(|| Error::not_found(format!("Branch {branch} not found")))
@@ -389,6 +420,8 @@ impl State {
             destination_hash,
             created_on: now,
             updated_on: now,
+            draft: options.draft,
+            fork: options.fork,
         };
         self.pulls.insert(id, pull);
         Ok((id, vec![self.pull_event("pullrequest:created", "pr:opened", id)]))
@@ -401,6 +434,15 @@ impl State {
                 pull.title = title.to_owned();
             }
         })?;
+        Ok(vec![self.pull_event("pullrequest:updated", "pr:from_ref_updated", id)])
+    }
+
+    /// A draft marked ready for review (`pullrequest:updated`, `pr:from_ref_updated`).
+    pub fn mark_ready(&mut self, id: u64) -> Result<Vec<Event>, Error> {
+        if !self.pulls.get(&id).is_some_and(|p| p.draft) {
+            return Err(Error::bad_request(format!("Pull request {id} is not a draft")));
+        }
+        self.touch_open_pull(id, |pull| pull.draft = false)?;
         Ok(vec![self.pull_event("pullrequest:updated", "pr:from_ref_updated", id)])
     }
 
@@ -641,6 +683,10 @@ mod tests {
             destination_branch: "main".into(),
             head: state.tip("feature/login").map(str::to_owned),
             state: Some(pr_state.into()),
+            destination_head: state.tip("main").map(str::to_owned),
+            draft: false,
+            source_repository: Some("SANDBOX/demo".into()),
+            destination_repository: Some("SANDBOX/demo".into()),
         }
     }
 
@@ -648,13 +694,16 @@ mod tests {
     fn cloud_pr(state: &State, id: u64, title: &str, pr_state: &str) -> ParsedPr {
         let mut pr = pr(state, id, title, pr_state);
         pr.head = pr.head.map(|h| h[..12].to_owned());
+        pr.destination_head = pr.destination_head.map(|h| h[..12].to_owned());
+        pr.source_repository = Some("sandbox/demo".into());
+        pr.destination_repository = Some("sandbox/demo".into());
         pr
     }
 
     #[test]
     fn pull_request_lifecycle() {
         let mut state = sandbox_state();
-        let (id, events) = state.open_pull_request("feature/login", "main", "Login").unwrap();
+        let (id, events) = state.open_pull_request("feature/login", "main", "Login", Default::default()).unwrap();
         assert_eq!(
             parsed(events),
             RepoEvent::PullRequestOpened { pull_request: cloud_pr(&state, id, "Login", "OPEN") }
@@ -672,9 +721,34 @@ mod tests {
     }
 
     #[test]
+    fn a_push_to_the_source_updates_its_open_pull_requests_and_drafts_forks_show() {
+        let mut state = sandbox_state();
+        let options = PullRequestOptions { draft: true, fork: None };
+        let (id, events) = state.open_pull_request("feature/login", "main", "Login", options).unwrap();
+        let RepoEvent::PullRequestOpened { pull_request } = parsed(events) else { panic!("not opened") };
+        assert!(pull_request.draft && !pull_request.from_fork());
+        let (hash, events) = state.commit_files(commit("feature/login", None)).unwrap();
+        let keys: Vec<_> = events.iter().map(|e| e.key).collect();
+        assert_eq!(keys, ["repo:push", "pullrequest:updated"], "as Bitbucket sends them");
+        let RepoEvent::PullRequestUpdated { pull_request } = parsed(events.into_iter().skip(1).collect()) else {
+            panic!("not updated")
+        };
+        assert_eq!((pull_request.id, pull_request.head.as_deref()), (id, Some(&hash[..12])));
+        let RepoEvent::PullRequestUpdated { pull_request } = parsed(state.mark_ready(id).unwrap()) else { panic!() };
+        assert!(!pull_request.draft);
+        assert!(state.mark_ready(id).is_err(), "only a draft is marked ready");
+
+        let fork = PullRequestOptions { draft: false, fork: Some("someone/demo".into()) };
+        let (_, events) = state.open_pull_request("develop", "main", "Fork", fork).unwrap();
+        let RepoEvent::PullRequestOpened { pull_request } = parsed(events) else { panic!("not opened") };
+        assert!(pull_request.from_fork());
+        assert_eq!(pull_request.source_repository.as_deref(), Some("someone/demo"));
+    }
+
+    #[test]
     fn pull_request_declined() {
         let mut state = sandbox_state();
-        let (id, _) = state.open_pull_request("feature/login", "develop", "Login").unwrap();
+        let (id, _) = state.open_pull_request("feature/login", "develop", "Login", Default::default()).unwrap();
         let events = state.close_pull_request(id, PrState::Declined).unwrap();
         let RepoEvent::PullRequestDeclined { pull_request } = parsed(events) else { panic!("not declined") };
         assert_eq!(
@@ -760,7 +834,7 @@ mod tests {
     #[test]
     fn data_center_hears_of_the_pull_request_lifecycle() {
         let mut state = sandbox_state();
-        let (id, events) = state.open_pull_request("feature/login", "main", "Login").unwrap();
+        let (id, events) = state.open_pull_request("feature/login", "main", "Login", Default::default()).unwrap();
         assert_eq!(events[0].dc.as_ref().unwrap().key, "pr:opened");
         let expected = pr(&state, id, "Login", "OPEN");
         assert_eq!(dc_parsed(&events), RepoEvent::PullRequestOpened { pull_request: expected });
@@ -780,7 +854,7 @@ mod tests {
         let expected = pr(&state, id, "Login", "MERGED");
         assert_eq!(dc_parsed(&events), RepoEvent::PullRequestMerged { pull_request: expected });
 
-        let (id, _) = state.open_pull_request("develop", "main", "Dev").unwrap();
+        let (id, _) = state.open_pull_request("develop", "main", "Dev", Default::default()).unwrap();
         let events = state.close_pull_request(id, PrState::Declined).unwrap();
         let RepoEvent::PullRequestDeclined { pull_request } = dc_parsed(&events) else { panic!("not declined") };
         assert_eq!((pull_request.id, pull_request.source_branch.as_str()), (id, "develop"));

@@ -25,6 +25,7 @@ use domain::Backends;
 use domain::backup::Backups;
 use domain::connection::Connections;
 use domain::consumers::DeliveryConsumer;
+use domain::outbox::Relay;
 use domain::pipelines::Pipelines;
 use domain::pruning::Pruner;
 use domain::secrets::Secret;
@@ -75,6 +76,10 @@ pub struct Config {
     pub queue_invocations: usize,
     /// The clock of the credentials' rate budget (default: the real one; benchmarks simulate).
     pub budget_clock: Option<BudgetClock>,
+    /// `EVENTS_URL`: where the domain events are POSTed, signed (none: only the activity feed).
+    pub events_url: Option<String>,
+    /// `EVENTS_SECRET` (`whsec_…`); generated (and kept under `state_dir`) when unset.
+    pub events_secret: Option<Secret>,
 }
 
 /// A clock for the rate budget ([`domain::rate::Clock`]).
@@ -103,6 +108,8 @@ impl Config {
             worker: true,
             queue_invocations: env_or("QUEUE_INVOCATIONS", 5)?,
             budget_clock: None,
+            events_url: Settings::common()?.events_url,
+            events_secret: Settings::common()?.events_secret,
         })
     }
 
@@ -122,6 +129,8 @@ impl Config {
             worker: true,
             queue_invocations: 5,
             budget_clock: None,
+            events_url: None,
+            events_secret: None,
         }
     }
 }
@@ -371,7 +380,16 @@ pub async fn start_with(config: Config, state: Backends, stop_on_signal: bool) -
     // Started once seeded, so the sweep's deliveries reach Bitbucket at this run's address;
     // the feed holds what was written meanwhile. Without a worker the feed is dropped.
     if config.worker {
-        background.push(worker::spawn(services.consumers(), state.store, feed));
+        let consumers = services.consumers();
+        let relay = match &config.events_url {
+            Some(url) => {
+                let secret = seed::events_secret(&config)?;
+                let publisher = local_adapters::WebhookPublisher::new(url, &secret)?;
+                Some(Relay { store: state.store.clone(), publisher: Arc::new(publisher) })
+            }
+            None => None,
+        };
+        background.push(worker::spawn(consumers, relay, state.store, feed));
     }
     ready.set();
     Ok(Running {

@@ -52,6 +52,17 @@ fn configured_or_kept(configured: &Option<Secret>, path: &Path, what: &str) -> R
     Ok(fresh)
 }
 
+/// The `whsec_…` secret the domain events posted to `EVENTS_URL` are signed with.
+pub fn events_secret(config: &Config) -> Result<Secret, Error> {
+    let path = config.state_dir.join("events-secret");
+    if config.events_secret.is_none()
+        && !std::fs::read_to_string(&path).is_ok_and(|kept| kept.trim().starts_with("whsec_"))
+    {
+        write_private(&path, local_adapters::WebhookPublisher::generate_secret().expose())?;
+    }
+    configured_or_kept(&config.events_secret, &path, "EVENTS_SECRET")
+}
+
 pub fn api_token(config: &Config) -> Result<Secret, Error> {
     configured_or_kept(&config.api_token, &config.state_dir.join("api-token"), "API_TOKEN")
 }

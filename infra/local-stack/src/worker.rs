@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use domain::consumers::DeliveryConsumer;
 use domain::delivery::{Delivery, FeedMark};
+use domain::outbox::{OutboxEntry, Relay};
 use domain::store::{Condition, Item, StateStore, StoreError};
 use domain::tables::{DELIVERIES, FEED_MARKS, INTEGRATIONS, Record};
 use tokio::sync::mpsc;
@@ -35,10 +36,23 @@ pub async fn is_processed(store: &dyn StateStore, integration_id: &str, delivery
 /// markers are not fed back.
 pub(crate) fn spawn(
     consumers: Vec<Arc<dyn DeliveryConsumer>>,
+    relay: Option<Relay>,
     store: Arc<dyn StateStore>,
     mut feed: mpsc::UnboundedReceiver<Item>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        // What the event-publisher Lambda does with the table's stream: outbox records are
+        // published (in their own task, so a slow receiver never holds deliveries up).
+        let (outbox, mut waiting) = mpsc::unbounded_channel::<Item>();
+        if let Some(relay) = relay {
+            tokio::spawn(async move {
+                while let Some(item) = waiting.recv().await {
+                    if !retried(|| async { relay.relay(&item).await.map(drop).map_err(|e| e.to_string()) }).await {
+                        tracing::warn!(sk = %item.key.sk, "domain event not published; it stays in the activity feed");
+                    }
+                }
+            });
+        }
         match unprocessed(store.as_ref(), Utc::now()).await {
             Ok(backlog) => {
                 if !backlog.is_empty() {
@@ -53,9 +67,24 @@ pub(crate) fn spawn(
             }
         }
         while let Some(item) = feed.recv().await {
+            if item.kind == OutboxEntry::KIND {
+                let _ = outbox.send(item);
+                continue;
+            }
             consume(&consumers, store.as_ref(), &item).await;
         }
     })
+}
+
+/// Publishing one outbox record, retried a few times.
+async fn retried<F: Future<Output = Result<(), String>>>(mut attempt: impl FnMut() -> F) -> bool {
+    for n in 1..=ATTEMPTS {
+        if attempt().await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500 * n)).await;
+    }
+    false
 }
 
 /// Attempts per consumer before a delivery's failure is recorded (`GET …/failures`).
@@ -63,7 +92,7 @@ const ATTEMPTS: u64 = 3;
 
 /// A delivery to one consumer, retried a few times (a held claim is waited for, as on the
 /// stream); a failure is recorded after the last attempt (`GET …/failures`), a success clears one.
-async fn retried(consumer: &dyn DeliveryConsumer, item: &Item) -> bool {
+async fn delivered(consumer: &dyn DeliveryConsumer, item: &Item) -> bool {
     let mut wait = entry::lambda::CLAIM_WAIT_PER_INVOCATION;
     for attempt in 1..=ATTEMPTS {
         let record = (attempt == ATTEMPTS).then_some(ATTEMPTS as u32);
@@ -93,7 +122,7 @@ async fn consume(consumers: &[Arc<dyn DeliveryConsumer>], store: &dyn StateStore
     }
     let mut all_done = true;
     for consumer in consumers {
-        all_done &= retried(consumer.as_ref(), item).await;
+        all_done &= delivered(consumer.as_ref(), item).await;
     }
     if !all_done {
         // No marker: the next start tries it again.

@@ -3,10 +3,12 @@
 //! configuration made from the variables Lambda sets — built once, at cold start.
 
 mod dynamodb;
+mod eventbridge;
 mod secrets_manager;
 mod sqs;
 
 pub use dynamodb::{DynamoStore, item_from_stream_image, stream_image_from_item};
+pub use eventbridge::EventBridgePublisher;
 pub use secrets_manager::SecretsManagerStore;
 pub use sqs::SqsQueue;
 
@@ -78,6 +80,13 @@ pub fn work_queue(aws: &AwsSettings, url: &str, sqs_endpoint: Option<&str>) -> A
         },
         url,
     ))
+}
+
+/// The EventBridge publisher of `bus` (`AWS_ENDPOINT_URL` points it at an emulator).
+pub fn event_publisher(aws: &AwsSettings, bus: &str) -> Result<EventBridgePublisher, TlsError> {
+    let config = sdk_config(aws)?;
+    let client = aws_sdk_eventbridge::Client::from_conf(aws_sdk_eventbridge::config::Builder::from(&config).build());
+    Ok(EventBridgePublisher::new(client, bus))
 }
 
 /// The SDK configuration of a Lambda function.

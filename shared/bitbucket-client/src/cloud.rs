@@ -7,14 +7,18 @@ use serde_json::{Value, json};
 use domain::bitbucket::capabilities::{
     C_COMMIT_FILE, C_CREATE_HOOK, C_DELETE_BRANCH, C_DELETE_HOOK, C_GET_BRANCH, C_GET_PIPELINE, C_LIST_BRANCHES,
     C_LIST_HOOKS, C_LIST_PIPELINES, C_LIST_PULL_REQUESTS, C_LIST_RESTRICTIONS, C_LIST_STEPS, C_READ_FILE, C_REPOSITORY,
-    C_RUN_PIPELINE, C_STOP_PIPELINE, C_TEST_REPORTS, C_UPDATE_HOOK, C_USER,
+    C_RUN_PIPELINE, C_SET_STATUS, C_STOP_PIPELINE, C_TEST_CASE_REASONS, C_TEST_CASES, C_TEST_REPORTS, C_UPDATE_HOOK,
+    C_USER,
 };
 use domain::bitbucket::{
-    Access, Bitbucket, BitbucketError, BranchInfo, FileCommit, Listing, PipelineRequest, PipelineRun, Probe,
-    PullRequestInfo, RepoTarget, TestSummary, Webhook, WebhookSpec, form_safe,
+    Access, Bitbucket, BitbucketError, BranchInfo, CommitStatus, FileCommit, Listing, MAX_TEST_FAILURES,
+    PipelineRequest, PipelineRun, Probe, PullRequestInfo, RepoTarget, TestFailure, TestSummary, Webhook, WebhookSpec,
+    form_safe,
 };
 
-use crate::parse::{self as refs, pipeline_body, pipeline_run, step_tests};
+use crate::parse::{
+    self as refs, pipeline_body, pipeline_run, step_tests, test_case_failed, test_case_reason, test_failure,
+};
 use crate::transport::{Body, FormPart, Session};
 use crate::{absent_as_none, segment, segments};
 
@@ -272,14 +276,63 @@ impl Bitbucket for CloudClient {
         let mut summary = TestSummary::default();
         for step in &steps.items {
             let Some(step_uuid) = step.get("uuid").and_then(Value::as_str) else { continue };
-            let url =
+            let reports =
                 format!("{}/pipelines/{}/steps/{}/test_reports", self.repo_url, segment(uuid), segment(step_uuid));
-            let report: Option<Value> = absent_as_none(self.session.json(&C_TEST_REPORTS, &url, &Body::Empty).await)?;
+            let report: Option<Value> =
+                absent_as_none(self.session.json(&C_TEST_REPORTS, &reports, &Body::Empty).await)?;
             if let Some(report) = report {
                 let name = step.get("name").and_then(Value::as_str).unwrap_or("step").to_owned();
-                summary.add(step_tests(name, &report));
+                let tests = step_tests(name.clone(), &report);
+                if tests.failed > 0 && summary.failures.len() < MAX_TEST_FAILURES {
+                    let failures =
+                        self.failed_cases(&reports, &name, MAX_TEST_FAILURES - summary.failures.len()).await?;
+                    summary.failures.extend(failures);
+                }
+                summary.add(tests);
             }
         }
         Ok((!summary.steps.is_empty()).then_some(summary))
+    }
+
+    /// `POST …/commit/{hash}/statuses/build`: creates the status, or updates the one with its key.
+    async fn set_commit_status(&self, commit: &str, status: &CommitStatus) -> Result<(), BitbucketError> {
+        let url = format!("{}/commit/{}/statuses/build", self.repo_url, segment(commit));
+        let body = json!({
+            "key": status.key,
+            "state": status.state.cloud(),
+            "name": status.name,
+            "url": status.url,
+            "description": status.description,
+            "refname": status.branch,
+        });
+        // Setting the same state twice is harmless: a lost answer may be retried.
+        self.session.send(&C_SET_STATUS, &url, &Body::Json(body), true).await?;
+        Ok(())
+    }
+}
+
+impl CloudClient {
+    /// At most `limit` failed test cases of a step, each with its reason (`…/test_case_reasons`).
+    /// One page of `…/test_reports/test_cases`, asked without `page`/`pagelen`: the description
+    /// documents neither for it (its 200 has no schema).
+    async fn failed_cases(&self, reports: &str, step: &str, limit: usize) -> Result<Vec<TestFailure>, BitbucketError> {
+        let cases: Option<Value> =
+            absent_as_none(self.session.json(&C_TEST_CASES, &format!("{reports}/test_cases"), &Body::Empty).await)?;
+        let values =
+            cases.as_ref().and_then(|c| c.get("values")).and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut failures = Vec::new();
+        for case in values.iter().filter(|c| test_case_failed(c)).take(limit) {
+            let reason = match case.get("uuid").and_then(Value::as_str) {
+                Some(case_uuid) => {
+                    let url = format!("{reports}/test_cases/{}/test_case_reasons", segment(case_uuid));
+                    let page: Option<Value> =
+                        absent_as_none(self.session.json(&C_TEST_CASE_REASONS, &url, &Body::Empty).await)?;
+                    page.as_ref().and_then(test_case_reason)
+                }
+                None => None,
+            };
+            failures.push(test_failure(step, case, reason));
+        }
+        Ok(failures)
     }
 }

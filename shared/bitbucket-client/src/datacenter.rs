@@ -6,11 +6,11 @@ use serde_json::{Value, json};
 
 use domain::bitbucket::capabilities::{
     D_BRANCHES, D_CREATE_HOOK, D_DEFAULT_BRANCH, D_DELETE_BRANCH, D_DELETE_HOOK, D_EDIT_FILE, D_LIST_HOOKS,
-    D_PULL_REQUESTS, D_RAW, D_REPOSITORY, D_RESTRICTIONS, D_UPDATE_HOOK,
+    D_PULL_REQUESTS, D_RAW, D_REPOSITORY, D_RESTRICTIONS, D_SET_BUILD_STATUS, D_UPDATE_HOOK,
 };
 use domain::bitbucket::{
-    Access, Bitbucket, BitbucketError, BranchInfo, FileCommit, Listing, NO_PIPELINES, Probe, PullRequestInfo,
-    RepoTarget, Webhook, WebhookSpec,
+    Access, Bitbucket, BitbucketError, BranchInfo, CommitStatus, FileCommit, Listing, NO_PIPELINES, Probe,
+    PullRequestInfo, RepoTarget, Webhook, WebhookSpec,
 };
 
 use crate::parse as refs;
@@ -237,6 +237,24 @@ impl Bitbucket for DataCenterClient {
         }
         let made: DcCommit = self.session.json(&D_EDIT_FILE, &url, &Body::Multipart(parts)).await?;
         Ok(made.id)
+    }
+
+    /// `POST …/commits/{commitId}/builds` (Data Center 7.14+): the build status with its key,
+    /// replaced when posted again.
+    async fn set_commit_status(&self, commit: &str, status: &CommitStatus) -> Result<(), BitbucketError> {
+        let url = format!("{}/commits/{}/builds", self.repo_url, segment(commit));
+        let mut body = json!({
+            "key": status.key,
+            "state": status.state.data_center(),
+            "name": status.name,
+            "url": status.url,
+            "description": status.description,
+        });
+        if let Some(branch) = &status.branch {
+            body["ref"] = json!(format!("refs/heads/{branch}"));
+        }
+        self.session.send(&D_SET_BUILD_STATUS, &url, &Body::Json(body), true).await?;
+        Ok(())
     }
 }
 

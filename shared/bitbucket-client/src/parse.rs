@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use domain::bitbucket::refs::EVERY_BRANCH;
-use domain::bitbucket::{BitbucketError, BranchInfo, PipelineRequest, PipelineRun, PullRequestInfo, StepTests};
+use domain::bitbucket::{
+    BitbucketError, BranchInfo, PipelineRequest, PipelineRun, PullRequestInfo, StepTests, TestFailure,
+};
 use serde_json::{Value, json};
 
 /// Data Center keeps a branch's tip commit under this metadata key (`details=true`).
@@ -56,12 +58,19 @@ pub fn dc_branch(v: &Value) -> Result<BranchInfo, BitbucketError> {
 pub fn cloud_pull_request(v: &Value) -> Result<PullRequestInfo, BitbucketError> {
     let id = v.get("id").and_then(Value::as_u64).ok_or_else(|| unexpected("pull request"))?;
     let source_branch = text(v, "/source/branch/name").ok_or_else(|| unexpected("pull request"))?;
+    let owned = |p: &str| text(v, p).map(str::to_owned);
     Ok(PullRequestInfo {
         id,
         source_branch: source_branch.to_owned(),
         state: text(v, "/state").unwrap_or("OPEN").to_ascii_uppercase(),
         updated: rfc3339(v, "/updated_on"),
-        head: text(v, "/source/commit/hash").map(str::to_owned),
+        head: owned("/source/commit/hash"),
+        destination_branch: owned("/destination/branch/name"),
+        destination_head: owned("/destination/commit/hash"),
+        title: owned("/title"),
+        draft: v.get("draft").and_then(Value::as_bool).unwrap_or(false),
+        source_repository: owned("/source/repository/full_name"),
+        destination_repository: owned("/destination/repository/full_name"),
     })
 }
 
@@ -72,12 +81,24 @@ pub fn dc_pull_request(v: &Value) -> Result<PullRequestInfo, BitbucketError> {
     let source_branch = text(v, "/fromRef/displayId")
         .or_else(|| text(v, "/fromRef/id").map(|r| r.strip_prefix("refs/heads/").unwrap_or(r)))
         .ok_or_else(|| unexpected("pull request"))?;
+    let destination = text(v, "/toRef/displayId")
+        .or_else(|| text(v, "/toRef/id").map(|r| r.strip_prefix("refs/heads/").unwrap_or(r)));
+    let repository = |side: &str| {
+        let key = text(v, &format!("/{side}/repository/project/key"))?;
+        Some(format!("{key}/{}", text(v, &format!("/{side}/repository/slug"))?))
+    };
     Ok(PullRequestInfo {
         id,
         source_branch: source_branch.to_owned(),
         state: text(v, "/state").unwrap_or("OPEN").to_ascii_uppercase(),
         updated: millis(v, "/closedDate").or_else(|| millis(v, "/updatedDate")),
         head: text(v, "/fromRef/latestCommit").map(str::to_owned),
+        destination_branch: destination.map(str::to_owned),
+        destination_head: text(v, "/toRef/latestCommit").map(str::to_owned),
+        title: text(v, "/title").map(str::to_owned),
+        draft: v.get("draft").and_then(Value::as_bool).unwrap_or(false),
+        source_repository: repository("fromRef"),
+        destination_repository: repository("toRef"),
     })
 }
 
@@ -105,8 +126,30 @@ pub fn dc_restriction_pattern(v: &Value) -> String {
     }
 }
 
-/// The body of Cloud's `POST …/pipelines/`.
+/// The body of Cloud's `POST …/pipelines/`: a `pipeline_pullrequest_target` for a pull request's
+/// `pull-requests:` pipeline (the shape of the operation's own example), else a
+/// `pipeline_ref_target` on the branch.
 pub fn pipeline_body(request: &PipelineRequest) -> Value {
+    if let Some(pr) = &request.pull_request {
+        let mut target = json!({
+            "type": "pipeline_pullrequest_target",
+            "source": request.branch,
+            "destination": pr.destination,
+            "pullrequest": {"id": pr.id.to_string()},
+            "selector": {"type": "pull-requests", "pattern": pr.pattern},
+        });
+        if let Some(commit) = &request.commit {
+            target["commit"] = json!({"hash": commit});
+        }
+        if let Some(commit) = &pr.destination_commit {
+            target["destination_commit"] = json!({"hash": commit});
+        }
+        let mut body = json!({"target": target});
+        if !request.variables.is_empty() {
+            body["variables"] = json!(request.variables);
+        }
+        return body;
+    }
     let mut target = json!({"type": "pipeline_ref_target", "ref_type": "branch", "ref_name": request.branch});
     if let Some(commit) = &request.commit {
         target["commit"] = json!({"type": "commit", "hash": commit});
@@ -154,10 +197,16 @@ pub fn pipeline_run(v: &Value) -> Option<PipelineRun> {
         (Some(kind), None) => Some(kind),
         _ => None,
     };
+    let pull_request = v.pointer("/target/pullrequest/id").and_then(|id| match id {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    });
     Some(PipelineRun {
         uuid: text("/uuid")?,
         build_number: v.get("build_number").and_then(Value::as_u64)?,
-        branch: text("/target/ref_name"),
+        branch: text("/target/ref_name").or_else(|| text("/target/source")),
+        pull_request,
         commit: text("/target/commit/hash"),
         selector,
         trigger: text("/trigger/name").or_else(|| text("/trigger/type").map(|t| trigger_of_type(&t))),
@@ -178,6 +227,38 @@ pub fn step_tests(step: String, v: &Value) -> StepTests {
         failed: n("number_of_failed_test_cases") + n("number_of_error_test_cases"),
         skipped: n("number_of_skipped_test_cases"),
     }
+}
+
+/// Whether a `test_cases` item failed (or errored).
+pub fn test_case_failed(v: &Value) -> bool {
+    let status = v.get("status").or_else(|| v.get("result")).and_then(Value::as_str).unwrap_or_default();
+    status.eq_ignore_ascii_case("FAILED") || status.eq_ignore_ascii_case("ERROR")
+}
+
+/// A failed `test_cases` item: its name and suite (`package_name`, else the part of
+/// `fully_qualified_name` before the name).
+pub fn test_failure(step: &str, v: &Value, reason: Option<String>) -> TestFailure {
+    let name = text(v, "/name").or_else(|| text(v, "/fully_qualified_name")).unwrap_or("unnamed test").to_owned();
+    let suite = text(v, "/package_name").map(str::to_owned).or_else(|| {
+        text(v, "/fully_qualified_name")
+            .and_then(|full| full.strip_suffix(name.as_str()))
+            .map(|s| s.trim_end_matches(['.', ':', '/', '#']).to_owned())
+            .filter(|s| !s.is_empty())
+    });
+    TestFailure { name, suite, step: step.to_owned(), reason: reason.as_deref().and_then(TestFailure::bounded_reason) }
+}
+
+/// The reason of a failed test case from its `test_case_reasons` page: the messages (and
+/// output) of its values, joined.
+pub fn test_case_reason(page: &Value) -> Option<String> {
+    let values = page.get("values").and_then(Value::as_array)?;
+    let parts: Vec<&str> = values
+        .iter()
+        .flat_map(|r| ["/message", "/output", "/description"].map(|p| r.pointer(p).and_then(Value::as_str)))
+        .flatten()
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("\n"))
 }
 
 #[cfg(test)]
@@ -267,11 +348,60 @@ mod tests {
             commit: None,
             custom: Some("deploy".into()),
             variables: vec![PipelineVariable { key: "K".into(), value: "v".into(), secured: true }],
+            pull_request: None,
         };
         assert_eq!(pipeline_body(&request)["target"]["selector"]["pattern"], "deploy");
         assert_eq!(
             pipeline_body(&request)["variables"][0],
             json!({"type": "pipeline_variable", "key": "K", "value": "v", "secured": true})
         );
+    }
+
+    #[test]
+    fn pull_request_targets_as_the_operation_documents_them() {
+        let request = PipelineRequest {
+            branch: "topic".into(),
+            commit: Some("1a372fc0ab12".into()),
+            custom: None,
+            variables: Vec::new(),
+            pull_request: Some(domain::bitbucket::PullRequestTarget {
+                id: 3,
+                destination: "main".into(),
+                destination_commit: Some("9f848b7c0d1e".into()),
+                pattern: "**".into(),
+            }),
+        };
+        assert_eq!(
+            pipeline_body(&request),
+            json!({"target": {"type": "pipeline_pullrequest_target", "source": "topic", "destination": "main",
+                "destination_commit": {"hash": "9f848b7c0d1e"}, "commit": {"hash": "1a372fc0ab12"},
+                "pullrequest": {"id": "3"}, "selector": {"type": "pull-requests", "pattern": "**"}}})
+        );
+        let run = pipeline_run(&json!({"uuid": "{u}", "build_number": 7,
+            "target": {"type": "pipeline_pullrequest_target", "source": "topic", "pullrequest": {"id": "3"},
+                       "commit": {"hash": "1a372fc0ab12"}, "selector": {"type": "pull-requests", "pattern": "**"}},
+            "trigger": {"type": "pipeline_trigger_push"}, "state": {"name": "PENDING"}}))
+        .unwrap();
+        assert_eq!(
+            (run.branch.as_deref(), run.pull_request, run.trigger.as_deref()),
+            (Some("topic"), Some(3), Some("PUSH"))
+        );
+        assert_eq!(run.selector.as_deref(), Some("pull-requests: **"));
+    }
+
+    #[test]
+    fn failed_test_cases_and_their_reasons() {
+        let case = json!({"uuid": "{c}", "name": "rejects_empty", "fully_qualified_name": "auth.LoginTest.rejects_empty",
+            "status": "FAILED"});
+        assert!(test_case_failed(&case) && !test_case_failed(&json!({"status": "SUCCESSFUL"})));
+        let reason = test_case_reason(&json!({"values": [{"message": "expected 400, got 200"}]}));
+        let failure = test_failure("Build", &case, reason);
+        assert_eq!(failure.suite.as_deref(), Some("auth.LoginTest"));
+        assert_eq!(
+            (failure.name.as_str(), failure.reason.as_deref()),
+            ("rejects_empty", Some("expected 400, got 200"))
+        );
+        let long = test_failure("Build", &case, Some("x".repeat(5000)));
+        assert_eq!(long.reason.unwrap().chars().count(), domain::bitbucket::pipelines::MAX_REASON_CHARS + 1);
     }
 }

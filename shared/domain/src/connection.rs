@@ -243,6 +243,7 @@ impl NewIntegration {
         if let Some(field) = self.credential.empty_field() {
             return Err(invalid(field, "must not be empty"));
         }
+        self.options.validate()?;
         Ok((name, description, RepoTarget { flavor: self.flavor, base_url, owner, slug }))
     }
 }
@@ -403,6 +404,17 @@ impl Connections {
         Ok(crate::list_deliveries(self.ctx.store.as_ref(), id, limit, cursor).await?)
     }
 
+    /// The integration's domain events, newest first.
+    pub async fn activity(
+        &self,
+        id: &str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<(Vec<crate::outbox::OutboxEntry>, Option<String>), Error> {
+        self.ctx.get(id).await?;
+        Ok(crate::outbox::list(self.ctx.store.as_ref(), id, limit, cursor).await?)
+    }
+
     /// The integration's parked deliveries, newest first.
     pub async fn parked(
         &self,
@@ -453,11 +465,18 @@ impl Connections {
     async fn save_with(&self, id: &str, change: impl Fn(&mut Integration)) -> Result<Integration, Error> {
         for _ in 0..5 {
             let Versioned { record: mut integration, version } = self.ctx.get(id).await?;
+            let before = integration.status;
             change(&mut integration);
             integration.updated_at = Utc::now();
             match INTEGRATIONS.put(self.ctx.store.as_ref(), "", &[id], &integration, Condition::Version(version)).await
             {
-                Ok(_) => return Ok(integration),
+                Ok(version) => {
+                    // The change is made; a lost event must not turn it into a failure.
+                    if let Err(e) = self.ctx.status_changed(&integration, before, version).await {
+                        tracing::warn!(integration = id, error = %e, "status change not recorded as an event");
+                    }
+                    return Ok(integration);
+                }
                 Err(StoreError::ConditionFailed { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -468,6 +487,9 @@ impl Connections {
     pub async fn update(&self, id: &str, patch: IntegrationPatch) -> Result<Integration, Error> {
         let name = patch.name.as_deref().map(check_name).transpose()?;
         let description = patch.description.as_deref().map(check_description).transpose()?;
+        if let Some(options) = &patch.options {
+            options.validate()?;
+        }
         self.exclusive(id, "edit", || async {
             let integration = self.get(id).await?;
             let mut summary = None;

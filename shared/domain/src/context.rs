@@ -12,6 +12,7 @@ use crate::Backends;
 use crate::bitbucket::{Bitbucket, BitbucketError, Connect, Credential};
 use crate::error::Error;
 use crate::integration::{Integration, IntegrationStatus, LastError, valid_id};
+use crate::outbox::{self, DomainEvent, EventType};
 use crate::rate::Priority;
 use crate::secrets::SecretStore;
 use crate::store::{Condition, StateStore};
@@ -112,10 +113,41 @@ impl IntegrationContext {
     /// Best effort: a concurrent change wins.
     async fn change(&self, id: &str, change: impl FnOnce(&mut Integration)) {
         if let Ok(Some(Versioned { record: mut integration, version })) = self.find(id).await {
+            let before = integration.status;
             change(&mut integration);
             integration.updated_at = Utc::now();
-            let _ = INTEGRATIONS.put(self.store.as_ref(), "", &[id], &integration, Condition::Version(version)).await;
+            let written =
+                INTEGRATIONS.put(self.store.as_ref(), "", &[id], &integration, Condition::Version(version)).await;
+            if let Ok(version) = written {
+                let _ = self.status_changed(&integration, before, version).await;
+            }
         }
+    }
+
+    /// Records a domain event once (see [`crate::outbox`]).
+    pub async fn emit(&self, event: DomainEvent) -> Result<(), Error> {
+        outbox::record(self.store.as_ref(), &event).await?;
+        Ok(())
+    }
+
+    /// `integration.status_changed` when a write (to `version`) moved the integration from
+    /// `before` to another status.
+    pub async fn status_changed(
+        &self,
+        integration: &Integration,
+        before: IntegrationStatus,
+        version: u64,
+    ) -> Result<(), Error> {
+        if integration.status == before {
+            return Ok(());
+        }
+        let data = serde_json::json!({
+            "from": before.as_str(),
+            "to": integration.status.as_str(),
+            "reason": integration.last_error.as_ref().map(|e| e.reason.clone()),
+        });
+        let cause = format!("v{version}");
+        self.emit(DomainEvent::new(EventType::IntegrationStatusChanged, &integration.id, &cause, data)).await
     }
 }
 

@@ -38,7 +38,20 @@ pub struct Options {
     pub fetch_branches: bool,
     pub prune_branches: bool,
     pub build_pull_requests: bool,
+    /// When a destination branch moves, its open pull requests are built again (a pull-request
+    /// pipeline tests the merge of both sides).
     pub resync_pull_requests: bool,
+    /// Drafts build too; otherwise a draft builds once it is marked ready.
+    pub build_draft_pull_requests: bool,
+    /// A new head stops the unfinished runs of the pull request's older heads.
+    pub cancel_superseded_runs: bool,
+    /// Pull requests build this custom pipeline (`custom:` in `bitbucket-pipelines.yml`) on
+    /// their source branch instead of the `pull-requests:` pipeline.
+    pub pull_request_pipeline: Option<String>,
+    /// Where an environment is served, `{branch}` and `{branch_slug}` filled in
+    /// (`https://{branch_slug}.example.com`): posted as its status on its head commit while it is
+    /// active and nothing reported otherwise.
+    pub environment_url: Option<String>,
     /// Branch globs (`main`, `release/*`) whose pushes start a pipeline run.
     pub build_branches: Vec<String>,
     /// Which branches the stale-branch cleanup deletes from Bitbucket.
@@ -53,10 +66,62 @@ impl Default for Options {
             prune_branches: true,
             build_pull_requests: true,
             resync_pull_requests: false,
+            build_draft_pull_requests: false,
+            cancel_superseded_runs: true,
+            pull_request_pipeline: None,
+            environment_url: None,
             build_branches: Vec::new(),
             stale_branches: StalePolicy::default(),
         }
     }
+}
+
+impl Options {
+    /// Checks what a person sets; the first problem by field name.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        use crate::error::invalid;
+        if let Some(name) = &self.pull_request_pipeline
+            && (name.trim().is_empty() || name.len() > 255)
+        {
+            return Err(invalid("options.pull_request_pipeline", "must name a custom pipeline (1-255 characters)"));
+        }
+        if let Some(template) = &self.environment_url {
+            let sample = environment_url(template, "feature/sample");
+            let parsed = url::Url::parse(&sample).map_err(|e| {
+                invalid("options.environment_url", format!("is not a URL once `{{branch_slug}}` is filled in: {e}"))
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") || template.len() > 400 {
+                return Err(invalid("options.environment_url", "must be an http(s) URL of at most 400 characters"));
+            }
+            let unknown = template.replace("{branch_slug}", "").replace("{branch}", "");
+            if unknown.contains(['{', '}']) {
+                return Err(invalid("options.environment_url", "may use only {branch} and {branch_slug}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The environment URL of `branch` from a template: `{branch}` percent-encoded, `{branch_slug}`
+/// a DNS label (lower case, runs of anything but letters and digits as one `-`, at most 63).
+pub fn environment_url(template: &str, branch: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(branch.as_bytes()).collect();
+    template.replace("{branch_slug}", &branch_slug(branch)).replace("{branch}", &encoded)
+}
+
+pub fn branch_slug(branch: &str) -> String {
+    let mut slug = String::new();
+    for c in branch.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let mut slug = slug.trim_matches('-').to_owned();
+    slug.truncate(63);
+    let slug = slug.trim_end_matches('-');
+    if slug.is_empty() { "branch".to_owned() } else { slug.to_owned() }
 }
 
 /// The stale-branch policy: a branch is deleted when a pull request from it was merged or
@@ -161,4 +226,29 @@ pub fn valid_id(id: &str) -> bool {
 
 impl crate::tables::Record for Integration {
     const KIND: &'static str = "integration";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_urls_from_the_template() {
+        let template = "https://{branch_slug}.example.com/?b={branch}";
+        assert_eq!(
+            environment_url(template, "feature/Login_Page"),
+            "https://feature-login-page.example.com/?b=feature%2FLogin_Page"
+        );
+        assert_eq!(branch_slug("--/--"), "branch");
+        assert_eq!(branch_slug(&"a".repeat(80)).len(), 63);
+        let mut options = Options { environment_url: Some(template.into()), ..Options::default() };
+        assert!(options.validate().is_ok());
+        for bad in ["ftp://{branch_slug}.x", "https://{branch_slug}.x/{nope}", "not a url"] {
+            options.environment_url = Some(bad.into());
+            assert!(options.validate().is_err(), "{bad}");
+        }
+        options.environment_url = None;
+        options.pull_request_pipeline = Some(" ".into());
+        assert!(options.validate().is_err());
+    }
 }

@@ -19,6 +19,7 @@ pub mod fanout;
 pub mod glob;
 pub mod integration;
 pub mod objects;
+pub mod outbox;
 pub mod parked;
 pub mod pipelines;
 pub mod pruning;

@@ -232,6 +232,7 @@ use crate::backup::{BackupTarget, Head, StoredEntry};
 use crate::connection::LifecycleLock;
 use crate::delivery::{Delivery, FeedMark};
 use crate::integration::Integration;
+use crate::outbox::OutboxEntry;
 use crate::parked::Parked;
 use crate::pipelines::{ActionClaim, OpenRun, PrHead, Run};
 use crate::pruning::{AuditEntry, Environment};
@@ -273,3 +274,6 @@ pub const FAILURES: Table<Failure> = Table::scoped("FAIL").sorted("FAIL");
 pub const RATE_WINDOWS: Table<RateWindow> = Table::shared("RATES", "RATE");
 /// How many cycles each schedule has enqueued (the rotation of its order).
 pub const SCHEDULE_CYCLES: Table<ScheduleCycle> = Table::shared("SCHEDULES", "CYC");
+/// Domain events, recorded once each (`Absent`, by event id), newest first on the index
+/// (`OBX#{occurred}#{id}`): the activity feed, and what the relay publishes.
+pub const OUTBOX: Table<OutboxEntry> = Table::scoped("OBX").sorted("OBX");

@@ -13,6 +13,7 @@ use std::time::Duration;
 use axum::middleware::from_fn_with_state;
 use domain::consumers::{self, DeliveryConsumer, Outcome};
 use domain::fanout::Work;
+use domain::outbox::Relay;
 use domain::store::{Item, StoreError};
 use domain::tables::Record;
 use domain::{Delivery, failures};
@@ -58,12 +59,14 @@ pub struct Function {
     pub schedule: Option<Scheduled>,
     /// The work of one message of its schedule's queue.
     pub queue: Option<QueueWork>,
+    /// Publishes the outbox records of the table's stream (domain events).
+    pub relay: Option<Arc<Relay>>,
 }
 
 impl Function {
     /// An admin function that only serves HTTP.
     pub fn http(routes: axum::Router) -> Self {
-        Function { routes, access: Access::Admin, consumers: Vec::new(), schedule: None, queue: None }
+        Function { routes, access: Access::Admin, consumers: Vec::new(), schedule: None, queue: None, relay: None }
     }
 
     /// The router to serve: an admin function's routes behind `guard`, then the shared layers
@@ -83,6 +86,7 @@ pub struct Served {
     pub consumers: Vec<Arc<dyn DeliveryConsumer>>,
     pub schedule: Option<Scheduled>,
     pub queue: Option<QueueWork>,
+    pub relay: Option<Arc<Relay>>,
 }
 
 impl Served {
@@ -92,6 +96,7 @@ impl Served {
             consumers: function.consumers,
             schedule: function.schedule,
             queue: function.queue,
+            relay: function.relay,
         }
     }
 }
@@ -206,7 +211,10 @@ pub async fn handle(function: &Served, event: LambdaEvent<Value>) -> Result<Valu
             let response = adapter.oneshot(LambdaEvent::new(*request, context)).await?;
             Ok(serde_json::to_value(response)?)
         }
-        Event::Stream(records) => Ok(on_stream(&function.consumers, records).await),
+        Event::Stream(records) => Ok(match &function.relay {
+            Some(relay) => on_outbox_stream(relay, records).await,
+            None => on_stream(&function.consumers, records).await,
+        }),
         Event::Queue(messages) => match &function.queue {
             Some(work) => Ok(on_queue(work, messages, QUEUE_CONCURRENCY).await),
             None => Ok(json!({"ignored": "this function consumes no queue"})),
@@ -260,6 +268,28 @@ pub async fn on_stream_waiting(
             if deliver_kept(consumer.as_ref(), &item, Some(1), &mut wait_left).await.is_err() {
                 failed.push(sequence.clone());
                 break;
+            }
+        }
+    }
+    batch_failures(&failed)
+}
+
+/// A stream batch of outbox records: each published (a failure is retried alone).
+pub async fn on_outbox_stream(relay: &Relay, records: Vec<StreamRecord>) -> Value {
+    let mut failed = Vec::new();
+    for StreamRecord { sequence, image } in records {
+        let item = match image {
+            Ok(item) => item,
+            Err(e) => {
+                tracing::error!(error = %e, sequence, "unreadable stream record skipped");
+                continue;
+            }
+        };
+        match relay.relay(&item).await {
+            Ok(published) => tracing::info!(published, pk = %item.key.pk, sk = %item.key.sk, "outbox record relayed"),
+            Err(e) => {
+                tracing::warn!(error = %e, sequence, "outbox record not published; it will be retried");
+                failed.push(sequence);
             }
         }
     }

@@ -11,6 +11,7 @@ use domain::connection::Connections;
 use domain::consumers::DeliveryConsumer;
 use domain::context::IntegrationContext;
 use domain::fanout::{Job, WorkQueue};
+use domain::outbox::Relay;
 use domain::pipelines::Pipelines;
 use domain::pruning::Pruner;
 use domain::rate::{RateBudget, StoreBudget};
@@ -107,8 +108,18 @@ impl Root {
         Pipelines::new(self.context())
     }
 
+    /// The outbox relay onto the stack's EventBridge bus (`EVENT_BUS_NAME`).
+    pub fn event_relay(&self) -> Result<Relay, crate::lambda::Error> {
+        let aws =
+            self.settings.aws.as_ref().ok_or(ConfigError { name: "STATE_TABLE", problem: "must be set".into() })?;
+        let bus =
+            aws.event_bus.as_deref().ok_or(ConfigError { name: "EVENT_BUS_NAME", problem: "must be set".into() })?;
+        let publisher = aws_adapters::event_publisher(&aws.sdk, bus)?;
+        Ok(Relay { store: self.backends.store.clone(), publisher: Arc::new(publisher) })
+    }
+
     pub fn pruner(&self) -> Pruner {
-        Pruner { ctx: self.context() }
+        Pruner { ctx: self.context(), builds: Some(Arc::new(self.pipelines())) }
     }
 
     /// The pipelines service for scheduled work: its requests defer to people's.
@@ -118,7 +129,7 @@ impl Root {
 
     /// The pruner for scheduled work: its requests defer to people's.
     pub fn scheduled_pruner(&self) -> Pruner {
-        Pruner { ctx: self.context().scheduled() }
+        Pruner { ctx: self.context().scheduled(), builds: Some(Arc::new(self.scheduled_pipelines())) }
     }
 
     /// The admin routes' guard in Lambda: an IAM caller, or the token in `ADMIN_TOKEN_SECRET`.

@@ -58,6 +58,10 @@ pub struct Settings {
     /// How long the receiver trusts an integration record it read (`INTEGRATION_CACHE_SECONDS`,
     /// default 10): a flood for one integration costs one read per instance per period.
     pub integration_cache: Duration,
+    /// Where domain events are POSTed, signed, outside AWS (`EVENTS_URL`).
+    pub events_url: Option<String>,
+    /// Their Standard Webhooks secret, `whsec_…` (`EVENTS_SECRET`).
+    pub events_secret: Option<Secret>,
 }
 
 /// Where the AWS adapters point.
@@ -69,6 +73,8 @@ pub struct AwsBackends {
     pub secret_cache: Duration,
     /// A customer-managed KMS key for the secrets this stack creates (`SECRET_KMS_KEY_ID`).
     pub kms_key_id: Option<String>,
+    /// The EventBridge bus domain events are published to (`EVENT_BUS_NAME`; the publisher's).
+    pub event_bus: Option<String>,
     pub sdk: AwsSettings,
     /// The scheduled work's queues (`POLL_QUEUE_URL`, `PRUNE_QUEUE_URL`): set for the functions
     /// whose schedule enqueues.
@@ -96,6 +102,8 @@ impl Settings {
             // Lambda sets AWS_LAMBDA_FUNCTION_NAME in every execution environment.
             allow_loopback_http: env_text("AWS_LAMBDA_FUNCTION_NAME").is_none(),
             integration_cache: Duration::from_secs(env_or("INTEGRATION_CACHE_SECONDS", 10)?),
+            events_url: env_text("EVENTS_URL"),
+            events_secret: env_text("EVENTS_SECRET").map(Secret::new),
         })
     }
 
@@ -111,6 +119,8 @@ impl Settings {
             allow_loopback_http: true,
             integration_cache: Duration::ZERO,
             rate: BudgetConfig::default(),
+            events_url: None,
+            events_secret: None,
         }
     }
 
@@ -146,6 +156,7 @@ pub fn aws_backends() -> Result<AwsBackends, ConfigError> {
         table: env_required("STATE_TABLE")?,
         secret_cache: Duration::from_secs(env_or("SECRET_CACHE_SECONDS", 300)?),
         kms_key_id: env_text("SECRET_KMS_KEY_ID"),
+        event_bus: env_text("EVENT_BUS_NAME"),
         sdk: AwsSettings {
             region: env_required("AWS_REGION")?,
             access_key_id: env_required("AWS_ACCESS_KEY_ID")?,

@@ -1,14 +1,17 @@
 //! The storage ports on the embedded default: SQLite for the state table and an owner-only
 //! file for secrets, plus [`FeedStore`], the change feed the local stack's worker consumes as
-//! the stream-triggered Lambdas consume the table's stream.
+//! the stream-triggered Lambdas consume the table's stream, and [`WebhookPublisher`], where the
+//! outbox's domain events go outside AWS.
 
 mod feed;
 mod file_secrets;
 mod sqlite;
+mod webhook_publisher;
 
 pub use feed::FeedStore;
 pub use file_secrets::FileSecretStore;
 pub use sqlite::SqliteStore;
+pub use webhook_publisher::WebhookPublisher;
 
 use std::path::Path;
 use std::sync::Arc;

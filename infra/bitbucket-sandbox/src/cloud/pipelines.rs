@@ -127,12 +127,33 @@ struct Variable {
     secured: bool,
 }
 
+/// What a `pipeline_pullrequest_target` names besides the commit.
+struct PullRequestTarget {
+    id: String,
+    source: String,
+    destination: String,
+    destination_commit: Option<String>,
+}
+
+/// A failed test case of a completed run (`…/test_reports/test_cases`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct FailedTest {
+    pub name: String,
+    pub suite: Option<String>,
+    pub reason: Option<String>,
+}
+
 struct Run {
     uuid: String,
     step_uuid: String,
     build_number: u64,
-    /// `(ref_type, ref_name)` of a `pipeline_ref_target`; `None` for a `pipeline_commit_target`.
+    /// `(ref_type, ref_name)` of a `pipeline_ref_target`; `None` for a `pipeline_commit_target`
+    /// or a `pipeline_pullrequest_target`.
     reference: Option<(String, String)>,
+    pull_request: Option<PullRequestTarget>,
+    /// Started by Bitbucket itself (a `pull-requests:` pipeline on push), not through the API.
+    automatic: bool,
+    failures: Vec<FailedTest>,
     commit: String,
     selector: Value,
     variables: Vec<Variable>,
@@ -150,6 +171,11 @@ struct Run {
 pub(crate) struct Pipelines {
     runs: Vec<Run>,
     timing: Option<(Duration, Duration)>,
+    /// `bitbucket-pipelines.yml`'s `pull-requests:` pattern, when the repository has one: pull
+    /// requests from a matching branch get a run by themselves whenever their head changes.
+    pull_requests: Option<String>,
+    /// The head each pull request's automatic run was started for.
+    pull_request_heads: std::collections::HashMap<u64, String>,
 }
 
 /// `{uuid}`, `uuid` or `%7Buuid%7D`, any case, as one comparable form.
@@ -229,7 +255,7 @@ impl Run {
             },
             "target": self.target_json(),
             // Only `type`: schema `pipeline_trigger` defines no `name`, and live Cloud sends none.
-            "trigger": { "type": "pipeline_trigger_manual" },
+            "trigger": { "type": if self.automatic { "pipeline_trigger_push" } else { "pipeline_trigger_manual" } },
             "variables": variables,
             "state": self.phase.json("pipeline_state"),
             "created_on": iso(&self.created_on),
@@ -248,6 +274,20 @@ impl Run {
 
     fn target_json(&self) -> Value {
         let commit = json!({ "type": "commit", "hash": self.commit });
+        if let Some(pr) = &self.pull_request {
+            let mut target = json!({
+                "type": "pipeline_pullrequest_target",
+                "source": pr.source,
+                "destination": pr.destination,
+                "commit": commit,
+                "pullrequest": { "type": "pullrequest", "id": pr.id.parse::<u64>().map_or(json!(pr.id), |id| json!(id)) },
+                "selector": self.selector,
+            });
+            if let Some(hash) = &pr.destination_commit {
+                target["destination_commit"] = json!({ "type": "commit", "hash": hash });
+            }
+            return target;
+        }
         match &self.reference {
             Some((ref_type, ref_name)) => json!({
                 "type": "pipeline_ref_target",
@@ -289,7 +329,11 @@ impl Run {
             state: status.to_owned(),
             name: Some(format!("Pipeline #{}", self.build_number)),
             url: Some(self.html_url(base)),
-            refname: self.reference.as_ref().map(|(_, name)| name.clone()),
+            refname: self
+                .reference
+                .as_ref()
+                .map(|(_, name)| name.clone())
+                .or_else(|| self.pull_request.as_ref().map(|pr| pr.source.clone())),
             description: Some(description),
         };
         // Commits are never removed, so this only fails if that changes.
@@ -341,6 +385,7 @@ impl Pipelines {
         i: usize,
         outcome: Outcome,
         tests: Option<TestCounts>,
+        failures: Vec<FailedTest>,
         at: DateTime<Utc>,
         ctx: &mut Ctx,
     ) -> Result<(), Error> {
@@ -354,9 +399,22 @@ impl Pipelines {
                 return Err(Error::bad_request("tests: passed + failed + skipped must equal total"));
             }
         }
+        let failed = tests.map_or(0, |t| t.failed as usize);
+        if failures.len() > failed {
+            return Err(Error::bad_request("failures: more failed tests named than tests.failed counts"));
+        }
         run.phase = Phase::Completed(outcome);
         run.completed_on = Some(at);
         run.tests = tests;
+        // Failed tests not named get a name of their own.
+        run.failures = failures;
+        for n in run.failures.len()..failed {
+            run.failures.push(FailedTest {
+                name: format!("test_{}", n + 1),
+                suite: Some("sandbox.Suite".into()),
+                reason: Some(format!("AssertionError: test {} failed", n + 1)),
+            });
+        }
         run.set_status(ctx.state, ctx.base, outcome.status_state(), ctx.events);
         Ok(())
     }
@@ -368,7 +426,7 @@ impl Pipelines {
             while let Some(due) = self.runs[i].deadline().filter(|due| *due <= now) {
                 let moved = match self.runs[i].phase {
                     Phase::Pending => self.start(i, due, ctx),
-                    _ => self.complete(i, Outcome::Successful, Some(AUTOMATIC_TESTS), due, ctx),
+                    _ => self.complete(i, Outcome::Successful, Some(AUTOMATIC_TESTS), Vec::new(), due, ctx),
                 };
                 if moved.is_err() {
                     break;
@@ -390,8 +448,71 @@ impl Sandbox {
     /// `EXPIRED` or `STOPPED`) and, optionally, a test report (`passed + failed + skipped` must
     /// be `total`); sets the matching build status (`FAILED` for `ERROR` and `EXPIRED`).
     pub fn complete_pipeline(&self, uuid: &str, result: &str, tests: Option<TestCounts>) -> Result<(), String> {
+        self.complete_pipeline_with_failures(uuid, result, tests, Vec::new())
+    }
+
+    /// [`Sandbox::complete_pipeline`] naming the failed test cases (at most `tests.failed`; the
+    /// others get names of their own), as `…/test_reports/test_cases` then lists them.
+    pub fn complete_pipeline_with_failures(
+        &self,
+        uuid: &str,
+        result: &str,
+        tests: Option<TestCounts>,
+        failures: Vec<FailedTest>,
+    ) -> Result<(), String> {
         let outcome = Outcome::parse(result).map_err(|e| e.message)?;
-        self.drive(uuid, Drive::Complete(outcome, tests)).map(drop).map_err(|e| e.message)
+        self.drive(uuid, Drive::Complete(outcome, tests, failures)).map(drop).map_err(|e| e.message)
+    }
+
+    /// `Some(pattern)`: the repository has a `pull-requests:` pipeline for `pattern` (`**`), so
+    /// pull requests from a matching branch (not from forks) get a run by themselves when they
+    /// open and whenever their head changes, as Bitbucket starts them; `None` (the default): none.
+    pub fn set_pull_request_pipelines(&self, pattern: Option<&str>) {
+        let _ = self.with_pipelines(|p, _| {
+            p.pull_requests = pattern.map(str::to_owned);
+            Ok(())
+        });
+    }
+
+    /// Starts the automatic pull-request runs `events` call for (see
+    /// [`Sandbox::set_pull_request_pipelines`]).
+    pub(crate) fn pull_request_pipelines(&self, events: &[Event]) {
+        let opened: Vec<u64> = events
+            .iter()
+            .filter(|e| matches!(e.key, "pullrequest:created" | "pullrequest:updated"))
+            .filter_map(|e| e.payload.pointer("/pullrequest/id").and_then(Value::as_u64))
+            .collect();
+        if opened.is_empty() {
+            return;
+        }
+        let base = self.public_base();
+        let started = self.with_pipelines(|p, ctx| {
+            let Some(pattern) = p.pull_requests.clone() else { return Ok(Vec::new()) };
+            let mut started = Vec::new();
+            for id in opened {
+                let Some(pull) = ctx.state.pulls.get(&id) else { continue };
+                if pull.fork.is_some() || !domain::glob::matches(&pattern, &pull.source) {
+                    continue;
+                }
+                let (head, destination_head) = ctx.state.pull_heads(pull);
+                if p.pull_request_heads.get(&id) == Some(&head) {
+                    continue;
+                }
+                let mut run =
+                    automatic_pull_request_run(&p.runs, &pattern, pull, head.clone(), destination_head, ctx.state);
+                run.timing = p.timing.map(|(pending, running)| (chrono_duration(pending), chrono_duration(running)));
+                let _ = run.json(ctx.state, base, run.created_on);
+                started.push((run.uuid.clone(), run.timing.is_some()));
+                p.pull_request_heads.insert(id, head);
+                p.runs.push(run);
+            }
+            Ok(started)
+        });
+        for (uuid, automatic) in started.unwrap_or_default() {
+            if automatic {
+                self.schedule(uuid);
+            }
+        }
     }
 
     /// Every run, oldest first, as `GET …/pipelines/{uuid}` shows it.
@@ -439,7 +560,7 @@ impl Sandbox {
             let now = ctx.state.now();
             match drive {
                 Drive::Start => p.start(i, now, ctx)?,
-                Drive::Complete(outcome, tests) => p.complete(i, outcome, tests, now, ctx)?,
+                Drive::Complete(outcome, tests, failures) => p.complete(i, outcome, tests, failures, now, ctx)?,
             }
             Ok(p.runs[i].json(ctx.state, base, now))
         })
@@ -466,10 +587,44 @@ impl Sandbox {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Drive {
     Start,
-    Complete(Outcome, Option<TestCounts>),
+    Complete(Outcome, Option<TestCounts>, Vec<FailedTest>),
+}
+
+/// The run Bitbucket starts by itself for a pull request's head.
+fn automatic_pull_request_run(
+    runs: &[Run],
+    pattern: &str,
+    pull: &crate::state::PullRequest,
+    head: String,
+    destination_head: String,
+    state: &State,
+) -> Run {
+    Run {
+        uuid: new_uuid(),
+        step_uuid: new_uuid(),
+        build_number: runs.len() as u64 + 1,
+        reference: None,
+        pull_request: Some(PullRequestTarget {
+            id: pull.id.to_string(),
+            source: pull.source.clone(),
+            destination: pull.destination.clone(),
+            destination_commit: Some(destination_head),
+        }),
+        automatic: true,
+        failures: Vec::new(),
+        commit: head,
+        selector: json!({ "type": "pull-requests", "pattern": pattern }),
+        variables: Vec::new(),
+        phase: Phase::Pending,
+        created_on: state.now(),
+        started_on: None,
+        completed_on: None,
+        tests: None,
+        timing: None,
+    }
 }
 
 // ---- routes ---------------------------------------------------------------------------------
@@ -485,6 +640,9 @@ pub fn routes() -> Router<Sandbox> {
         .route(&repo("/{uuid}/steps/"), get(list_steps))
         .route(&repo("/{uuid}/steps/{step}"), get(get_step))
         .route(&repo("/{uuid}/steps/{step}/test_reports"), get(test_reports))
+        .route(&repo("/{uuid}/steps/{step}/test_reports/test_cases"), get(test_cases))
+        .route(&repo("/{uuid}/steps/{step}/test_reports/test_cases/{case}/test_case_reasons"), get(test_case_reasons))
+        .route("/_admin/pipelines/pull-requests", axum::routing::put(admin_set_pull_requests))
         .route("/_admin/pipelines", get(admin_list))
         .route("/_admin/pipelines/timing", get(admin_timing).put(admin_set_timing))
         .route("/_admin/pipelines/{uuid}/{action}", post(admin_drive))
@@ -518,6 +676,17 @@ struct TargetBody {
     ref_name: Option<String>,
     commit: Option<CommitBody>,
     selector: Option<SelectorBody>,
+    // `pipeline_pullrequest_target`
+    source: Option<String>,
+    destination: Option<String>,
+    destination_commit: Option<CommitBody>,
+    pullrequest: Option<PullRequestBody>,
+}
+
+#[derive(Deserialize)]
+struct PullRequestBody {
+    /// The operation's example sends it as a string (`"3"`); a number is taken too.
+    id: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -557,13 +726,13 @@ fn selector(selector: Option<SelectorBody>, fallback: Value) -> Result<Value, Er
     match (selector.kind.as_deref(), pattern) {
         (Some("default"), _) => Ok(json!({ "type": "default" })),
         (Some("custom"), None) => Err(Error::bad_request("target.selector.pattern: a custom pipeline needs a pattern")),
-        (Some(kind @ ("custom" | "branches" | "tags" | "bookmarks")), Some(pattern)) => {
+        (Some(kind @ ("custom" | "branches" | "tags" | "bookmarks" | "pull-requests")), Some(pattern)) => {
             Ok(json!({ "type": kind, "pattern": pattern }))
         }
         (Some("branches" | "tags" | "bookmarks") | None, None) => Ok(fallback),
         (None, Some(pattern)) => Ok(json!({ "type": fallback["type"], "pattern": pattern })),
         (Some(other), _) => Err(Error::bad_request(format!(
-            "target.selector.type: {other:?} is not one of branches, tags, bookmarks, default, custom"
+            "target.selector.type: {other:?} is not one of branches, tags, bookmarks, pull-requests, default, custom"
         ))),
     }
 }
@@ -573,7 +742,25 @@ fn selector(selector: Option<SelectorBody>, fallback: Value) -> Result<Value, Er
 /// bookmarks) or a `pipeline_commit_target` (a commit and, usually, a custom selector).
 fn new_run(body: NewRun, state: &State, build_number: u64) -> Result<Run, Error> {
     let target = body.target.ok_or_else(|| Error::bad_request("target: This field is required."))?;
+    let mut pull_request = None;
     let (reference, commit, selector) = match target.kind.as_deref().unwrap_or("pipeline_ref_target") {
+        "pipeline_pullrequest_target" => {
+            let required = |field: &str| Error::bad_request(format!("target.{field}: This field is required."));
+            let source = target.source.filter(|s| !s.is_empty()).ok_or_else(|| required("source"))?;
+            let destination = target.destination.filter(|s| !s.is_empty()).ok_or_else(|| required("destination"))?;
+            let id = match target.pullrequest.and_then(|p| p.id) {
+                Some(Value::String(id)) if id.parse::<u64>().is_ok() => id,
+                Some(Value::Number(id)) if id.is_u64() => id.to_string(),
+                _ => return Err(required("pullrequest.id")),
+            };
+            let tip =
+                state.tip(&source).ok_or_else(|| Error::bad_request(format!("Branch {source} does not exist")))?;
+            let commit = pinned(state, target.commit)?.unwrap_or_else(|| tip.to_owned());
+            let destination_commit = pinned(state, target.destination_commit)?;
+            let selector = selector(target.selector, json!({ "type": "pull-requests", "pattern": "**" }))?;
+            pull_request = Some(PullRequestTarget { id, source, destination, destination_commit });
+            (None, commit, selector)
+        }
         "pipeline_ref_target" => {
             let ref_type = target.ref_type.unwrap_or_else(|| "branch".to_owned());
             let ref_name = target.ref_name.filter(|n| !n.is_empty());
@@ -606,7 +793,7 @@ fn new_run(body: NewRun, state: &State, build_number: u64) -> Result<Run, Error>
         }
         other => {
             return Err(Error::bad_request(format!(
-                "target.type: {other:?} is not one of pipeline_ref_target, pipeline_commit_target"
+                "target.type: {other:?} is not one of pipeline_ref_target, pipeline_commit_target, pipeline_pullrequest_target"
             )));
         }
     };
@@ -625,6 +812,9 @@ fn new_run(body: NewRun, state: &State, build_number: u64) -> Result<Run, Error>
         step_uuid: new_uuid(),
         build_number,
         reference,
+        pull_request,
+        automatic: false,
+        failures: Vec::new(),
         commit,
         selector,
         variables,
@@ -709,7 +899,7 @@ async fn stop(
     PathParams((w, r, uuid)): RunPath,
 ) -> Result<StatusCode, Error> {
     check(&caller, &scopes::STOP_PIPELINE, &w, &r)?;
-    sandbox.drive(&uuid, Drive::Complete(Outcome::Stopped, None))?;
+    sandbox.drive(&uuid, Drive::Complete(Outcome::Stopped, None, Vec::new()))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -765,7 +955,91 @@ async fn test_reports(
     })))
 }
 
+/// Every test case of a completed run's step: the failed ones as named, then the passed and
+/// skipped ones (`test_{n}`), as `…/test_reports/test_cases` lists them (undocumented beyond its
+/// 200: the fields live Cloud sends).
+fn test_case_values(run: &Run) -> Vec<Value> {
+    let Some(tests) = run.tests else { return Vec::new() };
+    let case = |n: usize, name: &str, suite: Option<&str>, status: &str| {
+        let suite = suite.unwrap_or("sandbox.Suite");
+        json!({
+            "uuid": format!("{{{}}}", uuid::Uuid::from_u128((run.build_number as u128) << 64 | n as u128)),
+            "name": name,
+            "fully_qualified_name": format!("{suite}.{name}"),
+            "package_name": suite,
+            "status": status,
+            "duration": "PT0.01S",
+        })
+    };
+    let mut values: Vec<Value> =
+        run.failures.iter().enumerate().map(|(n, f)| case(n, &f.name, f.suite.as_deref(), "FAILED")).collect();
+    let offset = values.len();
+    for n in 0..tests.passed as usize {
+        values.push(case(offset + n, &format!("passes_{}", n + 1), None, "SUCCESSFUL"));
+    }
+    let offset = values.len();
+    for n in 0..tests.skipped as usize {
+        values.push(case(offset + n, &format!("skipped_{}", n + 1), None, "SKIPPED"));
+    }
+    values
+}
+
+async fn test_cases(
+    AxumState(sandbox): AxumState<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, uuid, step)): StepPath,
+    uri: Uri,
+) -> Result<Json<Value>, Error> {
+    check(&caller, &scopes::GET_TEST_CASES, &w, &r)?;
+    let values = sandbox.with_pipelines(|p, _| {
+        let run = find_step(p, &uuid, &step)?;
+        match run.phase {
+            Phase::Completed(_) if run.tests.is_some() => Ok(test_case_values(run)),
+            _ => Err(Error::not_found(format!("No test report for step {step}"))),
+        }
+    })?;
+    let url = format!("{}{}", sandbox.public_base(), uri.path());
+    paginate(values, uri.query().unwrap_or_default(), &url).map(Json)
+}
+
+async fn test_case_reasons(
+    AxumState(sandbox): AxumState<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, uuid, step, case)): PathParams<(String, String, String, String, String)>,
+    uri: Uri,
+) -> Result<Json<Value>, Error> {
+    check(&caller, &scopes::GET_TEST_CASE_REASONS, &w, &r)?;
+    let values = sandbox.with_pipelines(|p, _| {
+        let run = find_step(p, &uuid, &step)?;
+        let found =
+            test_case_values(run).into_iter().position(|c| c["uuid"].as_str().is_some_and(|u| bare(u) == bare(&case)));
+        let n = found.ok_or_else(|| Error::not_found(format!("Test case {case} not found")))?;
+        Ok(match run.failures.get(n).and_then(|f| f.reason.clone()) {
+            Some(reason) => vec![json!({ "message": reason })],
+            None => Vec::new(),
+        })
+    })?;
+    let url = format!("{}{}", sandbox.public_base(), uri.path());
+    paginate(values, uri.query().unwrap_or_default(), &url).map(Json)
+}
+
 // ---- admin ----------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct PullRequestPipelines {
+    pattern: Option<String>,
+}
+
+/// `{"pattern": "**"}`: pull requests get Bitbucket's own `pull-requests:` runs; `{"pattern":
+/// null}`: none.
+async fn admin_set_pull_requests(
+    AxumState(sandbox): AxumState<Sandbox>,
+    bytes: Bytes,
+) -> Result<Json<Value>, AdminError> {
+    let body: PullRequestPipelines = parse_json(&bytes)?;
+    sandbox.set_pull_request_pipelines(body.pattern.as_deref().filter(|p| !p.trim().is_empty()));
+    Ok(Json(json!({ "pattern": body.pattern })))
+}
 
 async fn admin_list(AxumState(sandbox): AxumState<Sandbox>) -> Json<Vec<Value>> {
     Json(sandbox.pipelines())
@@ -775,6 +1049,8 @@ async fn admin_list(AxumState(sandbox): AxumState<Sandbox>) -> Json<Vec<Value>> 
 struct Completion {
     result: Option<String>,
     tests: Option<TestCounts>,
+    #[serde(default)]
+    failures: Vec<FailedTest>,
 }
 
 /// `start`, `complete` (optional `{"result", "tests"}`, `SUCCESSFUL` by default) or `stop`;
@@ -786,11 +1062,11 @@ async fn admin_drive(
 ) -> Result<Json<Value>, AdminError> {
     let drive = match action.as_str() {
         "start" => Drive::Start,
-        "stop" => Drive::Complete(Outcome::Stopped, None),
+        "stop" => Drive::Complete(Outcome::Stopped, None, Vec::new()),
         "complete" => {
             let completion: Completion = if bytes.is_empty() { Completion::default() } else { parse_json(&bytes)? };
             let outcome = Outcome::parse(completion.result.as_deref().unwrap_or("SUCCESSFUL"))?;
-            Drive::Complete(outcome, completion.tests)
+            Drive::Complete(outcome, completion.tests, completion.failures)
         }
         other => {
             return Err(Error::not_found(format!("Unknown action {other:?}; use start, complete or stop")).into());

@@ -15,6 +15,9 @@ pub(crate) fn href(url: String) -> Value {
     json!({ "href": url })
 }
 
+/// The uuid every fork's repository shows.
+const FORK_UUID: &str = "{9c8b7a6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d}";
+
 /// How many hex digits of a commit hash Cloud shows in pull requests (API and webhooks).
 pub const PULL_REQUEST_HASH_DIGITS: usize = 12;
 
@@ -181,12 +184,20 @@ impl State {
     pub fn pull_json(&self, id: u64) -> Option<Value> {
         let p = self.pulls.get(&id)?;
         let (source_hash, destination_hash) = self.pull_heads(p);
-        let endpoint = |branch: &str, hash: String| {
+        let endpoint = |branch: &str, hash: String, fork: Option<&str>| {
+            let repository = match fork {
+                // A fork: another repository (its own name and uuid).
+                Some(full_name) => json!({ "type": "repository", "full_name": full_name,
+                    "name": full_name.rsplit('/').next().unwrap_or(full_name), "uuid": FORK_UUID }),
+                None => {
+                    json!({ "type": "repository", "full_name": format!("{WORKSPACE}/{REPOSITORY}"), "name": REPOSITORY, "uuid": REPO_UUID })
+                }
+            };
             json!({
                 "branch": { "name": branch },
                 // Schema `pullrequest_endpoint`: `{hash}` only, and live Cloud sends 12 digits.
-            "commit": { "hash": short_hash(&hash) },
-                "repository": { "type": "repository", "full_name": format!("{WORKSPACE}/{REPOSITORY}"), "name": REPOSITORY, "uuid": REPO_UUID },
+                "commit": { "hash": short_hash(&hash) },
+                "repository": repository,
             })
         };
         Some(json!({
@@ -196,8 +207,9 @@ impl State {
             "description": "",
             "state": p.state.as_str(),
             "author": user_json(),
-            "source": endpoint(&p.source, source_hash),
-            "destination": endpoint(&p.destination, destination_hash),
+            "source": endpoint(&p.source, source_hash, p.fork.as_deref()),
+            "destination": endpoint(&p.destination, destination_hash, None),
+            "draft": p.draft,
             "close_source_branch": false,
             "created_on": iso(&p.created_on),
             "updated_on": iso(&p.updated_on),
@@ -230,6 +242,17 @@ impl State {
                 "commit": href(self.api(&format!("/commit/{}", s.commit))),
             },
         })
+    }
+
+    /// The status of `rev` with `key`.
+    pub fn status_json_by_key(&self, rev: &str, key: &str) -> Option<Value> {
+        let hash = &self.resolve(rev)?.hash;
+        self.statuses.iter().find(|s| &s.commit == hash && s.input.key == key).map(|s| self.status_json(s))
+    }
+
+    pub(crate) fn status_input(&self, rev: &str, key: &str) -> Option<crate::state::StatusInput> {
+        let hash = &self.resolve(rev)?.hash;
+        self.statuses.iter().find(|s| &s.commit == hash && s.input.key == key).map(|s| s.input.clone())
     }
 
     pub fn statuses_json(&self, rev: &str) -> Option<Vec<Value>> {

@@ -39,6 +39,7 @@ pub fn routes() -> Router<Sandbox> {
         .route(&repo("/commit/{hash}"), get(get_commit))
         .route(&repo("/commit/{hash}/statuses"), get(list_statuses))
         .route(&repo("/commit/{hash}/statuses/build"), post(create_status))
+        .route(&repo("/commit/{hash}/statuses/build/{key}"), get(get_status).put(update_status))
         .route(&repo("/pullrequests/{id}"), get(get_pull_request));
     // Collections answer with or without a trailing slash, as live Cloud does.
     for slash in ["", "/"] {
@@ -576,6 +577,54 @@ async fn create_status(
     let input: StatusInput = parse_json(&body)?;
     let json = sandbox.apply(|s| s.set_status(&hash, input))?;
     Ok((StatusCode::CREATED, Json(json)).into_response())
+}
+
+type StatusPath = PathParams<(String, String, String, String)>;
+
+async fn get_status(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, hash, key)): StatusPath,
+) -> Result<Json<Value>, Error> {
+    caller.require(&scopes::GET_STATUS)?;
+    check_repo(&w, &r)?;
+    let found = sandbox.state().status_json_by_key(&hash, &key);
+    found.map(Json).ok_or_else(|| Error::not_found(format!("No build status {key} on commit {hash}")))
+}
+
+/// `PUT …/statuses/build/{key}`: changes the status with that key (the key itself cannot change).
+async fn update_status(
+    State(sandbox): State<Sandbox>,
+    caller: Caller,
+    PathParams((w, r, hash, key)): StatusPath,
+    body: Bytes,
+) -> Result<Json<Value>, Error> {
+    caller.require(&scopes::UPDATE_STATUS)?;
+    check_repo(&w, &r)?;
+    #[derive(Deserialize)]
+    struct Update {
+        key: Option<String>,
+        state: Option<String>,
+        name: Option<String>,
+        url: Option<String>,
+        refname: Option<String>,
+        description: Option<String>,
+    }
+    let update: Update = parse_json(&body)?;
+    if update.key.as_ref().is_some_and(|k| k != &key) {
+        return Err(Error::bad_request("key: the key of a build status cannot be changed"));
+    }
+    let current = sandbox.state().status_input(&hash, &key);
+    let current = current.ok_or_else(|| Error::not_found(format!("No build status {key} on commit {hash}")))?;
+    let input = StatusInput {
+        key,
+        state: update.state.unwrap_or(current.state),
+        name: update.name.or(current.name),
+        url: update.url.or(current.url),
+        refname: update.refname.or(current.refname),
+        description: update.description.or(current.description),
+    };
+    Ok(Json(sandbox.apply(|s| s.set_status(&hash, input))?))
 }
 
 // ---- pull requests --------------------------------------------------------------------------

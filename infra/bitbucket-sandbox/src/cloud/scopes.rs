@@ -140,6 +140,24 @@ pub const GET_TEST_REPORTS: Operation = op(
     &["read:pipeline:bitbucket"],
 );
 
+pub const GET_TEST_CASES: Operation = op(
+    "GET",
+    "/repositories/{workspace}/{repo_slug}/pipelines/{pipeline_uuid}/steps/{step_uuid}/test_reports/test_cases",
+    &["pipeline"],
+    &["read:pipeline:bitbucket"],
+);
+pub const GET_TEST_CASE_REASONS: Operation = op(
+    "GET",
+    "/repositories/{workspace}/{repo_slug}/pipelines/{pipeline_uuid}/steps/{step_uuid}/test_reports/test_cases/{test_case_uuid}/test_case_reasons",
+    &["pipeline"],
+    &["read:pipeline:bitbucket"],
+);
+pub const GET_STATUS: Operation =
+    op("GET", "/repositories/{workspace}/{repo_slug}/commit/{commit}/statuses/build/{key}", &["repository"], &[R]);
+/// Read scopes only, as creating one.
+pub const UPDATE_STATUS: Operation =
+    op("PUT", "/repositories/{workspace}/{repo_slug}/commit/{commit}/statuses/build/{key}", &["repository"], &[R]);
+
 /// Every operation above, for the test that holds them to the description.
 #[cfg_attr(not(test), allow(dead_code))]
 pub const OPERATIONS: &[&Operation] = &[
@@ -174,6 +192,10 @@ pub const OPERATIONS: &[&Operation] = &[
     &LIST_STEPS,
     &GET_STEP,
     &GET_TEST_REPORTS,
+    &GET_TEST_CASES,
+    &GET_TEST_CASE_REASONS,
+    &GET_STATUS,
+    &UPDATE_STATUS,
 ];
 
 /// The legacy scopes a legacy scope implies, as the narrative ("Bitbucket OAuth 2.0 scopes")

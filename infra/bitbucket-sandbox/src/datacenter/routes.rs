@@ -46,7 +46,8 @@ pub fn routes(sandbox: Sandbox) -> Router<Sandbox> {
             .route(&repo(""), get(repository))
             .route(&repo("/default-branch"), get(default_branch))
             .route(&repo("/webhooks"), get(list_hooks).post(create_hook))
-            .route(&repo("/webhooks/{id}"), get(get_hook).put(update_hook).delete(delete_hook));
+            .route(&repo("/webhooks/{id}"), get(get_hook).put(update_hook).delete(delete_hook))
+            .route(&repo("/commits/{commit}/builds"), get(get_build).post(set_build));
     }
     // File content, branches, pull requests, `branch-utils` and `branch-permissions`: all behind
     // the same token check.
@@ -93,6 +94,35 @@ fn check(caller: DcCaller, needed: DcPermission, project: &str, slug: &str) -> R
 async fn repository(State(sandbox): State<Sandbox>, caller: DcCaller, DcPath((p, s)): RepoPath) -> Result<Json<Value>> {
     check(caller, DcPermission::RepoRead, &p, &s)?;
     Ok(Json(sandbox.state().dc_repository_json()))
+}
+
+type BuildPath = DcPath<(String, String, String)>;
+
+/// `GET …/commits/{commitId}/builds?key=`: one build status (REPO_READ).
+async fn get_build(
+    State(sandbox): State<Sandbox>,
+    caller: DcCaller,
+    DcPath((p, s, commit)): BuildPath,
+    uri: Uri,
+) -> Result<Json<Value>> {
+    check(caller, DcPermission::RepoRead, &p, &s)?;
+    let key = crate::paging::param(uri.query().unwrap_or_default(), "key")
+        .ok_or_else(|| DcError::from(Error::bad_request("key: the build status key is required")))?;
+    let build = sandbox.state().dc_build(&commit, &key);
+    build.map(Json).ok_or_else(|| Error::not_found(format!("No build status {key} on commit {commit}")).into())
+}
+
+/// `POST …/commits/{commitId}/builds`: stores a build status (REPO_READ, as described), 204.
+async fn set_build(
+    State(sandbox): State<Sandbox>,
+    caller: DcCaller,
+    DcPath((p, s, commit)): BuildPath,
+    body: Bytes,
+) -> Result<StatusCode> {
+    check(caller, DcPermission::RepoRead, &p, &s)?;
+    let input: crate::datacenter::state::DcBuildInput = parse_json(&body)?;
+    sandbox.state().set_dc_build(&commit, input)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn default_branch(caller: DcCaller, DcPath((p, s)): RepoPath) -> Result<Json<Value>> {

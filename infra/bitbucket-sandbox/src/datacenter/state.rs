@@ -63,6 +63,53 @@ fn conflict(message: String) -> DcError {
     DcError { error: Error::conflict(message), exception: Some(COMMIT_CONFLICT) }
 }
 
+/// A Data Center build status (`…/commits/{commitId}/builds`), one per (commit, key).
+pub struct DcBuild {
+    pub commit: String,
+    pub key: String,
+    pub state: String,
+    pub url: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub reference: Option<String>,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+}
+
+impl DcBuild {
+    /// As `RestBuildStatus` shows it.
+    pub fn json(&self) -> Value {
+        let mut json = json!({
+            "key": self.key,
+            "state": self.state,
+            "url": self.url,
+            "createdDate": self.created.timestamp_millis(),
+            "updatedDate": self.updated.timestamp_millis(),
+        });
+        for (field, value) in [("name", &self.name), ("description", &self.description), ("ref", &self.reference)] {
+            if let Some(value) = value {
+                json[field] = json!(value);
+            }
+        }
+        json
+    }
+}
+
+/// The body of `POST …/commits/{commitId}/builds` (`RestBuildStatusSetRequest`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DcBuildInput {
+    pub key: Option<String>,
+    pub state: Option<String>,
+    pub url: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+}
+
+const DC_BUILD_STATES: &[&str] = &["CANCELLED", "FAILED", "INPROGRESS", "SUCCESSFUL", "UNKNOWN"];
+
 pub struct DcHook {
     pub id: u64,
     pub name: String,
@@ -178,12 +225,19 @@ impl State {
     pub fn dc_pull_json(&self, id: u64) -> Option<Value> {
         let p = self.pulls.get(&id)?;
         let (source_hash, destination_hash) = self.pull_heads(p);
-        let reference = |branch: &str, hash: String| {
+        let reference = |branch: &str, hash: String, fork: Option<&str>| {
+            let mut repository = self.dc_repository_json();
+            if let Some((owner, slug)) = fork.and_then(|f| f.split_once('/')) {
+                // A fork: the same repository shape, in the forker's project.
+                repository["slug"] = json!(slug);
+                repository["name"] = json!(slug);
+                repository["project"]["key"] = json!(owner.to_ascii_uppercase());
+            }
             json!({
                 "id": format!("refs/heads/{branch}"),
                 "displayId": branch,
                 "latestCommit": hash,
-                "repository": self.dc_repository_json(),
+                "repository": repository,
             })
         };
         let mut pull = json!({
@@ -195,8 +249,9 @@ impl State {
             "closed": p.state != PrState::Open,
             "createdDate": p.created_on.timestamp_millis(),
             "updatedDate": p.updated_on.timestamp_millis(),
-            "fromRef": reference(&p.source, source_hash),
-            "toRef": reference(&p.destination, destination_hash),
+            "fromRef": reference(&p.source, source_hash, p.fork.as_deref()),
+            "toRef": reference(&p.destination, destination_hash, None),
+            "draft": p.draft,
             "locked": false,
             "author": { "user": actor_json(), "role": "AUTHOR", "approved": false, "status": "UNAPPROVED" },
             "reviewers": [],
@@ -373,6 +428,56 @@ impl State {
 }
 
 /// The default branch as `GET …/default-branch` returns it.
+impl State {
+    /// Stores a build status, replacing the one of the same commit and key; the checks the
+    /// operation's description lists (key 1-255, a known state, url 1-450, `ref` under `refs/`).
+    pub fn set_dc_build(&mut self, commit: &str, input: DcBuildInput) -> Result<(), Error> {
+        let hash = self
+            .resolve(commit)
+            .ok_or_else(|| Error::bad_request(format!("Commit {commit} does not exist")))?
+            .hash
+            .clone();
+        let key = input.key.filter(|k| !k.trim().is_empty() && k.len() <= 255);
+        let key = key.ok_or_else(|| Error::bad_request("key: a build key of 1 to 255 characters is required"))?;
+        let state = input.state.filter(|s| DC_BUILD_STATES.contains(&s.as_str()));
+        let state = state.ok_or_else(|| Error::bad_request(format!("state: one of {}", DC_BUILD_STATES.join(", "))))?;
+        let url = input.url.filter(|u| !u.trim().is_empty() && u.len() <= 450);
+        let url = url.ok_or_else(|| Error::bad_request("url: a build URL of 1 to 450 characters is required"))?;
+        if input.reference.as_ref().is_some_and(|r| !r.starts_with("refs/")) {
+            return Err(Error::bad_request("ref: a fully qualified reference (refs/heads/…) is expected"));
+        }
+        let now = self.now();
+        let build = DcBuild {
+            commit: hash,
+            key,
+            state,
+            url,
+            name: input.name,
+            description: input.description,
+            reference: input.reference,
+            created: now,
+            updated: now,
+        };
+        match self.dc_builds.iter_mut().find(|b| b.commit == build.commit && b.key == build.key) {
+            Some(existing) => *existing = DcBuild { created: existing.created, ..build },
+            None => self.dc_builds.push(build),
+        }
+        Ok(())
+    }
+
+    /// The build status of `commit` with `key`.
+    pub fn dc_build(&self, commit: &str, key: &str) -> Option<Value> {
+        let hash = &self.resolve(commit)?.hash;
+        self.dc_builds.iter().find(|b| &b.commit == hash && b.key == key).map(DcBuild::json)
+    }
+
+    /// Every build status of `commit`, oldest first.
+    pub fn dc_builds_of(&self, commit: &str) -> Vec<Value> {
+        let Some(hash) = self.resolve(commit).map(|c| c.hash.clone()) else { return Vec::new() };
+        self.dc_builds.iter().filter(|b| b.commit == hash).map(DcBuild::json).collect()
+    }
+}
+
 pub fn default_branch_json() -> Value {
     let mut json = branch_ref(MAIN);
     json["isDefault"] = json!(true);

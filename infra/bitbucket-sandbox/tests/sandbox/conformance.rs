@@ -11,8 +11,8 @@ use std::process::Command;
 
 use bitbucket_sandbox::{
     ACCESS_TOKEN, DC_READ_TOKEN, DC_WRITE_TOKEN, ExtraCredential, Grant, NO_ADMIN_API_TOKEN, NO_ADMIN_API_TOKEN_EMAIL,
-    NO_PULLREQUEST_ACCESS_TOKEN, OAUTH_CONSUMER_KEY, OAUTH_CONSUMER_SECRET, PROBE_HEADER, READONLY_ACCESS_TOKEN,
-    TEST_HEADER, TRAFFIC_LOG_VARIABLE, TestCounts,
+    NO_PULLREQUEST_ACCESS_TOKEN, OAUTH_CONSUMER_KEY, OAUTH_CONSUMER_SECRET, PROBE_HEADER, PullRequestOptions,
+    READONLY_ACCESS_TOKEN, TEST_HEADER, TRAFFIC_LOG_VARIABLE, TestCounts,
 };
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, RequestBuilder};
@@ -205,9 +205,19 @@ async fn cloud_sweep(s: &mut Sweep) {
     s.expect("status create", s.cloud(Method::POST, &format!("/commit/{hash}/statuses/build")).json(&status), 201)
         .await;
     s.expect("statuses", s.cloud(Method::GET, &format!("/commit/{hash}/statuses")), 200).await;
+    s.expect("status by key", s.cloud(Method::GET, &format!("/commit/{hash}/statuses/build/ci")), 200).await;
+    let update = json!({ "key": "ci", "state": "SUCCESSFUL", "name": "CI", "url": "https://ci.test/1", "refname": "main",
+        "description": "Built" });
+    s.expect("status update", s.cloud(Method::PUT, &format!("/commit/{hash}/statuses/build/ci")).json(&update), 200)
+        .await;
 
     // Pull requests.
     let open = s.h.sandbox.open_pull_request("develop", "main", "Develop").await;
+    let draft = PullRequestOptions { draft: true, fork: None };
+    let draft = s.h.sandbox.open_pull_request_with("develop", "feature/login", "Draft", draft).await;
+    let fork = PullRequestOptions { draft: false, fork: Some("someone/demo".into()) };
+    s.h.sandbox.open_pull_request_with("feature/login", "develop", "From a fork", fork).await;
+    s.expect("pull request (draft)", s.cloud(Method::GET, &format!("/pullrequests/{draft}")), 200).await;
     let merged = s.h.sandbox.open_pull_request("feature/login", "main", "Login").await;
     s.h.sandbox.merge_pull_request(merged).await.unwrap();
     let pulls = "/pullrequests?state=OPEN&state=MERGED&state=DECLINED&sort=-updated_on&pagelen=50";
@@ -249,6 +259,21 @@ async fn pipelines_sweep(s: &mut Sweep) {
     s.expect("step", s.cloud(Method::GET, &format!("/pipelines/{uuid}/steps/{step}")), 200).await;
     s.expect("test reports", s.cloud(Method::GET, &format!("/pipelines/{uuid}/steps/{step}/test_reports")), 200).await;
     s.expect("pipeline stop", s.cloud(Method::POST, &format!("/pipelines/{other}/stopPipeline")), 204).await;
+    let cases = format!("/pipelines/{uuid}/steps/{step}/test_reports/test_cases");
+    let listed = s.json("test cases", s.cloud(Method::GET, &cases), 200).await;
+    let failed = listed["values"].as_array().unwrap().iter().find(|c| c["status"] == "FAILED").unwrap();
+    let case = failed["uuid"].as_str().unwrap().replace('{', "%7B").replace('}', "%7D");
+    s.expect("test case reasons", s.cloud(Method::GET, &format!("{cases}/{case}/test_case_reasons")), 200).await;
+
+    // A pull request's pipeline, as the operation's own example triggers it.
+    let pr = s.h.sandbox.open_pull_request("feature/login", "main", "Login").await;
+    let (head, main) = (s.h.tip("feature/login").await, s.h.tip("main").await);
+    let target = json!({ "target": { "type": "pipeline_pullrequest_target", "source": "feature/login",
+        "destination": "main", "destination_commit": { "hash": &main[..7] }, "commit": { "hash": &head[..7] },
+        "pullrequest": { "id": pr.to_string() }, "selector": { "type": "pull-requests", "pattern": "**" } } });
+    let run = s.json("pipeline create (pull request)", s.cloud(Method::POST, "/pipelines/").json(&target), 201).await;
+    let run = run["uuid"].as_str().unwrap().replace('{', "%7B").replace('}', "%7D");
+    s.expect("pipeline (pull request)", s.cloud(Method::GET, &format!("/pipelines/{run}")), 200).await;
 }
 
 async fn data_center_sweep(s: &mut Sweep) {
@@ -293,6 +318,17 @@ async fn data_center_sweep(s: &mut Sweep) {
         .await;
         let branch = json!({ "name": format!("created-{version}"), "startPoint": "main", "message": "A branch" });
         s.expect(&v("branch create"), s.dc(Method::POST, version, "/branches").json(&branch), 200).await;
+        let tip = s.h.tip("main").await;
+        let build = json!({ "key": format!("bba-{version}"), "state": "INPROGRESS", "url": "https://ci.example.test/1",
+            "name": "Environment", "description": "Deploying", "ref": "refs/heads/main" });
+        s.expect(
+            &v("build status set"),
+            s.dc(Method::POST, version, &format!("/commits/{tip}/builds")).json(&build),
+            204,
+        )
+        .await;
+        let key = format!("/commits/{tip}/builds?key=bba-{version}");
+        s.expect(&v("build status"), s.dc(Method::GET, version, &key), 200).await;
         s.expect(
             &v("pull requests"),
             s.dc(Method::GET, version, "/pull-requests?state=ALL&order=NEWEST&limit=100"),

@@ -172,7 +172,8 @@ async fn bad_triggers_are_refused_and_store_nothing() {
         (target(json!({ "selector": { "type": "nightly" } })), "is not one of"),
         (target(json!({ "ref_type": "tag" })), "Tag main does not exist"),
         (target(json!({ "ref_type": "commit" })), "is not one of"),
-        (target(json!({ "type": "pipeline_pullrequest_target" })), "is not one of"),
+        (target(json!({ "type": "pipeline_pullrequest_target" })), "target.source: This field is required."),
+        (target(json!({ "type": "pipeline_fancy_target" })), "is not one of"),
         (json!({ "target": { "type": "pipeline_commit_target" } }), "target.commit: This field is required."),
         (json!({ "variables": [] }), "target: This field is required."),
     ];

@@ -416,6 +416,17 @@ impl Backups {
         // Never overwritten: one entry per commit, at the commit's microsecond.
         let micros = history_micros(c.at);
         BACKUP_HISTORY.put(self.store(), id, &[name, &micros], &StoredEntry { entry }, Condition::Absent).await?;
+        let data = serde_json::json!({
+            "target": name, "commit": commit, "path": c.path, "branch": c.branch, "version": key,
+            "sha256": sha256, "size": c.size, "url": c.url,
+        });
+        let event = crate::outbox::DomainEvent::new(
+            crate::outbox::EventType::BackupCommitted,
+            id,
+            &format!("{name}#{commit}"),
+            data,
+        );
+        self.ctx.emit(event).await?;
         Ok(Outcome::Committed {
             changed: true,
             version: key,

@@ -301,6 +301,47 @@ pub const C_TEST_REPORTS: Operation = Operation {
         "Get a summary of test reports for a given step of a pipeline.",
     )
 };
+pub const C_TEST_CASES: Operation = Operation {
+    operation_id: Some("getPipelineTestReportTestCases"),
+    port: "test_summary",
+    legacy: &["pipeline"],
+    granular: &["read:pipeline:bitbucket"],
+    verified: "sandbox tests; traffic check. Read only for a step whose summary counts failures; the \
+               description documents the 200 without a body: `values` of `{uuid, name, \
+               fully_qualified_name, package_name, status}` is what the sandbox serves (allow-list \
+               `cloud-test-reports-json`, to verify live)",
+    ..cloud(
+        "C21",
+        "GET",
+        cloud_path!("/pipelines/{pipeline_uuid}/steps/{step_uuid}/test_reports/test_cases"),
+        "Get test cases for a given step of a pipeline.",
+    )
+};
+pub const C_TEST_CASE_REASONS: Operation = Operation {
+    operation_id: Some("getPipelineTestReportTestCaseReasons"),
+    port: "test_summary",
+    legacy: &["pipeline"],
+    granular: &["read:pipeline:bitbucket"],
+    verified: "sandbox tests; traffic check. One per failed case, at most 20 a run; documented without \
+               a body (allow-list `cloud-test-reports-json`): `values` of `{message}` in the sandbox",
+    ..cloud(
+        "C22",
+        "GET",
+        cloud_path!(
+            "/pipelines/{pipeline_uuid}/steps/{step_uuid}/test_reports/test_cases/{test_case_uuid}/test_case_reasons"
+        ),
+        "Get test case reasons (output) for a given test case in a step of a pipeline.",
+    )
+};
+pub const C_SET_STATUS: Operation = Operation {
+    port: "set_commit_status",
+    legacy: &["repository"],
+    granular: &[R],
+    verified: "sandbox tests; traffic check. Read scopes only, as the description says; a second POST \
+               with the same key replaces the status; no top-level `type` (allow-list \
+               `cloud-status-request-top-type`)",
+    ..cloud("C23", "POST", cloud_path!("/commit/{commit}/statuses/build"), "Create a build status for a commit")
+};
 /// On `bitbucket.org` (not under `/2.0`), described by the checker's supplement.
 pub const C_OAUTH_TOKEN: Operation = Operation {
     operation_id: Some("oauth2AccessToken"),
@@ -412,6 +453,13 @@ pub const D_EDIT_FILE: Operation = Operation {
     ..dc("D13", "PUT", dc_path!("/browse/{path}"), "editFile", "Edit file", Permission::RepoWrite)
 };
 
+pub const D_SET_BUILD_STATUS: Operation = Operation {
+    port: "set_commit_status",
+    verified: "sandbox tests; traffic check. Data Center 7.14+; one status per key, replaced when posted \
+               again; a stopped environment is `CANCELLED`",
+    ..dc("D14", "POST", dc_path!("/commits/{commitId}/builds"), "add", "Store a build status", Permission::RepoRead)
+};
+
 /// Every operation, in docs/BITBUCKET.md's order.
 pub const OPERATIONS: &[&Operation] = &[
     &C_USER,
@@ -434,6 +482,9 @@ pub const OPERATIONS: &[&Operation] = &[
     &C_LIST_STEPS,
     &C_TEST_REPORTS,
     &C_OAUTH_TOKEN,
+    &C_TEST_CASES,
+    &C_TEST_CASE_REASONS,
+    &C_SET_STATUS,
     &D_REPOSITORY,
     &D_DEFAULT_BRANCH,
     &D_LIST_HOOKS,
@@ -446,6 +497,7 @@ pub const OPERATIONS: &[&Operation] = &[
     &D_RESTRICTIONS,
     &D_DELETE_BRANCH,
     &D_EDIT_FILE,
+    &D_SET_BUILD_STATUS,
 ];
 
 /// One thing the project does with a repository, and every operation it sends for it.
@@ -495,6 +547,8 @@ pub const PIPELINES: Feature = Feature {
         &C_LIST_PIPELINES,
         &C_LIST_STEPS,
         &C_TEST_REPORTS,
+        &C_TEST_CASES,
+        &C_TEST_CASE_REASONS,
     ],
     dc_note: "",
 };
@@ -517,13 +571,20 @@ pub const BRANCH_CLEANUP: Feature = Feature {
 };
 pub const ENVIRONMENTS: Feature = Feature {
     name: "environments",
-    what: "mirror branches as environments (the scheduled reconciliation lists branches)",
-    operations: &[&C_LIST_BRANCHES, &D_BRANCHES],
+    what: "mirror branches as environments (the scheduled reconciliation lists branches and pull requests)",
+    operations: &[&C_LIST_BRANCHES, &C_LIST_PULL_REQUESTS, &D_BRANCHES, &D_PULL_REQUESTS],
+    dc_note: "",
+};
+pub const STATUSES: Feature = Feature {
+    name: "environment statuses",
+    what: "show an environment's deployment state on its head commit (reported, or `environment_url`)",
+    operations: &[&C_SET_STATUS, &D_SET_BUILD_STATUS],
     dc_note: "",
 };
 
 /// Every feature, in the order the connection test reports them.
-pub const FEATURES: &[&Feature] = &[&CONNECTION, &WEBHOOKS, &BACKUPS, &PIPELINES, &BRANCH_CLEANUP, &ENVIRONMENTS];
+pub const FEATURES: &[&Feature] =
+    &[&CONNECTION, &WEBHOOKS, &BACKUPS, &PIPELINES, &BRANCH_CLEANUP, &ENVIRONMENTS, &STATUSES];
 
 /// The vocabulary a credential's scopes are in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,10 @@ pub mod refs;
 pub use capabilities::{Feature, FeatureReport, Operation, Permission, Probe, Vocabulary};
 pub use credentials::Credential;
 pub use error::BitbucketError;
-pub use pipelines::{PipelineRequest, PipelineRun, PipelineVariable, StepTests, TestSummary};
+pub use pipelines::{
+    MAX_TEST_FAILURES, PipelineRequest, PipelineRun, PipelineVariable, PullRequestTarget, StepTests, TestFailure,
+    TestSummary,
+};
 pub use refs::{BranchInfo, PullRequestInfo};
 
 use std::sync::Arc;
@@ -168,9 +171,65 @@ pub trait Bitbucket: Send + Sync {
     async fn list_pipelines(&self, _page: u32, _pagelen: u32) -> Result<Vec<PipelineRun>, BitbucketError> {
         Err(BitbucketError::Unsupported(NO_PIPELINES.into()))
     }
-    /// The test reports of a completed run's steps, summed; `None` when no step has one.
+    /// The test reports of a completed run's steps, summed, with its failed test cases (at most
+    /// [`MAX_TEST_FAILURES`]); `None` when no step has a report.
     async fn test_summary(&self, _uuid: &str) -> Result<Option<TestSummary>, BitbucketError> {
         Err(BitbucketError::Unsupported(NO_PIPELINES.into()))
+    }
+
+    /// Sets (or replaces: same key) a build status on a commit — Cloud's commit status, Data
+    /// Center's build status.
+    async fn set_commit_status(&self, commit: &str, status: &CommitStatus) -> Result<(), BitbucketError>;
+}
+
+/// A build status on a commit, as this project reports environments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitStatus {
+    /// Stable per integration and environment, so a new state replaces the previous one.
+    pub key: String,
+    pub state: StatusState,
+    pub name: String,
+    pub url: String,
+    pub description: String,
+    /// The branch (without `refs/heads/`).
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusState {
+    InProgress,
+    Successful,
+    Failed,
+    Stopped,
+}
+
+impl StatusState {
+    /// Cloud's commit-status state (`INPROGRESS`, `SUCCESSFUL`, `FAILED`, `STOPPED`).
+    pub fn cloud(self) -> &'static str {
+        match self {
+            StatusState::InProgress => "INPROGRESS",
+            StatusState::Successful => "SUCCESSFUL",
+            StatusState::Failed => "FAILED",
+            StatusState::Stopped => "STOPPED",
+        }
+    }
+
+    /// Data Center's build-status state (`CANCELLED` for a stopped one).
+    pub fn data_center(self) -> &'static str {
+        match self {
+            StatusState::Stopped => "CANCELLED",
+            other => other.cloud(),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusState::InProgress => "in_progress",
+            StatusState::Successful => "successful",
+            StatusState::Failed => "failed",
+            StatusState::Stopped => "stopped",
+        }
     }
 }
 

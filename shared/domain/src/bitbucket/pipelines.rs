@@ -12,6 +12,20 @@ pub struct PipelineRequest {
     /// branch's own pipeline.
     pub custom: Option<String>,
     pub variables: Vec<PipelineVariable>,
+    /// Runs the repository's `pull-requests:` pipeline for a pull request
+    /// (`pipeline_pullrequest_target`): `branch` is its source, `commit` its head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestTarget>,
+}
+
+/// What `pipeline_pullrequest_target` names besides the source branch and commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestTarget {
+    pub id: u64,
+    pub destination: String,
+    pub destination_commit: Option<String>,
+    /// The `pull-requests:` pattern of `bitbucket-pipelines.yml` that matches the source branch.
+    pub pattern: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +52,9 @@ pub struct PipelineRun {
     pub created_on: Option<DateTime<Utc>>,
     pub completed_on: Option<DateTime<Utc>>,
     pub duration_seconds: Option<u64>,
+    /// The pull request of a `pipeline_pullrequest_target` run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<u64>,
 }
 
 pub const FINAL_STATUSES: &[&str] = &["SUCCESSFUL", "FAILED", "ERROR", "STOPPED", "EXPIRED"];
@@ -60,6 +77,39 @@ pub struct TestSummary {
     pub failed: u64,
     pub skipped: u64,
     pub steps: Vec<StepTests>,
+    /// The failed test cases, at most [`MAX_TEST_FAILURES`] of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<TestFailure>,
+}
+
+/// How many failed test cases a run keeps (their reasons cost one request each).
+pub const MAX_TEST_FAILURES: usize = 20;
+/// How much of a failure's reason is kept.
+pub const MAX_REASON_CHARS: usize = 2000;
+
+/// One failed test case of a completed run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestFailure {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<String>,
+    pub step: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl TestFailure {
+    /// The reason cut to [`MAX_REASON_CHARS`].
+    pub fn bounded_reason(reason: &str) -> Option<String> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return None;
+        }
+        Some(match reason.char_indices().nth(MAX_REASON_CHARS) {
+            Some((cut, _)) => format!("{}…", &reason[..cut]),
+            None => reason.to_owned(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -32,11 +32,34 @@ pub struct PullRequestInfo {
     pub updated: Option<DateTime<Utc>>,
     /// The source branch's head the pull request knew (Cloud abbreviates it to 12 digits).
     pub head: Option<String>,
+    pub destination_branch: Option<String>,
+    pub destination_head: Option<String>,
+    pub title: Option<String>,
+    pub draft: bool,
+    /// `workspace/repo` (`PROJECT/repo`) of each side, when the listing names them.
+    pub source_repository: Option<String>,
+    pub destination_repository: Option<String>,
 }
 
 impl PullRequestInfo {
     pub fn is_open(&self) -> bool {
         self.state.eq_ignore_ascii_case("OPEN")
+    }
+
+    /// The pull request as webhook events carry it.
+    pub fn as_event(&self) -> crate::webhook::PullRequest {
+        crate::webhook::PullRequest {
+            id: self.id,
+            title: self.title.clone(),
+            source_branch: self.source_branch.clone(),
+            destination_branch: self.destination_branch.clone().unwrap_or_default(),
+            head: self.head.clone(),
+            state: Some(self.state.clone()),
+            destination_head: self.destination_head.clone(),
+            draft: self.draft,
+            source_repository: self.source_repository.clone(),
+            destination_repository: self.destination_repository.clone(),
+        }
     }
 
     pub fn is_closed(&self) -> bool {

@@ -25,6 +25,7 @@ use crate::bitbucket::{
 use crate::context::IntegrationContext;
 use crate::error::{Error, invalid};
 use crate::integration::Integration;
+use crate::outbox::{DomainEvent, EventType};
 use crate::store::{Condition, StateStore};
 use crate::tables::{OPEN_RUNS, RUNS, Record};
 use crate::webhook::Flavor;
@@ -146,10 +147,10 @@ impl Record for OpenRun {
 /// A run not final yet.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OpenRun {
-    uuid: String,
-    build_number: u64,
+    pub(crate) uuid: String,
+    pub(crate) build_number: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pull_request: Option<u64>,
+    pub(crate) pull_request: Option<u64>,
 }
 
 /// `POST /integrations/{id}/pipelines`.
@@ -207,7 +208,7 @@ impl RunRequest {
                 return Err(invalid("variables.key", "must be letters, digits and _, not starting with a digit"));
             }
         }
-        Ok(PipelineRequest { branch, commit, custom, variables: self.variables })
+        Ok(PipelineRequest { branch, commit, custom, variables: self.variables, pull_request: None })
     }
 }
 
@@ -269,7 +270,7 @@ impl Pipelines {
         };
         let mut run = Run::new(&fresh, &integration.target.html_url(), "manual");
         run.variables = request.variables.iter().map(|v| v.key.clone()).collect();
-        self.save(id, &run).await?;
+        self.save(id, &run, None).await?;
         Ok(run)
     }
 
@@ -364,8 +365,18 @@ impl Pipelines {
         Ok(RUNS.get(self.store(), id, &[&braced]).await?.map(|run| (run.record, run.version)))
     }
 
-    async fn save(&self, id: &str, run: &Run) -> Result<(), Error> {
+    /// Stores `run` (`before`: what was stored of it), recording `build.started` for a run seen
+    /// the first time and `build.finished` for one that became final.
+    async fn save(&self, id: &str, run: &Run, before: Option<&Run>) -> Result<(), Error> {
         RUNS.put(self.store(), id, &[&run.uuid], run, Condition::None).await?;
+        if before.is_none() {
+            let event = DomainEvent::new(EventType::BuildStarted, id, &run.uuid, build_data(run));
+            self.ctx.emit(event).await?;
+        }
+        if run.is_final() && !before.is_some_and(Run::is_final) {
+            let event = DomainEvent::new(EventType::BuildFinished, id, &run.uuid, build_data(run));
+            self.ctx.emit(event).await?;
+        }
         if run.is_final() {
             OPEN_RUNS.delete(self.store(), id, &[&run.uuid], Condition::None).await?;
         } else {
@@ -386,12 +397,17 @@ impl Pipelines {
         trigger: &str,
     ) -> Result<Run, Error> {
         let id = &integration.id;
-        let mut run = match self.stored(id, &fresh.uuid).await? {
-            Some((known, _)) if !known.differs_from(fresh) && (known.tests_fetched || !known.is_final()) => {
-                return Ok(known);
+        let before = self.stored(id, &fresh.uuid).await?.map(|(known, _)| known);
+        let mut run = match &before {
+            Some(known) if !known.differs_from(fresh) && (known.tests_fetched || !known.is_final()) => {
+                return Ok(known.clone());
             }
-            Some((known, _)) => known.refreshed(fresh),
-            None => Run::new(fresh, &integration.target.html_url(), &trigger_name(fresh, trigger)),
+            Some(known) => known.refreshed(fresh),
+            None => {
+                let mut run = Run::new(fresh, &integration.target.html_url(), &trigger_name(fresh, trigger));
+                run.pull_request = fresh.pull_request;
+                run
+            }
         };
         if run.is_final() && !run.tests_fetched {
             match client.test_summary(&run.uuid).await {
@@ -403,7 +419,7 @@ impl Pipelines {
                 Err(e) => tracing::warn!(run = %run.uuid, reason = e.reason(), "test reports not fetched"),
             }
         }
-        self.save(id, &run).await?;
+        self.save(id, &run, before.as_ref()).await?;
         Ok(run)
     }
 
@@ -435,9 +451,29 @@ impl Pipelines {
         Ok((runs, cursor))
     }
 
-    async fn open_runs(&self, id: &str) -> Result<Vec<OpenRun>, Error> {
+    pub(crate) async fn open_runs(&self, id: &str) -> Result<Vec<OpenRun>, Error> {
         Ok(OPEN_RUNS.all(self.store(), id, &[]).await?.into_iter().map(|open| open.record).collect())
     }
+}
+
+/// What `build.*` events say of a run.
+fn build_data(run: &Run) -> serde_json::Value {
+    let tests = run.tests.as_ref().map(|t| {
+        serde_json::json!({"total": t.total, "passed": t.passed, "failed": t.failed, "skipped": t.skipped,
+            "failures": t.failures})
+    });
+    serde_json::json!({
+        "uuid": run.uuid,
+        "build_number": run.build_number,
+        "branch": run.branch,
+        "commit": run.commit,
+        "trigger": run.trigger,
+        "pull_request": run.pull_request,
+        "status": run.status,
+        "link": run.link,
+        "duration_seconds": run.duration_seconds,
+        "tests": tests,
+    })
 }
 
 /// A run id as Bitbucket writes it (`{uuid}`), from one given with or without braces; `None`

@@ -58,11 +58,17 @@ impl DeliveryConsumer for Pruner {
 
 impl Pruner {
     /// The environment changes a delivery of an active integration that mirrors branches
-    /// causes. Makes no Bitbucket call.
-    async fn on_delivery(&self, integration: &Integration, delivery: &Delivery) -> Result<DeliveryEffects, Error> {
+    /// causes. Calls Bitbucket only to show an environment's status (`environment_url`, or one
+    /// that showed a status ending `stopped` when pruned).
+    pub(crate) async fn on_delivery(
+        &self,
+        integration: &Integration,
+        delivery: &Delivery,
+    ) -> Result<DeliveryEffects, Error> {
         let mut effects = DeliveryEffects::default();
         let options = &integration.options;
         let (id, at) = (integration.id.as_str(), delivery.received_at);
+        let cause = delivery.delivery_id.as_str();
         for event in &delivery.events {
             match event {
                 RepoEvent::BranchCreated { branch, head } | RepoEvent::BranchUpdated { branch, head, .. } => {
@@ -76,12 +82,14 @@ impl Pruner {
                         }),
                         None => Some(Environment::new(branch, head.clone(), at)),
                     };
-                    if self.update_environment(id, branch, pushed).await? {
+                    if let Some((_, after)) = self.update_environment(id, branch, cause, pushed).await? {
                         effects.upserted.push(branch.clone());
+                        // An active environment's status follows its head.
+                        self.post_template_status(integration, &after).await;
                     }
                 }
                 RepoEvent::BranchDeleted { branch, .. } if options.prune_branches => {
-                    let pruned = self.prune_for_delivery(id, branch, &delivery.delivery_id, at).await?;
+                    let pruned = self.prune_for_delivery(integration, branch, &delivery.delivery_id, at).await?;
                     effects.pruned.extend(pruned.then(|| branch.clone()));
                 }
                 RepoEvent::PullRequestOpened { pull_request: pr }
@@ -99,8 +107,9 @@ impl Pruner {
                             ..base
                         })
                     };
-                    if self.update_environment(id, &pr.source_branch, opened).await? {
+                    if let Some((_, after)) = self.update_environment(id, &pr.source_branch, cause, opened).await? {
                         effects.activated.push(pr.source_branch.clone());
+                        self.post_template_status(integration, &after).await;
                     }
                 }
                 RepoEvent::PullRequestMerged { pull_request: pr }
@@ -113,7 +122,7 @@ impl Pruner {
                         }
                         _ => None,
                     };
-                    if self.update_environment(id, &pr.source_branch, closed).await? {
+                    if self.update_environment(id, &pr.source_branch, cause, closed).await?.is_some() {
                         effects.deactivated.push(pr.source_branch.clone());
                     }
                 }
@@ -127,11 +136,12 @@ impl Pruner {
     /// repeat (or a crash between the two writes) leaves one audit record.
     async fn prune_for_delivery(
         &self,
-        id: &str,
+        integration: &Integration,
         branch: &str,
         delivery_id: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, Error> {
+        let id = integration.id.as_str();
         let entry = AuditEntry {
             branch: branch.to_owned(),
             action: AuditAction::EnvironmentPruned,
@@ -155,7 +165,11 @@ impl Pruner {
                 audited = true;
             }
             match self.delete_environment(id, branch, Condition::Version(version)).await {
-                Ok(()) => return Ok(true),
+                Ok(()) => {
+                    self.pruned_event(id, &env, &entry.reason, delivery_id).await?;
+                    self.post_stopped(integration, &env).await;
+                    return Ok(true);
+                }
                 Err(StoreError::ConditionFailed { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }

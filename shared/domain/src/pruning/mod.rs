@@ -15,7 +15,7 @@ mod stale;
 
 pub use events::{CONSUMER, DeliveryEffects};
 pub use plan::{BranchPlan, Decision, PlanInput, plan, restriction_matches};
-pub use reconcile::{ReconcileReport, ScheduledReport};
+pub use reconcile::{PullRequestReport, ReconcileReport, ScheduledReport};
 pub use stale::{Outcome, StaleEntry, StaleReport};
 
 use std::collections::HashMap;
@@ -25,16 +25,28 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::bitbucket::{Bitbucket, BitbucketError};
+use crate::bitbucket::{Bitbucket, BitbucketError, CommitStatus, StatusState};
 use crate::context::IntegrationContext;
 use crate::error::{Error, invalid};
 use crate::integration::Integration;
+use crate::outbox::{DomainEvent, EventType};
 use crate::store::{Condition, StateStore, StoreError};
 use crate::tables::{AUDIT, ENVIRONMENTS, Record};
 
 /// Bitbucket calls for one request or one integration's scheduled run, retries included: 60
 /// pages of branches fit, and API Gateway's 30 s still answers first.
 const CALL_BUDGET: Duration = Duration::from_secs(25);
+/// What `environment.*` events say of an environment.
+fn environment_data(env: &Environment, pull_request: Option<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "branch": env.branch,
+        "head": env.head,
+        "status": env.status,
+        "pull_request": env.pull_request.or(pull_request),
+        "url": env.deployment.as_ref().map(|d| d.url.clone()),
+    })
+}
+
 /// Writes of one environment retried when another writer got there first.
 const WRITE_ATTEMPTS: usize = 5;
 
@@ -57,7 +69,59 @@ pub struct Environment {
     pub status: EnvironmentStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<u64>,
+    /// The deployment status last shown in Bitbucket on its head commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<Deployment>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// An environment's deployment status, as posted to Bitbucket (a commit status on Cloud, a build
+/// status on Data Center) under [`status_key`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub state: StatusState,
+    pub url: String,
+    #[serde(default)]
+    pub description: String,
+    /// The commit it was posted on.
+    pub commit: String,
+    pub key: String,
+    /// Reported by the service that deploys it (`PUT …/status`), not from `environment_url`.
+    pub reported: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// The status key of an environment: stable per integration and branch, so each new state
+/// replaces the previous one in Bitbucket.
+pub fn status_key(integration_id: &str, branch: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new().chain_update(integration_id).chain_update([0u8]).chain_update(branch).finalize();
+    format!("bba-env-{}", &hex::encode(digest)[..16])
+}
+
+/// `PUT /integrations/{id}/environments/{branch}/status`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    #[serde(deserialize_with = "crate::objects::name")]
+    pub state: StatusState,
+    pub url: Option<String>,
+    pub description: Option<String>,
+}
+
+impl StatusReport {
+    fn validate(&self) -> Result<(), Error> {
+        if let Some(url) = &self.url {
+            let ok = url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+            if !ok || url.len() > 450 {
+                return Err(invalid("url", "must be an http(s) URL of at most 450 characters"));
+            }
+        }
+        if self.description.as_ref().is_some_and(|d| d.chars().count() > 255) {
+            return Err(invalid("description", "must be at most 255 characters"));
+        }
+        Ok(())
+    }
 }
 
 impl Environment {
@@ -68,6 +132,7 @@ impl Environment {
             last_activity,
             status: EnvironmentStatus::Inactive,
             pull_request: None,
+            deployment: None,
             updated_at: Utc::now(),
         }
     }
@@ -171,6 +236,9 @@ impl PruneRequest {
 #[derive(Clone)]
 pub struct Pruner {
     pub ctx: IntegrationContext,
+    /// The pipelines service, when this process builds (the scheduled pull-request
+    /// reconciliation builds what webhooks missed).
+    pub builds: Option<Arc<crate::pipelines::Pipelines>>,
 }
 
 impl Pruner {
@@ -206,36 +274,198 @@ impl Pruner {
         ENVIRONMENTS.delete(self.store(), id, &[branch], condition).await
     }
 
-    /// Writes `env` if `condition` holds; `false` when another writer got there first.
-    async fn put_environment(&self, id: &str, env: &Environment, condition: Condition) -> Result<bool, Error> {
+    /// Writes `env` if `condition` holds (its new version); `None` when another writer got there
+    /// first. `before` (what the condition was written against) and `cause` (what made the
+    /// change: a delivery id, `reconcile`…) make its events.
+    async fn put_environment(
+        &self,
+        id: &str,
+        env: &Environment,
+        condition: Condition,
+        before: Option<&Environment>,
+        cause: &str,
+    ) -> Result<Option<u64>, Error> {
         match ENVIRONMENTS.put(self.store(), id, &[&env.branch], env, condition).await {
-            Ok(_) => Ok(true),
-            Err(StoreError::ConditionFailed { .. }) => Ok(false),
+            Ok(version) => {
+                self.environment_events(id, before, env, &format!("{cause}#v{version}")).await?;
+                Ok(Some(version))
+            }
+            Err(StoreError::ConditionFailed { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
+    /// `environment.created`, `.activated`, `.deactivated` for a write from `before` to `after`.
+    async fn environment_events(
+        &self,
+        id: &str,
+        before: Option<&Environment>,
+        after: &Environment,
+        cause: &str,
+    ) -> Result<(), Error> {
+        let active = |env: Option<&Environment>| env.is_some_and(|e| e.status == EnvironmentStatus::Active);
+        let mut kinds = Vec::new();
+        if before.is_none() {
+            kinds.push(EventType::EnvironmentCreated);
+        }
+        match (active(before), after.status == EnvironmentStatus::Active) {
+            (false, true) => kinds.push(EventType::EnvironmentActivated),
+            (true, false) => kinds.push(EventType::EnvironmentDeactivated),
+            _ => {}
+        }
+        for kind in kinds {
+            let data = environment_data(after, before.and_then(|b| b.pull_request));
+            self.ctx.emit(DomainEvent::new(kind, id, &format!("{cause}#{}", after.branch), data)).await?;
+        }
+        Ok(())
+    }
+
     /// Applies `change` to a branch's environment (`None`: there is none) and writes what it
-    /// returns when that differs; retried when another writer got there first. Whether it wrote.
+    /// returns when that differs; retried when another writer got there first. What it wrote:
+    /// (before, after).
     async fn update_environment(
         &self,
         id: &str,
         branch: &str,
+        cause: &str,
         change: impl Fn(Option<&Environment>) -> Option<Environment>,
-    ) -> Result<bool, Error> {
+    ) -> Result<Option<(Option<Environment>, Environment)>, Error> {
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.environment(id, branch).await?;
-            let Some(mut next) = change(current.as_ref().map(|(env, _)| env)) else { return Ok(false) };
+            let Some(mut next) = change(current.as_ref().map(|(env, _)| env)) else { return Ok(None) };
             if current.as_ref().is_some_and(|(env, _)| env.same_as(&next)) {
-                return Ok(false);
+                return Ok(None);
             }
             next.updated_at = Utc::now();
-            let condition = current.map_or(Condition::Absent, |(_, version)| Condition::Version(version));
-            if self.put_environment(id, &next, condition).await? {
-                return Ok(true);
+            let condition = current.as_ref().map_or(Condition::Absent, |(_, version)| Condition::Version(*version));
+            let before = current.map(|(env, _)| env);
+            if self.put_environment(id, &next, condition, before.as_ref(), cause).await?.is_some() {
+                return Ok(Some((before, next)));
             }
         }
         Err(StoreError::Unavailable(format!("environment `{branch}` keeps changing concurrently; retry")).into())
+    }
+
+    /// `environment.pruned`.
+    async fn pruned_event(&self, id: &str, env: &Environment, reason: &str, cause: &str) -> Result<(), Error> {
+        let mut data = environment_data(env, env.pull_request);
+        data["reason"] = serde_json::json!(reason);
+        self.ctx
+            .emit(DomainEvent::new(EventType::EnvironmentPruned, id, &format!("{cause}#{}", env.branch), data))
+            .await
+    }
+
+    /// Shows `state` for the environment in Bitbucket, on its head commit, under its key.
+    async fn post_status(
+        &self,
+        integration: &Integration,
+        env: &Environment,
+        state: StatusState,
+        url: String,
+        description: String,
+        reported: bool,
+    ) -> Result<Deployment, Error> {
+        let commit = env.head.clone().ok_or_else(|| {
+            Error::Conflict(format!("environment `{}` has no known head commit to show a status on", env.branch))
+        })?;
+        let key = status_key(&integration.id, &env.branch);
+        let status = CommitStatus {
+            key: key.clone(),
+            state,
+            name: format!("Environment {}", env.branch),
+            url: url.clone(),
+            description: description.clone(),
+            branch: Some(env.branch.clone()),
+        };
+        let client = self.client(integration).await?;
+        if let Err(e) = client.set_commit_status(&commit, &status).await {
+            return Err(self.noted(&integration.id, e).await);
+        }
+        Ok(Deployment { state, url, description, commit, key, reported, at: Utc::now() })
+    }
+
+    /// Keeps `deployment` on the environment (unless it changed meanwhile in a way that makes it
+    /// stale: another head).
+    async fn keep_deployment(
+        &self,
+        id: &str,
+        branch: &str,
+        deployment: &Deployment,
+    ) -> Result<Option<Environment>, Error> {
+        let kept = self
+            .update_environment(id, branch, "status", |current| {
+                let env = current?;
+                Some(Environment { deployment: Some(deployment.clone()), ..env.clone() })
+            })
+            .await?;
+        Ok(kept.map(|(_, after)| after))
+    }
+
+    /// With `environment_url`, an active environment nobody reported on shows that URL as its
+    /// status on its head commit. Best effort: a failure is noted on the integration.
+    async fn post_template_status(&self, integration: &Integration, env: &Environment) {
+        let Some(template) = &integration.options.environment_url else { return };
+        if env.status != EnvironmentStatus::Active || env.head.is_none() {
+            return;
+        }
+        if env.deployment.as_ref().is_some_and(|d| d.reported || Some(&d.commit) == env.head.as_ref()) {
+            return;
+        }
+        let url = crate::integration::environment_url(template, &env.branch);
+        let description = format!("Environment {} is active", env.branch);
+        match self.post_status(integration, env, StatusState::Successful, url, description, false).await {
+            Ok(deployment) => {
+                if let Err(e) = self.keep_deployment(&integration.id, &env.branch, &deployment).await {
+                    tracing::warn!(integration = %integration.id, error = %e, "environment status not kept");
+                }
+            }
+            Err(e) => tracing::warn!(integration = %integration.id, branch = %env.branch, error = %e,
+                "environment status not shown in Bitbucket"),
+        }
+    }
+
+    /// A pruned environment that showed a status ends `stopped`. Best effort.
+    async fn post_stopped(&self, integration: &Integration, env: &Environment) {
+        let Some(deployment) = &env.deployment else { return };
+        let env = Environment { head: Some(deployment.commit.clone()), ..env.clone() };
+        let description = format!("Environment {} was pruned", env.branch);
+        if let Err(e) = self
+            .post_status(
+                integration,
+                &env,
+                StatusState::Stopped,
+                deployment.url.clone(),
+                description,
+                deployment.reported,
+            )
+            .await
+        {
+            tracing::warn!(integration = %integration.id, branch = %env.branch, error = %e, "stopped status not shown");
+        }
+    }
+
+    /// `PUT /integrations/{id}/environments/{branch}/status`: what the service that deploys the
+    /// environment reports, shown in Bitbucket on its head commit.
+    pub async fn report_status(&self, id: &str, branch: &str, report: StatusReport) -> Result<Environment, Error> {
+        report.validate()?;
+        let integration = self.ctx.active(id, "report an environment status").await?;
+        let (env, _) =
+            self.environment(id, branch).await?.ok_or_else(|| Error::NotFound(format!("no environment `{branch}`")))?;
+        let url = match (&report.url, &integration.options.environment_url) {
+            (Some(url), _) => url.clone(),
+            (None, Some(template)) => crate::integration::environment_url(template, branch),
+            (None, None) => match &env.head {
+                Some(head) => integration.target.commit_url(head),
+                None => integration.target.html_url(),
+            },
+        };
+        let description =
+            report.description.clone().unwrap_or_else(|| format!("Environment {branch}: {}", report.state.as_str()));
+        let deployment = self.post_status(&integration, &env, report.state, url, description, true).await?;
+        Ok(self
+            .keep_deployment(id, branch, &deployment)
+            .await?
+            .unwrap_or(Environment { deployment: Some(deployment), ..env }))
     }
 
     /// Writes an audit entry once: an entry is never overwritten. Its key is the delivery's

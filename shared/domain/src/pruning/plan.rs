@@ -189,6 +189,12 @@ mod tests {
             state: state.into(),
             updated: Some(now - Duration::days(age_days)),
             head: Some(head.into()),
+            destination_branch: Some("main".into()),
+            destination_head: None,
+            title: None,
+            draft: false,
+            source_repository: None,
+            destination_repository: None,
         }
     }
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{AuditAction, AuditEntry, BranchPlan, Decision, PlanInput, Pruner, plan};
 use crate::error::Error;
 use crate::integration::{Integration, StalePolicy};
+use crate::outbox::{DomainEvent, EventType};
 use crate::store::Condition;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -112,6 +113,9 @@ impl Pruner {
                             at: Utc::now(),
                         };
                         self.audit(id, &deleted).await?;
+                        let data = serde_json::json!({"branch": branch, "reason": deleted.reason});
+                        let cause = deleted.parts().join("#");
+                        self.ctx.emit(DomainEvent::new(EventType::BranchDeleted, id, &cause, data)).await?;
                         self.forget_environment(integration, &branch).await?;
                         entry.outcome = Some(Outcome::Deleted);
                         report.deleted += 1;

@@ -77,6 +77,8 @@ pub struct PullRequestBody {
     pub id: u64,
     pub title: Option<String>,
     pub state: Option<String>,
+    #[serde(default)]
+    pub draft: bool,
     pub source: Endpoint,
     pub destination: Endpoint,
 }
@@ -85,6 +87,7 @@ pub struct PullRequestBody {
 pub struct Endpoint {
     pub branch: Option<BranchName>,
     pub commit: Option<Commit>,
+    pub repository: Option<Repository>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +120,10 @@ impl From<PullRequestBody> for PullRequest {
             destination_branch: branch(&p.destination),
             head: p.source.commit.and_then(|c| c.hash),
             state: p.state,
+            destination_head: p.destination.commit.and_then(|c| c.hash),
+            draft: p.draft,
+            source_repository: p.source.repository.and_then(|r| r.full_name),
+            destination_repository: p.destination.repository.and_then(|r| r.full_name),
         }
     }
 }

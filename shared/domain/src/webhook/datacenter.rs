@@ -68,6 +68,9 @@ pub struct PullRequestBody {
     pub id: u64,
     pub title: Option<String>,
     pub state: Option<String>,
+    /// Data Center 8.18 and later.
+    #[serde(default)]
+    pub draft: bool,
     pub from_ref: PrRef,
     pub to_ref: PrRef,
 }
@@ -133,6 +136,10 @@ impl From<PullRequestBody> for PullRequest {
             destination_branch: short_name(&p.to_ref.id, p.to_ref.display_id.as_deref()),
             head: p.from_ref.latest_commit,
             state: p.state,
+            destination_head: p.to_ref.latest_commit,
+            draft: p.draft,
+            source_repository: repo_name(p.from_ref.repository.as_ref()),
+            destination_repository: repo_name(p.to_ref.repository.as_ref()),
         }
     }
 }

@@ -15,6 +15,26 @@ pub struct PullRequest {
     pub head: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// The destination branch's head the pull request knew (Cloud abbreviates it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_head: Option<String>,
+    /// A draft: not ready for review (Bitbucket's `draft`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draft: bool,
+    /// The repositories of the two sides (`workspace/repo`, `PROJECT/repo`), when the payload
+    /// names them: they differ for a pull request from a fork.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_repository: Option<String>,
+}
+
+impl PullRequest {
+    /// From a fork: its source branch lives in another repository.
+    pub fn from_fork(&self) -> bool {
+        matches!((&self.source_repository, &self.destination_repository),
+            (Some(source), Some(destination)) if !source.eq_ignore_ascii_case(destination))
+    }
 }
 
 /// What happened in the repository, whatever product reported it.

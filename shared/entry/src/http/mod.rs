@@ -22,6 +22,9 @@ use tracing::Instrument;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The router type every function serves (for crates that need not name axum).
+pub type Router = axum::Router;
+
 tokio::task_local! {
     /// The request id of the request being answered (error bodies quote it).
     pub static REQUEST_ID: String;
