@@ -38,7 +38,7 @@ pub(crate) fn pull_request_opened() -> Vec<u8> {
 /// The fixture's head commit is not in the sandbox, so its pull request builds a custom
 /// pipeline on the branch tip (`pull_request_pipeline`) rather than the pull-request target,
 /// which names the commit; what these scenarios count (starts, once) is the same.
-async fn builds_custom_pipeline(s: &Stack) {
+pub(crate) async fn builds_custom_pipeline(s: &Stack) {
     let options = json!({"options": {"pull_request_pipeline": "idempotency"}});
     let (status, answer) = s.call(reqwest::Method::PATCH, &format!("/integrations/{SANDBOX_ID}"), Some(options)).await;
     assert_eq!(status, 200, "{answer}");

@@ -17,7 +17,9 @@ use entry::lambda::CLAIM_WAIT_PER_INVOCATION;
 use local_stack::SANDBOX_ID;
 use serde_json::{Value, json};
 
-use crate::idempotency::{failures, pull_request_opened, recorded, sandbox_runs, stream_batch, wait_until};
+use crate::idempotency::{
+    builds_custom_pipeline, failures, pull_request_opened, recorded, sandbox_runs, stream_batch, wait_until,
+};
 
 fn template() -> String {
     let path = format!("{}/../template.yaml", env!("CARGO_MANIFEST_DIR"));
@@ -87,6 +89,7 @@ async fn a_held_claim_is_waited_for() {
     let temp = cross_function_tests::temp_dir("operations");
     let state = cross_function_tests::stack::StateBackend::Sqlite;
     let s = cross_function_tests::stack::stack_on(temp.path(), &state, false).await;
+    builds_custom_pipeline(&s).await;
     let item = recorded(&s, "pullrequest:created", "held-claim", &pull_request_opened()).await;
     let batch = stream_batch(&item, "7");
     // The first worker's start reaches Bitbucket, whose answer takes 1.5 s to come back.
@@ -125,6 +128,7 @@ async fn failures_of(s: &Stack) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failed_work_is_listed_and_replayed_once() {
     let s = stack("operations").await;
+    builds_custom_pipeline(&s).await;
     // Bitbucket refuses every run start (a 400 releases the claim: nothing started).
     s.running.sandbox.inject_fault(Fault {
         method: Some("POST".into()),
