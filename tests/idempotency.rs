@@ -277,7 +277,7 @@ fn spawn_worker(s: &Stack, item: &Item) -> tokio::task::JoinHandle<Result<(), St
 }
 
 /// The same service once the claim timeout has passed (shortened instead of waited for).
-fn after_claim_timeout(s: &Stack) -> Pipelines {
+pub(crate) fn after_claim_timeout(s: &Stack) -> Pipelines {
     Pipelines { claim_timeout: chrono::Duration::zero(), ..(*s.running.pipelines).clone() }
 }
 

@@ -12,6 +12,7 @@ mod integrity;
 mod local_stack;
 mod openapi;
 mod operations;
+mod outbox;
 mod pipelines;
 mod pruning;
 mod pull_requests;

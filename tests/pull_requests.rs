@@ -253,6 +253,34 @@ fn assert_valid(event: &Value) {
     assert!(errors.is_empty(), "{kind} does not fit docs/events/{kind}.json: {errors:?}\n{event}");
 }
 
+/// Every event type has its schema (titled as the type), a row in docs/events/README.md and its
+/// place in the activity listing's description; no schema is left for a type that is gone.
+#[test]
+fn every_event_type_is_documented() {
+    let dir = format!("{}/../docs/events", env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(format!("{dir}/README.md")).unwrap();
+    let openapi: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/../openapi.json")).unwrap()).unwrap();
+    let described = &openapi["components"]["schemas"]["DomainEvent"]["properties"]["type"]["enum"];
+    let kinds: Vec<&str> = domain::outbox::EventType::ALL.iter().map(|k| k.as_str()).collect();
+    for kind in &kinds {
+        let path = format!("{dir}/{kind}.json");
+        let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(schema["title"], *kind, "{path}");
+        event_schema(kind);
+        assert!(readme.contains(&format!("[`{kind}`]({kind}.json)")), "{kind} in docs/events/README.md");
+    }
+    assert_eq!(described.as_array().unwrap().iter().filter_map(Value::as_str).collect::<Vec<_>>(), kinds);
+    let mut schemas: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".json").map(str::to_owned))
+        .collect();
+    schemas.sort();
+    let mut expected: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+    expected.sort();
+    assert_eq!(schemas, expected, "one schema per event type");
+}
+
 /// What a receiver of `EVENTS_URL` got: (headers, body).
 type Received = Arc<Mutex<Vec<(http::HeaderMap, Vec<u8>)>>>;
 
@@ -351,6 +379,41 @@ async fn every_change_is_an_event_listed_signed_and_true_to_its_schema() {
         events.iter().all(|e| e["published_at"].is_string()).then_some(())
     })
     .await;
+    s.stop().await;
+}
+
+/// An event recorded while nothing published it (the process stopped before its relay ran, or
+/// `EVENTS_URL` was set later) is published on the next start: the feed that lost it is in
+/// memory, and a stream would have kept it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_left_unpublished_at_a_stop_are_published_on_the_next_start() {
+    let temp = temp_dir("pull-requests");
+    let first = stack_on(temp.path(), &StateBackend::Sqlite, false).await;
+    let data = json!({"pull_request": 1, "reason": "left behind"});
+    let event = domain::outbox::DomainEvent::new(domain::outbox::EventType::BuildSkipped, "sandbox", "left", data);
+    assert!(domain::outbox::record(first.running.backends.store.as_ref(), &event).await.unwrap());
+    first.stop().await;
+
+    let (url, received) = receiver().await;
+    let config = local_stack::Config {
+        events_url: Some(url),
+        events_secret: Some(domain::secrets::Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
+        ..local_stack::Config::for_tests(temp.path().to_path_buf())
+    };
+    let running = local_stack::start(config, false).await.unwrap();
+    let token = running.seeded.api_token.expose().to_owned();
+    let s = Stack { running, http: reqwest::Client::new(), token, dir: temp.path().to_path_buf(), temp: None };
+    let posted = |id: &str| {
+        let got = received.lock().unwrap().clone();
+        got.iter().filter(|(headers, _)| headers["webhook-id"].to_str().unwrap() == id).count()
+    };
+    eventually(&s, "the left-behind event posted", async || (posted(&event.id) > 0).then_some(())).await;
+    eventually(&s, "its published mark", async || {
+        let events = activity(&s, "sandbox").await;
+        events.iter().find(|e| e["id"] == event.id.as_str()).filter(|e| e["published_at"].is_string()).map(drop)
+    })
+    .await;
+    assert_eq!(posted(&event.id), 1);
     s.stop().await;
 }
 
@@ -544,7 +607,7 @@ async fn the_outbox_on_dynamodb_is_published_to_eventbridge() {
         relay: Some(Arc::new(relay)),
         ..entry::lambda::Function::http(axum::Router::new())
     };
-    let guard = entry::http::AdminGuard { secrets: s.running.backends.secrets.clone(), token_secret: None };
+    let guard = entry::http::AdminGuard { secrets: s.running.backends.secrets.clone(), token_secret: None, feed: None };
     let function = entry::lambda::Served::new(function, guard);
     let items = domain::tables::OUTBOX.items(s.running.backends.store.as_ref(), "sandbox", &[]).await.unwrap();
     let records: Vec<Value> = items

@@ -36,6 +36,9 @@ impl StateStore for Counting {
     async fn delete(&self, key: &Key, condition: Condition) -> Result<(), StoreError> {
         self.inner.delete(key, condition).await
     }
+    async fn write_all(&self, writes: Vec<domain::store::Write>) -> Result<Vec<u64>, StoreError> {
+        self.inner.write_all(writes).await
+    }
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.inner.query(query).await
@@ -120,16 +123,18 @@ impl Write for Lines {
 }
 
 /// Class: admin changes nobody can trace. Every change (not a read) is logged with the IAM
-/// caller that made it, under the request's id.
+/// caller that made it, under the request's id, and kept in the integration's activity feed
+/// (`admin.change`, published as every domain event is); a refused change is logged only.
 #[test]
 fn admin_changes_are_logged_with_their_caller() {
+    let store = Arc::new(MemoryStore::new());
     let lines = Lines::default();
     let writer = lines.clone();
     let subscriber = tracing_subscriber::fmt().json().flatten_event(true).with_writer(move || writer.clone()).finish();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     tracing::subscriber::with_default(subscriber, || {
         runtime.block_on(async {
-            let env = setup(Arc::new(MemoryStore::new()), |_| {}).await;
+            let env = setup(store.clone(), |_| {}).await;
             let api = Served::new(integrations_api::function(&env.root).unwrap(), env.root.admin_guard());
             let mut archive = event("integrations-api/show-integration.json");
             archive["rawPath"] = json!("/integrations/demo/archive");
@@ -138,15 +143,26 @@ fn admin_changes_are_logged_with_their_caller() {
             archive["routeKey"] = json!("POST /integrations/{id}/{action}");
             assert_eq!(invoke(&api, &archive).await.0, 200);
             assert_eq!(invoke(&api, &event("integrations-api/list-integrations.json")).await.0, 200);
+            // Archived already: refused (409), so nothing changed and nothing joins the feed.
+            assert_eq!(invoke(&api, &archive).await.0, 409);
         })
     });
+    let feed = runtime.block_on(domain::outbox::list(store.as_ref(), "demo", 50, None)).unwrap().0;
+    let admin: Vec<_> = feed.iter().filter(|e| e.event.kind == domain::outbox::EventType::AdminChange).collect();
+    assert_eq!(admin.len(), 1, "{feed:?}");
+    assert_eq!(
+        admin[0].event.data,
+        json!({"caller": "arn:aws:iam::123456789012:user/platform", "method": "POST",
+               "path": "/integrations/demo/archive", "status": 200, "request_id": admin[0].event.data["request_id"]})
+    );
+    assert!(admin[0].event.data["request_id"].is_string());
     let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
     let changes: Vec<Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|l| l["message"] == "admin change")
         .collect();
-    assert_eq!(changes.len(), 1, "one change, the read is not one: {log}");
+    assert_eq!(changes.len(), 2, "a change and a refused one, the read is not one: {log}");
     assert_eq!(changes[0]["caller"], "arn:aws:iam::123456789012:user/platform");
     assert_eq!(
         (changes[0]["method"].as_str(), changes[0]["path"].as_str()),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use cross_function_tests::{emulator_table, temp_dir};
 use domain::delivery::{self, Delivery, Ingested};
-use domain::store::{Condition, Index, Item, Key, MemoryStore, Page, Query, StateStore, StoreError};
+use domain::store::{Condition, Index, Item, Key, MemoryStore, Page, Query, StateStore, StoreError, Write};
 use domain::webhook::{Flavor, RepoEvent};
 use local_adapters::SqliteStore;
 use serde_json::{Value, json};
@@ -34,6 +34,9 @@ impl StateStore for InDir {
     }
     async fn delete(&self, key: &Key, condition: Condition) -> Result<(), StoreError> {
         self.store.delete(key, condition).await
+    }
+    async fn write_all(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+        self.store.write_all(writes).await
     }
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
         self.store.query(query).await
@@ -227,6 +230,63 @@ async fn concurrent_duplicates_record_once(store: Arc<dyn StateStore>) {
     println!("concurrent duplicates: {COPIES} copies -> {recorded} recorded, {duplicates} duplicates");
 }
 
+/// All or none: a batch whose conditions all hold makes every write (puts, deletes, versions as
+/// single writes make them); one failed condition anywhere makes none and names the live item;
+/// a batch writing one key twice, or too many keys, is refused before anything is written.
+async fn batches_are_all_or_none(store: &dyn StateStore) {
+    store.put(item("B", "kept", json!({"n": 1})), Condition::Absent).await.unwrap();
+    store.put(item("B", "gone", json!({})), Condition::Absent).await.unwrap();
+    let versions = store
+        .write_all(vec![
+            Write::Put(item("B", "kept", json!({"n": 2})), Condition::Version(1)),
+            Write::Put(item("B", "new", json!({"n": 1})), Condition::Absent),
+            Write::Put(item("B", "blind", json!({})), Condition::None),
+            Write::Delete(Key::new("B", "gone"), Condition::Version(1)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(versions, [2, 1, 1, 0]);
+    let got = |sk: &'static str| async move { store.get(&Key::new("B", sk)).await.unwrap() };
+    assert_eq!(got("kept").await.map(|i| (i.version, i.attrs["n"].clone())), Some((2, json!(2))));
+    assert_eq!(got("new").await.map(|i| i.version), Some(1));
+    assert!(got("gone").await.is_none());
+
+    // The last write's condition fails: the first is not made either.
+    let failed = store
+        .write_all(vec![
+            Write::Put(item("B", "kept", json!({"n": 3})), Condition::Version(2)),
+            Write::Put(item("B", "other", json!({})), Condition::Absent),
+            Write::Put(item("B", "new", json!({"n": 2})), Condition::Absent),
+        ])
+        .await;
+    match failed {
+        Err(StoreError::ConditionFailed { current: Some(current) }) => assert_eq!(current.key, Key::new("B", "new")),
+        other => panic!("expected the failed condition of B/new, got {other:?}"),
+    }
+    assert_eq!(got("kept").await.map(|i| i.attrs["n"].clone()), Some(json!(2)), "nothing written");
+    assert!(got("other").await.is_none(), "nothing written");
+    // A failed delete condition (the item is absent) undoes the puts beside it.
+    let failed = store
+        .write_all(vec![
+            Write::Put(item("B", "other", json!({})), Condition::Absent),
+            Write::Delete(Key::new("B", "gone"), Condition::Version(1)),
+        ])
+        .await;
+    assert!(matches!(failed, Err(StoreError::ConditionFailed { .. })), "{failed:?}");
+    assert!(got("other").await.is_none(), "nothing written");
+
+    let twice = vec![
+        Write::Put(item("B", "twice", json!({})), Condition::None),
+        Write::Delete(Key::new("B", "twice"), Condition::None),
+    ];
+    assert!(matches!(store.write_all(twice).await, Err(StoreError::Corrupt(_))));
+    let many = (0..=domain::store::MAX_WRITES)
+        .map(|i| Write::Put(item("B", &format!("many-{i}"), json!({})), Condition::None))
+        .collect();
+    assert!(matches!(store.write_all(many).await, Err(StoreError::Corrupt(_))));
+    assert!(got("twice").await.is_none() && got("many-0").await.is_none());
+}
+
 macro_rules! contract {
     ($adapter:ident, $make:expr) => {
         mod $adapter {
@@ -259,6 +319,11 @@ macro_rules! contract {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn queries_order_filter_and_page() {
                 super::queries_order_filter_and_page(store().await.as_ref()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn batches_are_all_or_none() {
+                super::batches_are_all_or_none(store().await.as_ref()).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 8)]

@@ -170,8 +170,13 @@ impl StateBackend {
 /// a second start can reuse it) and `state`. Without its worker, deliveries are recorded and
 /// nothing acts on them (until a start with one).
 pub async fn stack_on(dir: &std::path::Path, state: &StateBackend, worker: bool) -> Stack {
+    stack_with(dir, state.backends(dir), worker).await
+}
+
+/// [`stack_on`] over backends of the caller's (a store that injects faults, say).
+pub async fn stack_with(dir: &std::path::Path, backends: domain::Backends, worker: bool) -> Stack {
     let config = Config { worker, ..Config::for_tests(dir.to_path_buf()) };
-    let running = local_stack::start_with(config, state.backends(dir), false).await.expect("local stack starts");
+    let running = local_stack::start_with(config, backends, false).await.expect("local stack starts");
     let token = running.seeded.api_token.expose().to_owned();
     Stack { running, http: reqwest::Client::new(), token, dir: dir.to_path_buf(), temp: None }
 }

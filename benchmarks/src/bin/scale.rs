@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use domain::Backends;
 use domain::fanout::Job;
 use domain::secrets::{Secret, SecretError, SecretStore};
-use domain::store::{Condition, Item, Key, Page, Query, StateStore, StoreError};
+use domain::store::{Condition, Item, Key, Page, Query, StateStore, StoreError, Write};
 use local_stack::{BudgetClock, Config, Running};
 use serde_json::{Value, json};
 
@@ -84,6 +84,15 @@ impl StateStore for Counting {
     async fn delete(&self, key: &Key, condition: Condition) -> Result<(), StoreError> {
         self.write(0);
         self.inner.delete(key, condition).await
+    }
+    async fn write_all(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+        for write in &writes {
+            self.write(match write {
+                Write::Put(item, _) => 2 * size(item),
+                Write::Delete(..) => 0,
+            });
+        }
+        self.inner.write_all(writes).await
     }
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
         let page = self.inner.query(query).await?;

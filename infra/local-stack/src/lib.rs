@@ -277,7 +277,7 @@ pub fn app(root: &Root, services: &Services, sandbox: &Sandbox, token: AdminToke
         .merge(status_poller::routes(services.pipelines.clone()))
         .merge(branch_pruner::routes(services.pruner.clone()))
         .merge(integrations_api::failure_routes(Arc::new(integrations_api::Consumers(services.consumers()))))
-        .route_layer(axum::middleware::from_fn_with_state(token, require_admin));
+        .route_layer(axum::middleware::from_fn_with_state(token.with_feed(root.backends.store.clone()), require_admin));
     let system = receiver.merge(admin).route_layer(axum::middleware::from_fn_with_state(ready.clone(), until_ready));
     let public =
         Router::new().route("/health", get(health)).with_state(ready).route("/openapi.json", get(openapi_json));

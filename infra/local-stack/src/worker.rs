@@ -7,7 +7,8 @@
 //! gets a marker ([`FEED_MARKS`], in its integration's partition), and on start the worker
 //! first re-feeds the recent deliveries without one. A marker rather than re-feeding everything
 //! recent: processing is idempotent, but a replay still costs Bitbucket requests and re-applies
-//! old pull request events, and a stream does not replay processed records either.
+//! old pull request events, and a stream does not replay processed records either. Domain
+//! events not yet published are handed to the relay again on start for the same reason.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use domain::consumers::DeliveryConsumer;
 use domain::delivery::{Delivery, FeedMark};
-use domain::outbox::{OutboxEntry, Relay};
+use domain::outbox::{self, OutboxEntry, Relay};
 use domain::store::{Condition, Item, StateStore, StoreError};
 use domain::tables::{DELIVERIES, FEED_MARKS, INTEGRATIONS, Record};
 use tokio::sync::mpsc;
@@ -45,6 +46,12 @@ pub(crate) fn spawn(
         // published (in their own task, so a slow receiver never holds deliveries up).
         let (outbox, mut waiting) = mpsc::unbounded_channel::<Item>();
         if let Some(relay) = relay {
+            // Events recorded but not published before the last stop: the in-memory feed lost
+            // them, where the stream would have kept them.
+            match unpublished_events(store.as_ref()).await {
+                Ok(backlog) => backlog.into_iter().for_each(|item| drop(outbox.send(item))),
+                Err(e) => tracing::warn!(error = %e, "unpublished events not read; they wait for the next start"),
+            }
             tokio::spawn(async move {
                 while let Some(item) = waiting.recv().await {
                     if !retried(|| async { relay.relay(&item).await.map(drop).map_err(|e| e.to_string()) }).await {
@@ -141,6 +148,15 @@ async fn consume(consumers: &[Arc<dyn DeliveryConsumer>], store: &dyn StateStore
 
 fn field<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.attrs.get(name).and_then(|v| v.as_str())
+}
+
+/// Every integration's events not yet published, oldest first per integration.
+async fn unpublished_events(store: &dyn StateStore) -> Result<Vec<Item>, StoreError> {
+    let mut backlog = Vec::new();
+    for integration in INTEGRATIONS.all(store, "", &[]).await? {
+        backlog.extend(outbox::unpublished(store, &integration.record.id).await?);
+    }
+    Ok(backlog)
 }
 
 /// Deliveries of the last [`SWEEP_WINDOW`] without a marker, oldest first (the order they were

@@ -8,14 +8,16 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, LocalSecondaryIndex, Projection,
-    ProjectionType, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, StreamSpecification, StreamViewType,
-    TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, CancellationReason, Delete, KeySchemaElement, KeyType,
+    LocalSecondaryIndex, Projection, ProjectionType, Put, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    StreamSpecification, StreamViewType, TimeToLiveSpecification, TransactWriteItem,
 };
 use serde_json::{Map, Value};
 
 use domain::now_epoch;
-use domain::store::{Condition, Index, Item, Key, Page, Query, StateStore, StoreError, decode_cursor, encode_cursor};
+use domain::store::{
+    Condition, Index, Item, Key, Page, Query, StateStore, StoreError, Write, check_batch, decode_cursor, encode_cursor,
+};
 
 pub const SORT_INDEX: &str = "by_sort";
 
@@ -214,6 +216,67 @@ impl DynamoStore {
             Err(e) => Err(store_error(e)),
         }
     }
+
+    /// One TransactWriteItems of `writes`, their puts' versions already set.
+    async fn transact(&self, writes: &[Write], now: i64) -> Result<(), StoreError> {
+        let mut items = Vec::with_capacity(writes.len());
+        for write in writes {
+            let condition = condition_expression(write.condition(), now);
+            let (expression, values) = condition.unzip();
+            let old = ReturnValuesOnConditionCheckFailure::AllOld;
+            let built = match write {
+                Write::Put(item, _) => TransactWriteItem::builder().put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(to_attrs(item)?))
+                        .set_condition_expression(expression)
+                        .set_expression_attribute_values(values)
+                        .return_values_on_condition_check_failure(old)
+                        .build()
+                        .expect("table and item set"),
+                ),
+                Write::Delete(key, _) => TransactWriteItem::builder().delete(
+                    Delete::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key_attrs(key)))
+                        .set_condition_expression(expression)
+                        .set_expression_attribute_values(values)
+                        .return_values_on_condition_check_failure(old)
+                        .build()
+                        .expect("table and key set"),
+                ),
+            };
+            items.push(built.build());
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_transaction_canceled_exception() => {
+                let reasons = match e.into_err() {
+                    aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
+                        c,
+                    ) => c.cancellation_reasons.unwrap_or_default(),
+                    _ => Vec::new(),
+                };
+                Err(cancelled(reasons, now))
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+}
+
+/// The port's error for a cancelled transaction: a failed condition (with the live item of the
+/// first write whose condition failed), contention (retryable, as throttling is) or the rest.
+fn cancelled(reasons: Vec<CancellationReason>, now: i64) -> StoreError {
+    let code = |r: &CancellationReason| r.code.clone().unwrap_or_default();
+    if let Some(failed) = reasons.iter().find(|r| code(r) == "ConditionalCheckFailed") {
+        return condition_failed(failed.item.clone(), now);
+    }
+    match reasons.iter().map(code).find(|c| c != "None") {
+        Some(c) if c == "TransactionConflict" || c.contains("Throttl") || c.contains("Throughput") => {
+            StoreError::Throttled
+        }
+        other => StoreError::Unavailable(format!("transaction cancelled ({})", other.unwrap_or_default())),
+    }
 }
 
 #[async_trait]
@@ -279,6 +342,48 @@ impl StateStore for DynamoStore {
             )),
             Err(e) => Err(store_error(e)),
         }
+    }
+
+    async fn write_all(&self, mut writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+        check_batch(&writes)?;
+        // Versions come from the conditions, as in `put`: an unconditional put is read first and
+        // written on the version it read; a batch that loses such a race is tried again.
+        let unconditional: Vec<usize> = writes
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| matches!(w, Write::Put(_, Condition::None)))
+            .map(|(i, _)| i)
+            .collect();
+        for _ in 0..8 {
+            for &i in &unconditional {
+                let Write::Put(item, condition) = &mut writes[i] else { continue };
+                *condition = match self.get(&item.key).await? {
+                    Some(current) => Condition::Version(current.version),
+                    None => Condition::Absent,
+                };
+            }
+            let versions: Vec<u64> = writes
+                .iter_mut()
+                .map(|write| match write {
+                    Write::Put(item, condition) => {
+                        item.version = condition.next_version().unwrap_or(1);
+                        item.version
+                    }
+                    Write::Delete(..) => 0,
+                })
+                .collect();
+            match self.transact(&writes, now_epoch()).await {
+                Ok(()) => return Ok(versions),
+                // Lost a race on an item read for an unconditional put: read it again.
+                Err(StoreError::ConditionFailed { current })
+                    if unconditional.iter().any(|&i| current.as_ref().is_some_and(|c| &c.key == writes[i].key())) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable("too much contention on one item".into()))
     }
 
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {

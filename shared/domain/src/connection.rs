@@ -467,16 +467,8 @@ impl Connections {
             let Versioned { record: mut integration, version } = self.ctx.get(id).await?;
             let before = integration.status;
             change(&mut integration);
-            integration.updated_at = Utc::now();
-            match INTEGRATIONS.put(self.ctx.store.as_ref(), "", &[id], &integration, Condition::Version(version)).await
-            {
-                Ok(version) => {
-                    // The change is made; a lost event must not turn it into a failure.
-                    if let Err(e) = self.ctx.status_changed(&integration, before, version).await {
-                        tracing::warn!(integration = id, error = %e, "status change not recorded as an event");
-                    }
-                    return Ok(integration);
-                }
+            match self.ctx.save(&mut integration, version, before).await {
+                Ok(_) => return Ok(integration),
                 Err(StoreError::ConditionFailed { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }

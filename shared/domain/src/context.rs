@@ -15,7 +15,7 @@ use crate::integration::{Integration, IntegrationStatus, LastError, valid_id};
 use crate::outbox::{self, DomainEvent, EventType};
 use crate::rate::Priority;
 use crate::secrets::SecretStore;
-use crate::store::{Condition, StateStore};
+use crate::store::{Condition, StateStore, StoreError, Write};
 use crate::tables::{INTEGRATIONS, Versioned};
 
 #[derive(Clone)]
@@ -115,39 +115,46 @@ impl IntegrationContext {
         if let Ok(Some(Versioned { record: mut integration, version })) = self.find(id).await {
             let before = integration.status;
             change(&mut integration);
-            integration.updated_at = Utc::now();
-            let written =
-                INTEGRATIONS.put(self.store.as_ref(), "", &[id], &integration, Condition::Version(version)).await;
-            if let Ok(version) = written {
-                let _ = self.status_changed(&integration, before, version).await;
-            }
+            let _ = self.save(&mut integration, version, before).await;
         }
     }
 
-    /// Records a domain event once (see [`crate::outbox`]).
+    /// Writes `integration` over the stored `version` (stamping `updated_at`), with its
+    /// `integration.status_changed` event when its status moved from `before`, all-or-none.
+    pub async fn save(
+        &self,
+        integration: &mut Integration,
+        version: u64,
+        before: IntegrationStatus,
+    ) -> Result<u64, StoreError> {
+        integration.updated_at = Utc::now();
+        let condition = Condition::Version(version);
+        let change = Write::Put(INTEGRATIONS.item("", &[&integration.id], integration)?, condition);
+        let events: Vec<DomainEvent> = (integration.status != before)
+            .then(|| {
+                let data = serde_json::json!({
+                    "from": before.as_str(),
+                    "to": integration.status.as_str(),
+                    "reason": integration.last_error.as_ref().map(|e| e.reason.clone()),
+                });
+                // The version this write makes: one event per status change, however often retried.
+                let cause = format!("v{}", version + 1);
+                DomainEvent::new(EventType::IntegrationStatusChanged, &integration.id, &cause, data)
+            })
+            .into_iter()
+            .collect();
+        self.write_with_events(change, &events).await
+    }
+
+    /// Records an event that stands alone, once (see [`crate::outbox`]).
     pub async fn emit(&self, event: DomainEvent) -> Result<(), Error> {
         outbox::record(self.store.as_ref(), &event).await?;
         Ok(())
     }
 
-    /// `integration.status_changed` when a write (to `version`) moved the integration from
-    /// `before` to another status.
-    pub async fn status_changed(
-        &self,
-        integration: &Integration,
-        before: IntegrationStatus,
-        version: u64,
-    ) -> Result<(), Error> {
-        if integration.status == before {
-            return Ok(());
-        }
-        let data = serde_json::json!({
-            "from": before.as_str(),
-            "to": integration.status.as_str(),
-            "reason": integration.last_error.as_ref().map(|e| e.reason.clone()),
-        });
-        let cause = format!("v{version}");
-        self.emit(DomainEvent::new(EventType::IntegrationStatusChanged, &integration.id, &cause, data)).await
+    /// A state change and the events it causes, all-or-none ([`outbox::write_with_events`]).
+    pub async fn write_with_events(&self, change: Write, events: &[DomainEvent]) -> Result<u64, StoreError> {
+        outbox::write_with_events(self.store.as_ref(), change, events).await
     }
 }
 

@@ -1,6 +1,6 @@
 //! Domain events and their outbox: every state change the system makes (an environment created,
 //! activated, deactivated or pruned, a build started, finished or skipped, a backup committed, a
-//! branch deleted, an integration's status changed) is one [`DomainEvent`], recorded once in the
+//! branch deleted, an integration's status changed, an admin's change) is one [`DomainEvent`], recorded once in the
 //! state table ([`crate::tables::OUTBOX`], written `Absent` under an id derived from what caused
 //! it, so processing the same cause again records nothing new) and listed as the integration's
 //! activity feed. A relay publishes each new record through a [`Publisher`] — EventBridge on AWS
@@ -13,7 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::store::{Condition, Item, StateStore, StoreError};
+use crate::store::{Condition, Item, StateStore, StoreError, Write};
 use crate::tables::{OUTBOX, Record};
 
 /// The `source` of every published event.
@@ -45,10 +45,13 @@ pub enum EventType {
     BranchDeleted,
     #[serde(rename = "integration.status_changed")]
     IntegrationStatusChanged,
+    /// An admin request changed something of the integration: who, what, with which answer.
+    #[serde(rename = "admin.change")]
+    AdminChange,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 11] = [
         EventType::EnvironmentCreated,
         EventType::EnvironmentActivated,
         EventType::EnvironmentDeactivated,
@@ -59,6 +62,7 @@ impl EventType {
         EventType::BackupCommitted,
         EventType::BranchDeleted,
         EventType::IntegrationStatusChanged,
+        EventType::AdminChange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +77,7 @@ impl EventType {
             EventType::BackupCommitted => "backup.committed",
             EventType::BranchDeleted => "branch.deleted",
             EventType::IntegrationStatusChanged => "integration.status_changed",
+            EventType::AdminChange => "admin.change",
         }
     }
 }
@@ -127,15 +132,60 @@ impl Record for OutboxEntry {
     }
 }
 
-/// Records `event` once: `true` when it is new, `false` when an event with its id is there.
-pub async fn record(store: &dyn StateStore, event: &DomainEvent) -> Result<bool, StoreError> {
-    let entry = OutboxEntry { event: event.clone(), published_at: None };
+/// The outbox record of `entry`, kept for [`RETENTION`].
+fn outbox_item(entry: &OutboxEntry) -> Result<Item, StoreError> {
+    let event = &entry.event;
     let expires = (event.occurred_at + RETENTION).timestamp();
-    let item = OUTBOX.item(&event.integration_id, &[&event.id], &entry)?.with_expiry(expires);
-    match store.put(item, Condition::Absent).await {
+    Ok(OUTBOX.item(&event.integration_id, &[&event.id], entry)?.with_expiry(expires))
+}
+
+fn unpublished_item(event: &DomainEvent) -> Result<Item, StoreError> {
+    outbox_item(&OutboxEntry { event: event.clone(), published_at: None })
+}
+
+/// Records an event that stands alone (no state change goes with it) once: `true` when it is
+/// new, `false` when an event with its id is there.
+pub async fn record(store: &dyn StateStore, event: &DomainEvent) -> Result<bool, StoreError> {
+    match store.put(unpublished_item(event)?, Condition::Absent).await {
         Ok(_) => Ok(true),
         Err(StoreError::ConditionFailed { .. }) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// Makes a state change and records the events it causes in one all-or-none write, so no crash
+/// can leave the change without its events (or events of a change never made). An event
+/// already recorded (its cause processed before) is left as it is. The change's new version;
+/// `ConditionFailed` when the change's own condition does not hold (nothing is written then).
+pub async fn write_with_events(
+    store: &dyn StateStore,
+    change: Write,
+    events: &[DomainEvent],
+) -> Result<u64, StoreError> {
+    let mut pending = events.iter().map(unpublished_item).collect::<Result<Vec<_>, _>>()?;
+    loop {
+        let mut writes = Vec::with_capacity(pending.len() + 1);
+        writes.push(change.clone());
+        writes.extend(pending.iter().map(|item| Write::Put(item.clone(), Condition::Absent)));
+        match store.write_all(writes).await {
+            Ok(versions) => return Ok(versions[0]),
+            Err(StoreError::ConditionFailed { current }) => {
+                // Whose condition failed: events found recorded are dropped and the rest tried
+                // again (each round drops one at least, so this ends); else it was the change's.
+                let before = pending.len();
+                let mut kept = Vec::with_capacity(before);
+                for item in pending {
+                    if store.get(&item.key).await?.is_none() {
+                        kept.push(item);
+                    }
+                }
+                if kept.len() == before {
+                    return Err(StoreError::ConditionFailed { current });
+                }
+                pending = kept;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -170,10 +220,7 @@ pub async fn relay(store: &dyn StateStore, publisher: &dyn Publisher, item: &Ite
         return Ok(false);
     }
     publisher.publish(&entry.event).await.map_err(|e| Error::Retry(e.to_string()))?;
-    let event = &entry.event;
-    let published = OutboxEntry { published_at: Some(Utc::now()), ..entry.clone() };
-    let expires = (event.occurred_at + RETENTION).timestamp();
-    let marked = OUTBOX.item(&event.integration_id, &[&event.id], &published)?.with_expiry(expires);
+    let marked = outbox_item(&OutboxEntry { published_at: Some(Utc::now()), ..entry })?;
     // The mark only saves a second publication after a restart; a lost race changes nothing.
     match store.put(marked, Condition::Version(item.version.max(1))).await {
         Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(true),
@@ -226,6 +273,32 @@ mod tests {
         for kind in EventType::ALL {
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
+    }
+
+    #[tokio::test]
+    async fn a_change_is_written_with_its_new_events_or_not_at_all() {
+        let store = MemoryStore::default();
+        let key = crate::store::Key::new("S", "state");
+        let state = |n: u64| Item::from_record(key.clone(), "test", &serde_json::json!({"n": n})).unwrap();
+        let recorded = DomainEvent::new(EventType::BuildStarted, "int", "recorded", Value::Null);
+        let mut published = OutboxEntry { event: recorded.clone(), published_at: Some(Utc::now()) };
+        store.put(outbox_item(&published).unwrap(), Condition::Absent).await.unwrap();
+        let fresh = DomainEvent::new(EventType::BuildFinished, "int", "fresh", Value::Null);
+
+        // An event recorded before (and published since) is kept as it is; the new one joins.
+        let events = [recorded.clone(), fresh];
+        assert_eq!(write_with_events(&store, Write::Put(state(1), Condition::Absent), &events).await.unwrap(), 1);
+        let (page, _) = list(&store, "int", 10, None).await.unwrap();
+        assert_eq!(page.len(), 2);
+        published.event.occurred_at = page.iter().find(|e| e.event.id == recorded.id).unwrap().event.occurred_at;
+        assert!(page.contains(&published), "the published record untouched");
+
+        // The change's own condition fails: its event is not recorded either.
+        let late = DomainEvent::new(EventType::BuildFinished, "int", "late", Value::Null);
+        let failed = write_with_events(&store, Write::Put(state(2), Condition::Absent), &[late]).await;
+        assert!(matches!(failed, Err(StoreError::ConditionFailed { .. })), "{failed:?}");
+        assert_eq!(list(&store, "int", 10, None).await.unwrap().0.len(), 2);
+        assert_eq!(store.get(&key).await.unwrap().unwrap().attrs["n"], 1);
     }
 
     #[tokio::test]

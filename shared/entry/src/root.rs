@@ -134,6 +134,10 @@ impl Root {
 
     /// The admin routes' guard in Lambda: an IAM caller, or the token in `ADMIN_TOKEN_SECRET`.
     pub fn admin_guard(&self) -> AdminGuard {
-        AdminGuard { secrets: self.backends.secrets.clone(), token_secret: self.settings.admin_token_secret.clone() }
+        AdminGuard {
+            secrets: self.backends.secrets.clone(),
+            token_secret: self.settings.admin_token_secret.clone(),
+            feed: Some(self.backends.store.clone()),
+        }
     }
 }

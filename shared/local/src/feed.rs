@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use domain::store::{Condition, Item, Key, Page, Query, StateStore, StoreError};
+use domain::store::{Condition, Item, Key, Page, Query, StateStore, StoreError, Write};
 
 pub struct FeedStore {
     inner: Arc<dyn StateStore>,
@@ -38,6 +38,17 @@ impl StateStore for FeedStore {
 
     async fn delete(&self, key: &Key, condition: Condition) -> Result<(), StoreError> {
         self.inner.delete(key, condition).await
+    }
+
+    async fn write_all(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+        let versions = self.inner.write_all(writes.clone()).await?;
+        for (write, version) in writes.into_iter().zip(&versions) {
+            if let Write::Put(mut item, _) = write {
+                item.version = *version;
+                let _ = self.feed.send(item);
+            }
+        }
+        Ok(versions)
     }
 
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {

@@ -11,7 +11,8 @@ use serde_json::json;
 
 use domain::now_epoch;
 use domain::store::{
-    Condition, Index, Item, Key, Page, Query, StateStore, StoreError, check, decode_cursor, encode_cursor, order_value,
+    Condition, Index, Item, Key, Page, Query, StateStore, StoreError, Write, check, check_batch, decode_cursor,
+    encode_cursor, order_value,
 };
 
 const SCHEMA: &str = "
@@ -169,6 +170,41 @@ impl StateStore for SqliteStore {
             check(live(&tx, key)?.as_ref(), condition)?;
             tx.execute("DELETE FROM items WHERE pk = ?1 AND sk = ?2", params![key.pk, key.sk]).map_err(unavailable)?;
             tx.commit().map_err(unavailable)
+        })
+    }
+
+    async fn write_all(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+        check_batch(&writes)?;
+        self.with_conn(|conn| {
+            // One immediate transaction: every condition checked, then every write, committed
+            // together or (on any error, when `tx` drops) not at all.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(unavailable)?;
+            let mut versions = Vec::with_capacity(writes.len());
+            for write in &writes {
+                let current = live(&tx, write.key())?;
+                check(current.as_ref(), write.condition())?;
+                versions.push(current.map_or(1, |c| c.version + 1));
+            }
+            for (write, version) in writes.into_iter().zip(versions.iter_mut()) {
+                match write {
+                    Write::Put(item, _) => {
+                        let attrs = serde_json::Value::Object(item.attrs).to_string();
+                        let key = item.key;
+                        tx.execute(
+                            &format!("INSERT OR REPLACE INTO items ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                            params![key.pk, key.sk, item.kind, item.sort, item.expires_at, *version as i64, attrs],
+                        )
+                        .map_err(unavailable)?;
+                    }
+                    Write::Delete(key, _) => {
+                        tx.execute("DELETE FROM items WHERE pk = ?1 AND sk = ?2", params![key.pk, key.sk])
+                            .map_err(unavailable)?;
+                        *version = 0;
+                    }
+                }
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(versions)
         })
     }
 

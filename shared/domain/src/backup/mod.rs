@@ -30,7 +30,7 @@ use crate::connection::{self, DELETING};
 use crate::context::IntegrationContext;
 use crate::error::{Error, invalid};
 use crate::integration::{Integration, IntegrationStatus};
-use crate::store::{Condition, StateStore, StoreError};
+use crate::store::{Condition, StateStore, StoreError, Write};
 use crate::tables::{BACKUP_HEADS, BACKUP_HISTORY, BACKUP_TARGETS, Record};
 use crate::webhook::Flavor;
 
@@ -413,9 +413,7 @@ impl Backups {
             branch: c.branch.clone(),
             message,
         };
-        // Never overwritten: one entry per commit, at the commit's microsecond.
         let micros = history_micros(c.at);
-        BACKUP_HISTORY.put(self.store(), id, &[name, &micros], &StoredEntry { entry }, Condition::Absent).await?;
         let data = serde_json::json!({
             "target": name, "commit": commit, "path": c.path, "branch": c.branch, "version": key,
             "sha256": sha256, "size": c.size, "url": c.url,
@@ -426,7 +424,9 @@ impl Backups {
             &format!("{name}#{commit}"),
             data,
         );
-        self.ctx.emit(event).await?;
+        // Never overwritten: one entry per commit, at the commit's microsecond.
+        let history = BACKUP_HISTORY.item(id, &[name, &micros], &StoredEntry { entry })?;
+        self.ctx.write_with_events(Write::Put(history, Condition::Absent), &[event]).await?;
         Ok(Outcome::Committed {
             changed: true,
             version: key,

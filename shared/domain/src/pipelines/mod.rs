@@ -26,7 +26,7 @@ use crate::context::IntegrationContext;
 use crate::error::{Error, invalid};
 use crate::integration::Integration;
 use crate::outbox::{DomainEvent, EventType};
-use crate::store::{Condition, StateStore};
+use crate::store::{Condition, StateStore, Write};
 use crate::tables::{OPEN_RUNS, RUNS, Record};
 use crate::webhook::Flavor;
 
@@ -368,15 +368,15 @@ impl Pipelines {
     /// Stores `run` (`before`: what was stored of it), recording `build.started` for a run seen
     /// the first time and `build.finished` for one that became final.
     async fn save(&self, id: &str, run: &Run, before: Option<&Run>) -> Result<(), Error> {
-        RUNS.put(self.store(), id, &[&run.uuid], run, Condition::None).await?;
+        let mut events = Vec::new();
         if before.is_none() {
-            let event = DomainEvent::new(EventType::BuildStarted, id, &run.uuid, build_data(run));
-            self.ctx.emit(event).await?;
+            events.push(DomainEvent::new(EventType::BuildStarted, id, &run.uuid, build_data(run)));
         }
         if run.is_final() && !before.is_some_and(Run::is_final) {
-            let event = DomainEvent::new(EventType::BuildFinished, id, &run.uuid, build_data(run));
-            self.ctx.emit(event).await?;
+            events.push(DomainEvent::new(EventType::BuildFinished, id, &run.uuid, build_data(run)));
         }
+        let change = Write::Put(RUNS.item(id, &[&run.uuid], run)?, Condition::None);
+        self.ctx.write_with_events(change, &events).await?;
         if run.is_final() {
             OPEN_RUNS.delete(self.store(), id, &[&run.uuid], Condition::None).await?;
         } else {

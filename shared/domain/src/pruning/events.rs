@@ -164,9 +164,8 @@ impl Pruner {
                 self.audit(id, &entry).await?;
                 audited = true;
             }
-            match self.delete_environment(id, branch, Condition::Version(version)).await {
+            match self.prune_environment(id, &env, version, &entry.reason, delivery_id).await {
                 Ok(()) => {
-                    self.pruned_event(id, &env, &entry.reason, delivery_id).await?;
                     self.post_stopped(integration, &env).await;
                     return Ok(true);
                 }

@@ -30,8 +30,27 @@ use crate::context::IntegrationContext;
 use crate::error::{Error, invalid};
 use crate::integration::Integration;
 use crate::outbox::{DomainEvent, EventType};
-use crate::store::{Condition, StateStore, StoreError};
+use crate::store::{Condition, StateStore, StoreError, Write};
 use crate::tables::{AUDIT, ENVIRONMENTS, Record};
+
+/// `environment.created`, `.activated`, `.deactivated` for a write from `before` to `after`.
+fn environment_events(id: &str, before: Option<&Environment>, after: &Environment, cause: &str) -> Vec<DomainEvent> {
+    let active = |env: Option<&Environment>| env.is_some_and(|e| e.status == EnvironmentStatus::Active);
+    let mut kinds = Vec::new();
+    if before.is_none() {
+        kinds.push(EventType::EnvironmentCreated);
+    }
+    match (active(before), after.status == EnvironmentStatus::Active) {
+        (false, true) => kinds.push(EventType::EnvironmentActivated),
+        (true, false) => kinds.push(EventType::EnvironmentDeactivated),
+        _ => {}
+    }
+    let data = environment_data(after, before.and_then(|b| b.pull_request));
+    kinds
+        .into_iter()
+        .map(|kind| DomainEvent::new(kind, id, &format!("{cause}#{}", after.branch), data.clone()))
+        .collect()
+}
 
 /// Bitbucket calls for one request or one integration's scheduled run, retries included: 60
 /// pages of branches fit, and API Gateway's 30 s still answers first.
@@ -269,11 +288,6 @@ impl Pruner {
         Ok(ENVIRONMENTS.get(self.store(), id, &[branch]).await?.map(|env| (env.record, env.version)))
     }
 
-    /// Removes a branch's environment if `condition` holds.
-    async fn delete_environment(&self, id: &str, branch: &str, condition: Condition) -> Result<(), StoreError> {
-        ENVIRONMENTS.delete(self.store(), id, &[branch], condition).await
-    }
-
     /// Writes `env` if `condition` holds (its new version); `None` when another writer got there
     /// first. `before` (what the condition was written against) and `cause` (what made the
     /// change: a delivery id, `reconcile`…) make its events.
@@ -285,39 +299,16 @@ impl Pruner {
         before: Option<&Environment>,
         cause: &str,
     ) -> Result<Option<u64>, Error> {
-        match ENVIRONMENTS.put(self.store(), id, &[&env.branch], env, condition).await {
-            Ok(version) => {
-                self.environment_events(id, before, env, &format!("{cause}#v{version}")).await?;
-                Ok(Some(version))
-            }
+        // The version this write makes names its events, so a retried cause records none twice.
+        let version =
+            condition.next_version().ok_or_else(|| Error::Retry("an environment write needs a condition".into()))?;
+        let events = environment_events(id, before, env, &format!("{cause}#v{version}"));
+        let change = Write::Put(ENVIRONMENTS.item(id, &[&env.branch], env)?, condition);
+        match self.ctx.write_with_events(change, &events).await {
+            Ok(version) => Ok(Some(version)),
             Err(StoreError::ConditionFailed { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// `environment.created`, `.activated`, `.deactivated` for a write from `before` to `after`.
-    async fn environment_events(
-        &self,
-        id: &str,
-        before: Option<&Environment>,
-        after: &Environment,
-        cause: &str,
-    ) -> Result<(), Error> {
-        let active = |env: Option<&Environment>| env.is_some_and(|e| e.status == EnvironmentStatus::Active);
-        let mut kinds = Vec::new();
-        if before.is_none() {
-            kinds.push(EventType::EnvironmentCreated);
-        }
-        match (active(before), after.status == EnvironmentStatus::Active) {
-            (false, true) => kinds.push(EventType::EnvironmentActivated),
-            (true, false) => kinds.push(EventType::EnvironmentDeactivated),
-            _ => {}
-        }
-        for kind in kinds {
-            let data = environment_data(after, before.and_then(|b| b.pull_request));
-            self.ctx.emit(DomainEvent::new(kind, id, &format!("{cause}#{}", after.branch), data)).await?;
-        }
-        Ok(())
     }
 
     /// Applies `change` to a branch's environment (`None`: there is none) and writes what it
@@ -346,13 +337,20 @@ impl Pruner {
         Err(StoreError::Unavailable(format!("environment `{branch}` keeps changing concurrently; retry")).into())
     }
 
-    /// `environment.pruned`.
-    async fn pruned_event(&self, id: &str, env: &Environment, reason: &str, cause: &str) -> Result<(), Error> {
+    /// Removes a branch's environment at `version` together with its `environment.pruned` event.
+    async fn prune_environment(
+        &self,
+        id: &str,
+        env: &Environment,
+        version: u64,
+        reason: &str,
+        cause: &str,
+    ) -> Result<(), StoreError> {
         let mut data = environment_data(env, env.pull_request);
         data["reason"] = serde_json::json!(reason);
-        self.ctx
-            .emit(DomainEvent::new(EventType::EnvironmentPruned, id, &format!("{cause}#{}", env.branch), data))
-            .await
+        let event = DomainEvent::new(EventType::EnvironmentPruned, id, &format!("{cause}#{}", env.branch), data);
+        let change = Write::Delete(ENVIRONMENTS.key(id, &[&env.branch]), Condition::Version(version));
+        self.ctx.write_with_events(change, &[event]).await.map(|_| ())
     }
 
     /// Shows `state` for the environment in Bitbucket, on its head commit, under its key.
@@ -473,6 +471,18 @@ impl Pruner {
     async fn audit(&self, id: &str, entry: &AuditEntry) -> Result<(), Error> {
         let parts = entry.parts();
         match AUDIT.put(self.store(), id, &parts.each_ref().map(String::as_str), entry, Condition::Absent).await {
+            Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Self::audit`] of a deleted branch with its `branch.deleted` event, all-or-none.
+    async fn audit_with_event(&self, id: &str, entry: &AuditEntry) -> Result<(), Error> {
+        let parts = entry.parts();
+        let data = serde_json::json!({"branch": entry.branch, "reason": entry.reason});
+        let event = DomainEvent::new(EventType::BranchDeleted, id, &parts.join("#"), data);
+        let change = Write::Put(AUDIT.item(id, &parts.each_ref().map(String::as_str), entry)?, Condition::Absent);
+        match self.ctx.write_with_events(change, &[event]).await {
             Ok(_) | Err(StoreError::ConditionFailed { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

@@ -129,7 +129,8 @@ impl Pruner {
                 .collect();
             gone.sort_by(|a, b| a.0.branch.cmp(&b.0.branch));
             for (env, version) in gone {
-                match self.delete_environment(id, &env.branch, Condition::Version(*version)).await {
+                let reason = "branch gone (reconciliation)";
+                match self.prune_environment(id, env, *version, reason, &format!("reconcile-v{version}")).await {
                     Ok(()) => {}
                     // Changed since it was read (a push re-created it): not gone after all.
                     Err(StoreError::ConditionFailed { .. }) => continue,
@@ -138,12 +139,11 @@ impl Pruner {
                 let entry = AuditEntry {
                     branch: env.branch.clone(),
                     action: AuditAction::EnvironmentPruned,
-                    reason: "branch gone (reconciliation)".into(),
+                    reason: reason.into(),
                     delivery_id: None,
                     at: Utc::now(),
                 };
                 self.audit(id, &entry).await?;
-                self.pruned_event(id, env, &entry.reason, &format!("reconcile-v{version}")).await?;
                 self.post_stopped(integration, env).await;
                 report.pruned.push(env.branch.clone());
             }

@@ -8,8 +8,7 @@ use serde::Serialize;
 use super::{AuditAction, AuditEntry, BranchPlan, Decision, PlanInput, Pruner, plan};
 use crate::error::Error;
 use crate::integration::{Integration, StalePolicy};
-use crate::outbox::{DomainEvent, EventType};
-use crate::store::Condition;
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,10 +111,7 @@ impl Pruner {
                             delivery_id: None,
                             at: Utc::now(),
                         };
-                        self.audit(id, &deleted).await?;
-                        let data = serde_json::json!({"branch": branch, "reason": deleted.reason});
-                        let cause = deleted.parts().join("#");
-                        self.ctx.emit(DomainEvent::new(EventType::BranchDeleted, id, &cause, data)).await?;
+                        self.audit_with_event(id, &deleted).await?;
                         self.forget_environment(integration, &branch).await?;
                         entry.outcome = Some(Outcome::Deleted);
                         report.deleted += 1;
@@ -151,17 +147,23 @@ impl Pruner {
             return Ok(());
         }
         let id = integration.id.as_str();
-        if self.environment(id, branch).await?.is_some() {
-            self.delete_environment(id, branch, Condition::None).await?;
-            let entry = AuditEntry {
-                branch: branch.to_owned(),
-                action: AuditAction::EnvironmentPruned,
-                reason: "branch deleted (stale-branch cleanup)".into(),
-                delivery_id: None,
-                at: Utc::now(),
-            };
-            self.audit(id, &entry).await?;
+        let Some((env, version)) = self.environment(id, branch).await? else { return Ok(()) };
+        let reason = "branch deleted (stale-branch cleanup)";
+        match self.prune_environment(id, &env, version, reason, &format!("stale-v{version}")).await {
+            Ok(()) => {}
+            // Changed since it was read (a push re-created it): the webhook's turn to decide.
+            Err(StoreError::ConditionFailed { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
+        let entry = AuditEntry {
+            branch: branch.to_owned(),
+            action: AuditAction::EnvironmentPruned,
+            reason: reason.into(),
+            delivery_id: None,
+            at: Utc::now(),
+        };
+        self.audit(id, &entry).await?;
+        self.post_stopped(integration, &env).await;
         Ok(())
     }
 }

@@ -64,6 +64,32 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
+    async fn write_all(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
+        check_batch(&writes)?;
+        let mut items = self.items.lock().expect("lock");
+        let now = now_epoch();
+        // Every condition first, under the one lock: then every write.
+        for write in &writes {
+            check(items.get(write.key()).filter(|i| !i.is_expired(now)), write.condition())?;
+        }
+        let mut versions = Vec::with_capacity(writes.len());
+        for write in writes {
+            match write {
+                Write::Put(mut item, _) => {
+                    let current = items.get(&item.key).filter(|i| !i.is_expired(now));
+                    item.version = current.map_or(1, |c| c.version + 1);
+                    versions.push(item.version);
+                    items.insert(item.key.clone(), item);
+                }
+                Write::Delete(key, _) => {
+                    items.remove(&key);
+                    versions.push(0);
+                }
+            }
+        }
+        Ok(versions)
+    }
+
     async fn query(&self, query: &Query) -> Result<Page, StoreError> {
         let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
         let after = match &after {

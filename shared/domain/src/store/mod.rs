@@ -7,7 +7,9 @@
 //!   (DynamoDB deletes expired items up to two days late; moto never does);
 //! - `Condition::Absent` and `Condition::Version` are atomic; a failed condition returns the
 //!   current item so callers need no second read;
-//! - every successful write bumps `version` by one (1 on creation).
+//! - every successful write bumps `version` by one (1 on creation);
+//! - [`StateStore::write_all`] makes all of its writes or none (a state change and the events
+//!   it causes are never apart).
 
 mod memory;
 
@@ -116,6 +118,56 @@ pub enum Condition {
     Version(u64),
 }
 
+impl Condition {
+    /// The version a put under this condition writes, when the condition alone decides it.
+    pub fn next_version(self) -> Option<u64> {
+        match self {
+            Condition::None => None,
+            Condition::Absent => Some(1),
+            Condition::Version(v) => Some(v + 1),
+        }
+    }
+}
+
+/// The most writes one [`StateStore::write_all`] takes (DynamoDB's TransactWriteItems limit).
+pub const MAX_WRITES: usize = 100;
+
+/// One write of an all-or-none batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Put(Item, Condition),
+    Delete(Key, Condition),
+}
+
+impl Write {
+    pub fn key(&self) -> &Key {
+        match self {
+            Write::Put(item, _) => &item.key,
+            Write::Delete(key, _) => key,
+        }
+    }
+
+    pub fn condition(&self) -> Condition {
+        match self {
+            Write::Put(_, c) | Write::Delete(_, c) => *c,
+        }
+    }
+}
+
+/// What every adapter refuses in a batch, as DynamoDB does: more than [`MAX_WRITES`] writes, or
+/// two writes to one key (which of them would win is not defined).
+pub fn check_batch(writes: &[Write]) -> Result<(), StoreError> {
+    if writes.len() > MAX_WRITES {
+        return Err(StoreError::Corrupt(format!("a batch of {} writes exceeds {MAX_WRITES}", writes.len())));
+    }
+    let mut keys: Vec<&Key> = writes.iter().map(Write::key).collect();
+    keys.sort();
+    match keys.windows(2).find(|pair| pair[0] == pair[1]) {
+        Some(pair) => Err(StoreError::Corrupt(format!("a batch writes {}/{} twice", pair[0].pk, pair[0].sk))),
+        None => Ok(()),
+    }
+}
+
 /// Which order a query walks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Index {
@@ -166,6 +218,10 @@ pub trait StateStore: Send + Sync {
     async fn put(&self, item: Item, condition: Condition) -> Result<u64, StoreError>;
     /// Deletes if `condition` holds (`Condition::Absent` is meaningless here and always fails).
     async fn delete(&self, key: &Key, condition: Condition) -> Result<(), StoreError>;
+    /// Makes every write if every condition holds, else none; returns each write's new version
+    /// (0 for a delete). A failed condition is `ConditionFailed` with the live item of a write
+    /// whose condition failed when there is one. See [`check_batch`] for what is refused.
+    async fn write_all(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError>;
     async fn query(&self, query: &Query) -> Result<Page, StoreError>;
 }
 
