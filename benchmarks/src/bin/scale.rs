@@ -64,9 +64,10 @@ impl Counting {
         // Strongly consistent reads cost a unit per 4 KB; the adapter's gets are consistent.
         self.counts.read_units_x2.fetch_add(2 * bytes.div_ceil(4096).max(1), Ordering::Relaxed);
     }
-    fn write(&self, bytes: u64) {
+    /// One item written; `factor` 2 inside a transaction (DynamoDB bills each item twice there).
+    fn write(&self, bytes: u64, factor: u64) {
         self.counts.writes.fetch_add(1, Ordering::Relaxed);
-        self.counts.write_units.fetch_add(bytes.div_ceil(1024).max(1), Ordering::Relaxed);
+        self.counts.write_units.fetch_add(factor * bytes.div_ceil(1024).max(1), Ordering::Relaxed);
     }
 }
 
@@ -78,19 +79,16 @@ impl StateStore for Counting {
         Ok(got)
     }
     async fn put(&self, item: Item, condition: Condition) -> Result<u64, StoreError> {
-        self.write(size(&item));
+        self.write(size(&item), 1);
         self.inner.put(item, condition).await
     }
     async fn delete(&self, key: &Key, condition: Condition) -> Result<(), StoreError> {
-        self.write(0);
+        self.write(0, 1);
         self.inner.delete(key, condition).await
     }
     async fn write_all(&self, writes: Vec<Write>) -> Result<Vec<u64>, StoreError> {
         for write in &writes {
-            self.write(match write {
-                Write::Put(item, _) => 2 * size(item),
-                Write::Delete(..) => 0,
-            });
+            self.write(if let Write::Put(item, _) = write { size(item) } else { 0 }, 2);
         }
         self.inner.write_all(writes).await
     }

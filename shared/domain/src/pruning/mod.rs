@@ -33,6 +33,21 @@ use crate::outbox::{DomainEvent, EventType};
 use crate::store::{Condition, StateStore, StoreError, Write};
 use crate::tables::{AUDIT, ENVIRONMENTS, Record};
 
+/// Bitbucket calls for one request or one integration's scheduled run, retries included: 60
+/// pages of branches fit, and API Gateway's 30 s still answers first.
+const CALL_BUDGET: Duration = Duration::from_secs(25);
+
+/// What `environment.*` events say of an environment.
+fn environment_data(env: &Environment, pull_request: Option<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "branch": env.branch,
+        "head": env.head,
+        "status": env.status,
+        "pull_request": env.pull_request.or(pull_request),
+        "url": env.deployment.as_ref().map(|d| d.url.clone()),
+    })
+}
+
 /// `environment.created`, `.activated`, `.deactivated` for a write from `before` to `after`.
 fn environment_events(id: &str, before: Option<&Environment>, after: &Environment, cause: &str) -> Vec<DomainEvent> {
     let active = |env: Option<&Environment>| env.is_some_and(|e| e.status == EnvironmentStatus::Active);
@@ -50,20 +65,6 @@ fn environment_events(id: &str, before: Option<&Environment>, after: &Environmen
         .into_iter()
         .map(|kind| DomainEvent::new(kind, id, &format!("{cause}#{}", after.branch), data.clone()))
         .collect()
-}
-
-/// Bitbucket calls for one request or one integration's scheduled run, retries included: 60
-/// pages of branches fit, and API Gateway's 30 s still answers first.
-const CALL_BUDGET: Duration = Duration::from_secs(25);
-/// What `environment.*` events say of an environment.
-fn environment_data(env: &Environment, pull_request: Option<u64>) -> serde_json::Value {
-    serde_json::json!({
-        "branch": env.branch,
-        "head": env.head,
-        "status": env.status,
-        "pull_request": env.pull_request.or(pull_request),
-        "url": env.deployment.as_ref().map(|d| d.url.clone()),
-    })
 }
 
 /// Writes of one environment retried when another writer got there first.
