@@ -242,8 +242,9 @@ pub const CLAIM_WAIT_PER_INVOCATION: Duration = Duration::from_secs(20);
 /// A stream batch: each record to each consumer; the records a consumer failed are answered as
 /// `batchItemFailures`, so Lambda retries those alone (and, once its retries run out, sends their
 /// position to the on-failure queue). Each failure is kept in the failures list
-/// (`domain::failures`); a success clears it. An image that cannot be read will not read better
-/// on retry: it is logged and skipped.
+/// (`domain::failures`); a success clears it. An image that cannot be read is failed too: it will
+/// not read better on retry, but once the retries run out its position lands in the on-failure
+/// queue, where the dead-letter alarm shows it, instead of vanishing into a log line.
 pub async fn on_stream(consumers: &[Arc<dyn DeliveryConsumer>], records: Vec<StreamRecord>) -> Value {
     on_stream_waiting(consumers, records, CLAIM_WAIT_PER_INVOCATION).await
 }
@@ -256,14 +257,7 @@ pub async fn on_stream_waiting(
 ) -> Value {
     let mut failed = Vec::new();
     let mut wait_left = claim_wait;
-    for StreamRecord { sequence, image } in records {
-        let item = match image {
-            Ok(item) => item,
-            Err(e) => {
-                tracing::error!(error = %e, sequence, "unreadable stream record skipped");
-                continue;
-            }
-        };
+    for (sequence, item) in readable(records, &mut failed) {
         for consumer in consumers {
             if deliver_kept(consumer.as_ref(), &item, Some(1), &mut wait_left).await.is_err() {
                 failed.push(sequence.clone());
@@ -274,17 +268,26 @@ pub async fn on_stream_waiting(
     batch_failures(&failed)
 }
 
+/// The records whose image reads, with their sequence numbers; the others are logged and their
+/// sequence numbers added to `failed`.
+fn readable(records: Vec<StreamRecord>, failed: &mut Vec<String>) -> Vec<(String, Item)> {
+    let mut items = Vec::with_capacity(records.len());
+    for StreamRecord { sequence, image } in records {
+        match image {
+            Ok(item) => items.push((sequence, item)),
+            Err(e) => {
+                tracing::error!(error = %e, sequence, "unreadable stream record failed");
+                failed.push(sequence);
+            }
+        }
+    }
+    items
+}
+
 /// A stream batch of outbox records: each published (a failure is retried alone).
 pub async fn on_outbox_stream(relay: &Relay, records: Vec<StreamRecord>) -> Value {
     let mut failed = Vec::new();
-    for StreamRecord { sequence, image } in records {
-        let item = match image {
-            Ok(item) => item,
-            Err(e) => {
-                tracing::error!(error = %e, sequence, "unreadable stream record skipped");
-                continue;
-            }
-        };
+    for (sequence, item) in readable(records, &mut failed) {
         match relay.relay(&item).await {
             Ok(published) => tracing::info!(published, pk = %item.key.pk, sk = %item.key.sk, "outbox record relayed"),
             Err(e) => {
@@ -451,6 +454,10 @@ mod tests {
                 "accountId": "1", "apiId": "a", "domainName": "d", "domainPrefix": "d"}});
         assert!(matches!(Event::read(http).unwrap(), Event::Http(_)));
         assert_eq!(batch_failures(&["112".into()])["batchItemFailures"][0]["itemIdentifier"], "112");
+        // The unreadable record is failed (kept past the retries), the readable one passed on.
+        let mut failed = Vec::new();
+        let items = readable(records, &mut failed);
+        assert_eq!((items.len(), items[0].0.as_str(), failed), (1, "111", vec!["112".to_owned()]));
     }
 
     /// An SQS batch as Lambda hands it over (the shape of AWS's sample event).
