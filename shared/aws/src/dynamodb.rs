@@ -305,10 +305,7 @@ impl StateStore for DynamoStore {
                 },
                 c => c,
             };
-            item.version = match effective {
-                Condition::Version(v) => v + 1,
-                _ => 1,
-            };
+            item.version = effective.next_version().unwrap_or(1);
             match self.conditional_put(&item, effective).await {
                 Ok(()) => return Ok(item.version),
                 Err(StoreError::ConditionFailed { .. }) if condition == Condition::None => continue,
